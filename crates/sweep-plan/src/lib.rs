@@ -134,7 +134,7 @@ fn explain_serde(path: &str, raw: &str) -> KeyError {
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
         let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-        let key = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        let key = if path.is_empty() || path == name || path.ends_with(&format!(".{name}")) { if path.is_empty() { name.to_string() } else { path.to_string() } } else { format!("{path}.{name}") };
         let allowed = if expected.is_empty() { String::new() } else { format!("; allowed keys: {}", expected.join(", ")) };
         return KeyError::new(key, format!("unknown key{}{allowed}", did_you_mean(name, expected.iter().copied())));
     }
@@ -150,7 +150,12 @@ fn explain_serde(path: &str, raw: &str) -> KeyError {
     if raw.starts_with("data did not match any variant of untagged enum LrRule") {
         return KeyError::new(path, "expected a number, a table { base, ref_params, exponent } or a table of learning rates by model name");
     }
-    KeyError::new(path, raw.replace("invalid type: ", "wrong type: "))
+    let plain = raw
+        .replace("invalid type: ", "wrong type: ")
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected u32", "expected a non-negative integer")
+        .replace("expected f64", "expected a number");
+    KeyError::new(path, plain)
 }
 
 fn check(cond: bool, key: &str, msg: impl FnOnce() -> String) -> Result<(), KeyError> {
