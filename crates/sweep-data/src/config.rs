@@ -485,3 +485,103 @@ fn parse_tokenizer(value: &toml::Value) -> Result<TokenizerConfig, DataError> {
     }
     TokenizerConfig::deserialize(value.clone()).map_err(|e| DataError::config(key, e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DataConfig, DataError> {
+        let value: toml::Value = toml::from_str(text).expect("test TOML parses");
+        DataConfig::from_toml(value)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_table_gives_the_defaults() {
+        assert_eq!(parse("").unwrap(), DataConfig::default());
+    }
+
+    #[test]
+    fn every_source_type_and_tokenizer_form_parses_like_serde() {
+        let text = r#"
+            general = { type = "files", paths = ["corpus/**/*.txt"], extensions = ["txt"] }
+            domain = { type = "hub", repo = "org/name", files = ["data/*.parquet"] }
+            tokenizer = { hub = "org/tok", revision = "v1" }
+            tokenizer_sample_bytes = 1_000_000
+            validation_fraction = 0.1
+            builtin_bytes = 100_000
+            on_invalid_utf8 = "fail"
+            seed = 3
+        "#;
+        let config = parse(text).unwrap();
+        let via_serde: DataConfig = toml::from_str(text).unwrap();
+        assert_eq!(config, via_serde);
+        assert_eq!(
+            config.domain,
+            Some(SourceConfig::Hub {
+                repo: "org/name".into(),
+                revision: "main".into(),
+                files: vec!["data/*.parquet".into()],
+                column: "text".into()
+            })
+        );
+        assert_eq!(config.tokenizer, TokenizerConfig::Hub { repo: "org/tok".into(), revision: "v1".into() });
+        for (text, tokenizer) in [
+            (r#"tokenizer = "byte""#, TokenizerConfig::Byte),
+            (r#"tokenizer = "bpe""#, TokenizerConfig::Bpe),
+            (r#"tokenizer = { file = "t.json" }"#, TokenizerConfig::File("t.json".into())),
+        ] {
+            assert_eq!(parse(text).unwrap().tokenizer, tokenizer);
+        }
+        for text in [
+            r#"general = { type = "jsonl", paths = ["a.jsonl"], field = "content" }"#,
+            r#"general = { type = "parquet", paths = ["d/"] }"#,
+            r#"domain = "none""#,
+        ] {
+            assert_eq!(parse(text).unwrap(), toml::from_str::<DataConfig>(text).unwrap(), "{text}");
+        }
+        assert_eq!(parse(r#"domain = "none""#).unwrap().domain, None);
+    }
+
+    #[test]
+    fn configs_round_trip_through_json() {
+        let config = parse(r#"tokenizer = { file = "t.json" }
+            domain = "none""#)
+        .unwrap();
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(serde_json::from_str::<DataConfig>(&json).unwrap(), config);
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        assert_eq!(
+            error(r#"general = { type = "flies", paths = ["x"] }"#),
+            r#"data.general.type: unknown source type "flies" (allowed: builtin, files, jsonl, parquet, hub)"#
+        );
+        let e = error(r#"general = { type = "files", path = ["x"] }"#);
+        assert!(e.starts_with("data.general.path: unknown key (allowed here: type, paths, extensions)"), "{e}");
+        let e = error(r#"general = { type = "files" }"#);
+        assert!(e.starts_with("data.general.paths: is required"), "{e}");
+        let e = error(r#"domain = { type = "builtin", language = "poetry" }"#);
+        assert!(e.starts_with("data.domain.language: unknown built-in language \"poetry\""), "{e}");
+        let e = error("validation_fraction = 0.9");
+        assert!(e.starts_with("data.validation_fraction: 0.9 is outside (0, 0.5]"), "{e}");
+        let e = error("seed = \"zero\"");
+        assert!(e.starts_with("data.seed: ") && e.contains("string \"zero\""), "{e}");
+        let e = error("vocab = 3");
+        assert!(e.starts_with("data.vocab: unknown key"), "{e}");
+        let e = error(r#"tokenizer = "sentencepiece""#);
+        assert!(e.starts_with("data.tokenizer: ") && e.contains("sentencepiece"), "{e}");
+        let e = error(r#"domain = { type = "hub", repo = "justname" }"#);
+        assert!(e.starts_with("data.domain.repo: \"justname\" is not a repository id"), "{e}");
+        let e = error(r#"on_invalid_utf8 = "ignore""#);
+        assert!(e.starts_with("data.on_invalid_utf8: ") && e.contains("ignore"), "{e}");
+        let e = error(r#"general = { type = "parquet", paths = [] }"#);
+        assert!(e.starts_with("data.general.paths: is empty"), "{e}");
+        let e = error(r#"domain = 3"#);
+        assert!(e.starts_with("data.domain: expected a source table or \"none\""), "{e}");
+    }
+}

@@ -618,3 +618,123 @@ fn build_code() -> Automaton {
     }
     b.build(doc_start).expect("the code automaton is well formed")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Mean and batch-means standard error of `values` (consecutive batches absorb the Markov
+    /// chain's correlation).
+    fn mean_and_error(values: &[f64], weights: &[f64]) -> (f64, f64) {
+        let batches = 100;
+        let size = values.len() / batches;
+        let ratios: Vec<f64> = (0..batches)
+            .map(|b| {
+                let r = b * size..(b + 1) * size;
+                values[r.clone()].iter().sum::<f64>() / weights[r].iter().sum::<f64>()
+            })
+            .collect();
+        let n = batches * size;
+        let overall = values[..n].iter().sum::<f64>() / weights[..n].iter().sum::<f64>();
+        let var = ratios.iter().map(|r| (r - overall).powi(2)).sum::<f64>() / (batches - 1) as f64;
+        (overall, (var / batches as f64).sqrt())
+    }
+
+    #[test]
+    fn entropy_of_a_two_state_automaton_matches_the_closed_form() {
+        let mut b = AutomatonBuilder::new();
+        let a = b.state("a");
+        let s = b.state("b");
+        b.emit(a, "x ", 1, a);
+        b.emit(a, "y ", 3, s);
+        b.emit(s, "z\n", 1, a);
+        let rate = b.build(a).unwrap().entropy_rate();
+        // pi = (4/7, 3/7); H(a) = -(1/4 ln 1/4 + 3/4 ln 3/4); H(b) = 0; every word is 2 bytes.
+        let h_a = -(0.25f64 * 0.25f64.ln() + 0.75 * 0.75f64.ln());
+        let expected = 4.0 / 7.0 * h_a;
+        assert!((rate.nats_per_word - expected).abs() < 1e-12, "{rate:?} vs {expected}");
+        assert!((rate.bytes_per_word - 2.0).abs() < 1e-12);
+        assert!((rate.nats_per_byte - expected / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn emissions_that_are_prefixes_are_rejected() {
+        let mut b = AutomatonBuilder::new();
+        let a = b.state("a");
+        b.emit(a, "ab", 1, a);
+        b.emit(a, "abc", 1, a);
+        let err = b.build(a).unwrap_err();
+        assert!(err.contains("prefix"), "{err}");
+        let mut b = AutomatonBuilder::new();
+        let a = b.state("a");
+        let _dead = b.state("dead");
+        b.emit(a, "x", 1, a);
+        assert!(b.build(a).unwrap_err().contains("no emissions"));
+    }
+
+    /// The exact entropy must equal the generating model's own loss on its sampled text, per
+    /// word and per byte, to within four standard errors.
+    #[test]
+    fn exact_entropy_matches_the_models_loss_on_sampled_text() {
+        for language in Language::ALL {
+            let automaton = language.automaton();
+            let rate = automaton.entropy_rate();
+            let text = automaton.sample_text(12345, 3_000_000);
+            let loss = automaton.text_loss(&text).expect("sampled text parses");
+            let ones = vec![1.0; loss.word_nats.len()];
+            let bytes: Vec<f64> = loss.word_bytes.iter().map(|&b| b as f64).collect();
+            let (per_word, se_word) = mean_and_error(&loss.word_nats, &ones);
+            let (per_byte, se_byte) = mean_and_error(&loss.word_nats, &bytes);
+            // The test is only meaningful if sampling error is small against the value.
+            eprintln!("{language}: sampled {per_word:.5} +- {se_word:.5} nats/word, {per_byte:.5} +- {se_byte:.5} nats/byte; exact {rate:?}");
+            assert!(se_word < 0.01 * rate.nats_per_word && se_byte < 0.01 * rate.nats_per_byte);
+            assert!(
+                (per_word - rate.nats_per_word).abs() < 4.0 * se_word,
+                "{language}: sampled {per_word:.5} +- {se_word:.5} nats/word, exact {:.5}",
+                rate.nats_per_word
+            );
+            assert!(
+                (per_byte - rate.nats_per_byte).abs() < 4.0 * se_byte,
+                "{language}: sampled {per_byte:.5} +- {se_byte:.5} nats/byte, exact {:.5}",
+                rate.nats_per_byte
+            );
+        }
+    }
+
+    #[test]
+    fn documents_are_whole_and_continue_the_same_stream() {
+        for language in Language::ALL {
+            let automaton = language.automaton();
+            let docs = automaton.sample_documents(3, 50_000);
+            let joined: String = docs.concat();
+            assert!(joined.len() >= 50_000);
+            assert_eq!(joined, automaton.sample_text(3, joined.len()), "{language}");
+            for doc in &docs {
+                // Each document parses on its own from the start state.
+                automaton.text_loss(doc).unwrap();
+            }
+            assert_ne!(docs, automaton.sample_documents(4, 50_000));
+            assert_eq!(docs, automaton.sample_documents(3, 50_000));
+        }
+    }
+
+    /// Pins the generated text, so that a change to the generator (which would silently change
+    /// every cached corpus and result) is a deliberate one.
+    #[test]
+    fn generated_text_is_pinned() {
+        let prose = Language::Prose.automaton().sample_text(0, 20_000);
+        let code = Language::Code.automaton().sample_text(0, 20_000);
+        let h = |s: &str| crate::rng::hash_bytes(0, s.as_bytes());
+        assert_eq!((h(&prose), h(&code)), (PROSE_PIN, CODE_PIN), "update the pins only on purpose");
+    }
+    const PROSE_PIN: u64 = 10513044727390922706;
+    const CODE_PIN: u64 = 2824423710319877704;
+
+    #[test]
+    fn language_names_parse() {
+        assert_eq!("prose".parse::<Language>().unwrap(), Language::Prose);
+        assert_eq!("code".parse::<Language>().unwrap(), Language::Code);
+        let err = "poetry".parse::<Language>().unwrap_err().to_string();
+        assert!(err.contains("poetry") && err.contains("prose, code"), "{err}");
+    }
+}

@@ -286,3 +286,147 @@ impl ValidationSet {
         (0..self.batches()).filter_map(|i| self.batch(i))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::{ShardWriter, TokenWidth};
+    use rayon::prelude::*;
+
+    /// A shard whose token at position p is `base + p` (so a window's start can be read off).
+    fn shard(dir: &std::path::Path, name: &str, base: u32, len: u32) -> TokenShard {
+        let path = dir.join(name);
+        let mut w = ShardWriter::create(&path, TokenWidth::U32).unwrap();
+        w.write(&(base..base + len).collect::<Vec<_>>()).unwrap();
+        w.finish().unwrap();
+        TokenShard::open(&path, TokenWidth::U32).unwrap()
+    }
+
+    fn fixture() -> (tempfile::TempDir, TokenShard, TokenShard) {
+        let dir = tempfile::tempdir().unwrap();
+        let g = shard(dir.path(), "g.bin", 0, 10_001);
+        let d = shard(dir.path(), "d.bin", 1_000_000, 4_001);
+        (dir, g, d)
+    }
+
+    #[test]
+    fn realised_domain_fraction_matches_the_ratio() {
+        let (_dir, g, d) = fixture();
+        for r in [0.0, 0.1, 0.25, 1.0 / 3.0, 0.5, 0.9, 1.0] {
+            let s = MixtureSampler::new(Some(g.clone()), Some(d.clone()), r, 12, 10, 5).unwrap();
+            let mut domain = 0usize;
+            for step in 0..200u64 {
+                let b = s.batch(step);
+                let in_batch = b.rows_from(SourceKind::Domain);
+                // Every batch holds floor or ceil of r * batch_size domain rows.
+                assert!((in_batch as f64 - r * 12.0).abs() < 1.0 + 1e-9, "r {r}: {in_batch} in a batch");
+                domain += in_batch;
+                // Each row's tokens come from the source it claims.
+                for (row, kind) in b.sources.iter().enumerate() {
+                    let first = b.inputs[row * 10];
+                    assert_eq!(first >= 1_000_000, *kind == SourceKind::Domain);
+                }
+            }
+            let rows = 200.0 * 12.0;
+            // Exact to within one row over the whole run (binomial sampling would allow about
+            // sqrt(rows r (1 - r)), up to 25 rows here).
+            assert!((domain as f64 - r * rows).abs() <= 1.0, "r {r}: {domain} of {rows}");
+        }
+    }
+
+    #[test]
+    fn resuming_at_step_k_gives_the_uninterrupted_stream() {
+        let (_dir, g, d) = fixture();
+        let make = || MixtureSampler::new(Some(g.clone()), Some(d.clone()), 0.3, 8, 16, 11).unwrap();
+        let uninterrupted: Vec<Batch> = {
+            let s = make();
+            (0..120).map(|k| s.batch(k)).collect()
+        };
+        // A fresh sampler (a restarted process) asked for step k directly.
+        let resumed = make();
+        for k in [0u64, 1, 57, 119] {
+            assert_eq!(resumed.batch(k), uninterrupted[k as usize], "step {k}");
+        }
+        // Workers in parallel, and data-parallel slices of a batch, give the same rows.
+        let parallel: Vec<Batch> = (0..120u64).into_par_iter().map(|k| resumed.batch(k)).collect();
+        assert_eq!(parallel, uninterrupted);
+        for k in [3u64, 90] {
+            let halves = [resumed.rows(k, 0..3), resumed.rows(k, 3..8)];
+            let mut joined = halves[0].clone();
+            joined.inputs.extend(&halves[1].inputs);
+            joined.targets.extend(&halves[1].targets);
+            joined.sources.extend(&halves[1].sources);
+            assert_eq!(joined, uninterrupted[k as usize]);
+        }
+        // Another seed gives other batches.
+        let other = MixtureSampler::new(Some(g.clone()), Some(d.clone()), 0.3, 8, 16, 12).unwrap();
+        assert_ne!(other.batch(5), uninterrupted[5]);
+    }
+
+    #[test]
+    fn targets_are_the_next_tokens() {
+        let (_dir, g, d) = fixture();
+        let s = MixtureSampler::new(Some(g), Some(d), 0.5, 4, 32, 0).unwrap();
+        let b = s.batch(9);
+        for row in 0..4 {
+            let x = &b.inputs[row * 32..(row + 1) * 32];
+            let y = &b.targets[row * 32..(row + 1) * 32];
+            for t in 0..32 {
+                assert_eq!(y[t], x[t] + 1, "row {row} position {t}");
+            }
+            assert_eq!(x[0] % 32, 0, "windows start on the window grid");
+        }
+    }
+
+    #[test]
+    fn each_epoch_visits_every_window_once_in_a_new_order() {
+        let (_dir, g, _d) = fixture();
+        let context = 10;
+        let s = MixtureSampler::new(Some(g.clone()), None, 0.0, 10, context, 3).unwrap();
+        let windows = (g.len() - 1) / context; // 1000
+        let starts: Vec<u32> = (0..200u64).flat_map(|k| {
+            let b = s.batch(k);
+            (0..10).map(move |r| b.inputs[r * context]).collect::<Vec<_>>()
+        }).collect();
+        for epoch in starts.chunks(windows) {
+            let mut sorted = epoch.to_vec();
+            sorted.sort_unstable();
+            let expected: Vec<u32> = (0..windows as u32).map(|w| w * context as u32).collect();
+            assert_eq!(sorted, expected);
+        }
+        assert_ne!(starts[..windows], starts[windows..], "the second epoch is reshuffled");
+        let e = s.epochs_after(150);
+        assert!((e.general - 1.5).abs() < 1e-12 && e.domain == 0.0, "{e:?}");
+        assert!(s.repetition_warnings(100).is_empty());
+        let w = s.repetition_warnings(150);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("general source") && w[0].contains("1.50 epochs"), "{}", w[0]);
+    }
+
+    #[test]
+    fn missing_or_tiny_sources_are_errors() {
+        let (dir, g, d) = fixture();
+        let err = MixtureSampler::new(Some(g.clone()), None, 0.2, 4, 8, 0).unwrap_err().to_string();
+        assert!(err.contains("needs a domain source"), "{err}");
+        let tiny = shard(dir.path(), "tiny.bin", 0, 5);
+        let err = MixtureSampler::new(Some(g.clone()), Some(tiny), 0.2, 4, 8, 0).unwrap_err().to_string();
+        assert!(err.contains("domain source has 5 training tokens"), "{err}");
+        assert!(MixtureSampler::new(Some(g.clone()), Some(d.clone()), 1.5, 4, 8, 0).is_err());
+        // r = 1 needs no general source.
+        assert!(MixtureSampler::new(None, Some(d), 1.0, 4, 8, 0).is_ok());
+    }
+
+    #[test]
+    fn validation_windows_cover_the_split_in_order() {
+        let (_dir, g, _d) = fixture();
+        let v = ValidationSet::new(SourceKind::General, g.clone(), 64, 100).unwrap();
+        assert_eq!(v.windows(), 100);
+        assert_eq!(v.batches(), 2);
+        let all: Vec<Batch> = v.iter().collect();
+        assert_eq!(all[0].rows(), 64);
+        assert_eq!(all[1].rows(), 36);
+        let targets: Vec<u32> = all.iter().flat_map(|b| b.targets.clone()).collect();
+        assert_eq!(targets, (1..=10_000).collect::<Vec<u32>>(), "every token after the first is a target once");
+        assert!(v.batch(2).is_none());
+    }
+}
