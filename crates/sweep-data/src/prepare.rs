@@ -305,9 +305,10 @@ fn spinner(show: bool, message: String) -> ProgressBar {
     bar
 }
 
-/// The key that decides which documents of a source are held out.
-fn split_key(config: &DataConfig, kind: SourceKind) -> u64 {
-    hash_words(&[0x5B11_7u64, config.seed, kind as u64])
+/// The key that decides which documents are held out: the same for both sources, so a document
+/// present in both is held out of both.
+fn split_key(config: &DataConfig) -> u64 {
+    hash_words(&[0x5B11_7u64, config.seed])
 }
 
 /// Whether a document goes to validation: a hash of its text against the fraction, so the split
@@ -323,7 +324,7 @@ fn tokenizer_sample(config: &DataConfig, sources: &[ResolvedSource]) -> Result<V
     let share = config.tokenizer_sample_bytes / sources.len() as u64;
     let mut sample = Vec::new();
     for source in sources {
-        let key = split_key(config, source.kind);
+        let key = split_key(config);
         let sizes: Vec<u64> = source.units.iter().map(|u| u.size_hint()).collect();
         let total: u64 = sizes.iter().sum::<u64>().max(1);
         let mut carry = 0u64;
@@ -471,7 +472,7 @@ fn build_shards(
         pending_bytes: 0,
         id_limit: options.vocab_size.min(u32::MAX as usize) as u32,
     };
-    let key = split_key(config, source.kind);
+    let key = split_key(config);
     let mut skipped = SkipReport::default();
     for unit in &source.units {
         bar.set_message(unit.location());

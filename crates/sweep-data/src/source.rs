@@ -103,7 +103,10 @@ pub(crate) fn resolve(
     hub_settings: &HubSettings,
 ) -> Result<ResolvedSource, DataError> {
     let name = kind.name();
-    let mut fingerprint = format!("reader v{READER_VERSION}; max_document_bytes {}; ", config.max_document_bytes);
+    let mut fingerprint = format!(
+        "reader v{READER_VERSION}; max_document_bytes {}; on_invalid_utf8 {:?}; ",
+        config.max_document_bytes, config.on_invalid_utf8
+    );
     let mut entropy = None;
     let units = match source {
         SourceConfig::Builtin { language } => {
