@@ -1,0 +1,432 @@
+//! Batches for training and validation.
+//!
+//! A training batch is `batch_size` rows of `context_length + 1` consecutive tokens (inputs and
+//! the targets shifted by one). Global row `n = step * batch_size + i` comes from the domain
+//! source exactly when `floor((n + 1) r + u) > floor(n r + u)` (r the mixture ratio in units of
+//! 2^-32, u a seed-derived offset), so after n rows exactly `floor(n r + u)` came from the
+//! domain: the realised fraction is r to within one row, at every step. The k-th row of a source
+//! is window `perm_e(k mod M)` of epoch `e = k div M`, where the source's training tokens hold
+//! M windows and `perm_e` is a keyed pseudo-random permutation. Everything is a closed-form
+//! function of (seed, step), so resuming at step k needs only k, and the batch is the same
+//! however many workers build it or in which order.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DataError;
+use crate::rng::{hash_words, IndexPermutation};
+use crate::shard::TokenShard;
+use crate::source::SourceKind;
+
+/// Rows of token windows: `inputs[i * context_length + t]`, `targets` shifted by one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Input ids, row-major `[rows, context_length]`.
+    pub inputs: Vec<u32>,
+    /// Target ids (the next token of each input), row-major `[rows, context_length]`.
+    pub targets: Vec<u32>,
+    /// Which source each row came from.
+    pub sources: Vec<SourceKind>,
+    /// Tokens per row.
+    pub context_length: usize,
+}
+
+impl Batch {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Rows that came from `kind`.
+    pub fn rows_from(&self, kind: SourceKind) -> usize {
+        self.sources.iter().filter(|&&s| s == kind).count()
+    }
+
+    fn with_capacity(rows: usize, context_length: usize) -> Self {
+        Self {
+            inputs: Vec::with_capacity(rows * context_length),
+            targets: Vec::with_capacity(rows * context_length),
+            sources: Vec::with_capacity(rows),
+            context_length,
+        }
+    }
+
+    fn push_window(&mut self, kind: SourceKind, window: &[u32]) {
+        let c = self.context_length;
+        self.inputs.extend_from_slice(&window[..c]);
+        self.targets.extend_from_slice(&window[1..=c]);
+        self.sources.push(kind);
+    }
+}
+
+/// Epochs of each source's training tokens consumed (fractional).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceEpochs {
+    /// Epochs of the general source.
+    pub general: f64,
+    /// Epochs of the domain source.
+    pub domain: f64,
+}
+
+/// Fixed-point denominator of the mixture ratio.
+const RATIO_ONE: u128 = 1 << 32;
+
+#[derive(Debug, Clone)]
+struct TrainSource {
+    kind: SourceKind,
+    shard: TokenShard,
+    /// Windows of `context_length + 1` tokens per epoch (consecutive windows share one token).
+    windows: u64,
+}
+
+/// Deterministic, resumable training batches mixing two sources at a fixed ratio.
+#[derive(Debug, Clone)]
+pub struct MixtureSampler {
+    general: Option<TrainSource>,
+    domain: Option<TrainSource>,
+    ratio: u128,
+    offset: u128,
+    batch_size: usize,
+    context_length: usize,
+    seed: u64,
+}
+
+impl MixtureSampler {
+    /// A sampler drawing a fraction `mixture_ratio` of rows from `domain`, the rest from
+    /// `general`; a source may be absent only if its share is zero.
+    pub fn new(
+        general: Option<TokenShard>,
+        domain: Option<TokenShard>,
+        mixture_ratio: f64,
+        batch_size: usize,
+        context_length: usize,
+        seed: u64,
+    ) -> Result<Self, DataError> {
+        if !(0.0..=1.0).contains(&mixture_ratio) {
+            return Err(DataError::Sampler(format!("mixture_ratio {mixture_ratio} is outside [0, 1]")));
+        }
+        if batch_size == 0 || context_length == 0 {
+            return Err(DataError::Sampler(format!(
+                "batch_size ({batch_size}) and context_length ({context_length}) must be positive"
+            )));
+        }
+        let ratio = (mixture_ratio * RATIO_ONE as f64).round() as u128;
+        let source = |kind: SourceKind, shard: Option<TokenShard>, needed: bool| -> Result<Option<TrainSource>, DataError> {
+            let Some(shard) = shard else {
+                return if needed {
+                    Err(DataError::Sampler(format!(
+                        "mixture_ratio {mixture_ratio} needs a {kind} source; configure data.{kind}"
+                    )))
+                } else {
+                    Ok(None)
+                };
+            };
+            if shard.len() < context_length + 1 {
+                return if needed {
+                    Err(DataError::Sampler(format!(
+                        "the {kind} source has {} training tokens, fewer than context_length + 1 = {}; add text or shorten the context",
+                        shard.len(),
+                        context_length + 1
+                    )))
+                } else {
+                    Ok(None)
+                };
+            }
+            let windows = ((shard.len() - 1) / context_length) as u64;
+            Ok(Some(TrainSource { kind, shard, windows }))
+        };
+        let general = source(SourceKind::General, general, ratio < RATIO_ONE)?;
+        let domain = source(SourceKind::Domain, domain, ratio > 0)?;
+        let offset = (hash_words(&[seed, 0x0FF5E7]) as u128) >> 32;
+        Ok(Self { general, domain, ratio, offset, batch_size, context_length, seed })
+    }
+
+    /// Rows per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Tokens per row (inputs; each row reads one more token for the last target).
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// Training tokens (input positions) per step.
+    pub fn tokens_per_step(&self) -> u64 {
+        (self.batch_size * self.context_length) as u64
+    }
+
+    /// Domain rows among the first `rows` global rows: `floor(rows * r + u)`.
+    fn domain_rows_before(&self, rows: u64) -> u64 {
+        ((rows as u128 * self.ratio + self.offset) / RATIO_ONE) as u64
+    }
+
+    /// The batch of training step `step` (steps count from 0).
+    pub fn batch(&self, step: u64) -> Batch {
+        self.rows(step, 0..self.batch_size)
+    }
+
+    /// Rows `rows` of step `step`'s batch: data-parallel workers each take a slice, and together
+    /// they see exactly the rows of [`MixtureSampler::batch`].
+    pub fn rows(&self, step: u64, rows: Range<usize>) -> Batch {
+        assert!(rows.end <= self.batch_size, "rows {rows:?} beyond batch of {}", self.batch_size);
+        let mut batch = Batch::with_capacity(rows.len(), self.context_length);
+        let mut window = Vec::with_capacity(self.context_length + 1);
+        for i in rows {
+            let n = step * self.batch_size as u64 + i as u64;
+            let domain_before = self.domain_rows_before(n);
+            let is_domain = self.domain_rows_before(n + 1) > domain_before;
+            let (source, k) = if is_domain {
+                (self.domain.as_ref(), domain_before)
+            } else {
+                (self.general.as_ref(), n - domain_before)
+            };
+            let source = source.expect("a source with a non-zero share is present (checked in new)");
+            let start = self.window_start(source, k);
+            window.clear();
+            source.shard.extend_from(start, self.context_length + 1, &mut window);
+            batch.push_window(source.kind, &window);
+        }
+        batch
+    }
+
+    /// Start token of a source's k-th window: epoch `k / M`, shuffled position within it.
+    fn window_start(&self, source: &TrainSource, k: u64) -> usize {
+        let epoch = k / source.windows;
+        let key = hash_words(&[self.seed, source.kind as u64, epoch]);
+        let window = IndexPermutation::new(source.windows, key).apply(k % source.windows);
+        window as usize * self.context_length
+    }
+
+    /// Epochs of each source consumed by the first `steps` steps.
+    pub fn epochs_after(&self, steps: u64) -> SourceEpochs {
+        let rows = steps * self.batch_size as u64;
+        let domain_rows = self.domain_rows_before(rows);
+        let epochs = |s: &Option<TrainSource>, r: u64| s.as_ref().map_or(0.0, |s| r as f64 / s.windows as f64);
+        SourceEpochs { general: epochs(&self.general, rows - domain_rows), domain: epochs(&self.domain, domain_rows) }
+    }
+
+    /// One message per source that a run of `steps` steps would repeat (more than one epoch).
+    pub fn repetition_warnings(&self, steps: u64) -> Vec<String> {
+        let epochs = self.epochs_after(steps);
+        let mut out = Vec::new();
+        for (source, e) in [(&self.general, epochs.general), (&self.domain, epochs.domain)] {
+            if let Some(s) = source {
+                if e > 1.0 {
+                    out.push(format!(
+                        "{} source: {} training tokens, but {steps} steps read {:.0} tokens of it: {e:.2} epochs, so its text repeats; add text or plan fewer tokens",
+                        s.kind,
+                        s.shard.len(),
+                        e * (s.windows * self.context_length as u64) as f64
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A source's validation windows in fixed order (independent of the training seed).
+#[derive(Debug, Clone)]
+pub struct ValidationSet {
+    kind: SourceKind,
+    shard: TokenShard,
+    batch_size: usize,
+    context_length: usize,
+    windows: usize,
+}
+
+impl ValidationSet {
+    /// The windows of `shard`, `batch_size` per batch.
+    pub fn new(kind: SourceKind, shard: TokenShard, batch_size: usize, context_length: usize) -> Result<Self, DataError> {
+        if batch_size == 0 || context_length == 0 {
+            return Err(DataError::Sampler("validation batch_size and context_length must be positive".into()));
+        }
+        if shard.len() < context_length + 1 {
+            return Err(DataError::Sampler(format!(
+                "the {kind} validation split has {} tokens, fewer than context_length + 1 = {}; raise data.validation_fraction or add text",
+                shard.len(),
+                context_length + 1
+            )));
+        }
+        let windows = (shard.len() - 1) / context_length;
+        Ok(Self { kind, shard, batch_size, context_length, windows })
+    }
+
+    /// Number of windows (every validation token is a target once).
+    pub fn windows(&self) -> usize {
+        self.windows
+    }
+
+    /// Number of batches (the last may be smaller).
+    pub fn batches(&self) -> usize {
+        self.windows.div_ceil(self.batch_size)
+    }
+
+    /// Batch `index` (`None` past the end).
+    pub fn batch(&self, index: usize) -> Option<Batch> {
+        let first = index.checked_mul(self.batch_size)?;
+        if first >= self.windows {
+            return None;
+        }
+        let last = (first + self.batch_size).min(self.windows);
+        let mut batch = Batch::with_capacity(last - first, self.context_length);
+        let mut window = Vec::with_capacity(self.context_length + 1);
+        for w in first..last {
+            window.clear();
+            self.shard.extend_from(w * self.context_length, self.context_length + 1, &mut window);
+            batch.push_window(self.kind, &window);
+        }
+        Some(batch)
+    }
+
+    /// All batches in order.
+    pub fn iter(&self) -> impl Iterator<Item = Batch> + '_ {
+        (0..self.batches()).filter_map(|i| self.batch(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::{ShardWriter, TokenWidth};
+    use rayon::prelude::*;
+
+    /// A shard whose token at position p is `base + p` (so a window's start can be read off).
+    fn shard(dir: &std::path::Path, name: &str, base: u32, len: u32) -> TokenShard {
+        let path = dir.join(name);
+        let mut w = ShardWriter::create(&path, TokenWidth::U32).unwrap();
+        w.write(&(base..base + len).collect::<Vec<_>>()).unwrap();
+        w.finish().unwrap();
+        TokenShard::open(&path, TokenWidth::U32).unwrap()
+    }
+
+    fn fixture() -> (tempfile::TempDir, TokenShard, TokenShard) {
+        let dir = tempfile::tempdir().unwrap();
+        let g = shard(dir.path(), "g.bin", 0, 10_001);
+        let d = shard(dir.path(), "d.bin", 1_000_000, 4_001);
+        (dir, g, d)
+    }
+
+    #[test]
+    fn realised_domain_fraction_matches_the_ratio() {
+        let (_dir, g, d) = fixture();
+        for r in [0.0, 0.1, 0.25, 1.0 / 3.0, 0.5, 0.9, 1.0] {
+            let s = MixtureSampler::new(Some(g.clone()), Some(d.clone()), r, 12, 10, 5).unwrap();
+            let mut domain = 0usize;
+            for step in 0..200u64 {
+                let b = s.batch(step);
+                let in_batch = b.rows_from(SourceKind::Domain);
+                // Every batch holds floor or ceil of r * batch_size domain rows.
+                assert!((in_batch as f64 - r * 12.0).abs() < 1.0 + 1e-9, "r {r}: {in_batch} in a batch");
+                domain += in_batch;
+                // Each row's tokens come from the source it claims.
+                for (row, kind) in b.sources.iter().enumerate() {
+                    let first = b.inputs[row * 10];
+                    assert_eq!(first >= 1_000_000, *kind == SourceKind::Domain);
+                }
+            }
+            let rows = 200.0 * 12.0;
+            // Exact to within one row over the whole run (binomial sampling would allow about
+            // sqrt(rows r (1 - r)), up to 25 rows here).
+            assert!((domain as f64 - r * rows).abs() <= 1.0, "r {r}: {domain} of {rows}");
+        }
+    }
+
+    #[test]
+    fn resuming_at_step_k_gives_the_uninterrupted_stream() {
+        let (_dir, g, d) = fixture();
+        let make = || MixtureSampler::new(Some(g.clone()), Some(d.clone()), 0.3, 8, 16, 11).unwrap();
+        let uninterrupted: Vec<Batch> = {
+            let s = make();
+            (0..120).map(|k| s.batch(k)).collect()
+        };
+        // A fresh sampler (a restarted process) asked for step k directly.
+        let resumed = make();
+        for k in [0u64, 1, 57, 119] {
+            assert_eq!(resumed.batch(k), uninterrupted[k as usize], "step {k}");
+        }
+        // Workers in parallel, and data-parallel slices of a batch, give the same rows.
+        let parallel: Vec<Batch> = (0..120u64).into_par_iter().map(|k| resumed.batch(k)).collect();
+        assert_eq!(parallel, uninterrupted);
+        for k in [3u64, 90] {
+            let halves = [resumed.rows(k, 0..3), resumed.rows(k, 3..8)];
+            let mut joined = halves[0].clone();
+            joined.inputs.extend(&halves[1].inputs);
+            joined.targets.extend(&halves[1].targets);
+            joined.sources.extend(&halves[1].sources);
+            assert_eq!(joined, uninterrupted[k as usize]);
+        }
+        // Another seed gives other batches.
+        let other = MixtureSampler::new(Some(g.clone()), Some(d.clone()), 0.3, 8, 16, 12).unwrap();
+        assert_ne!(other.batch(5), uninterrupted[5]);
+    }
+
+    #[test]
+    fn targets_are_the_next_tokens() {
+        let (_dir, g, d) = fixture();
+        let s = MixtureSampler::new(Some(g), Some(d), 0.5, 4, 32, 0).unwrap();
+        let b = s.batch(9);
+        for row in 0..4 {
+            let x = &b.inputs[row * 32..(row + 1) * 32];
+            let y = &b.targets[row * 32..(row + 1) * 32];
+            for t in 0..32 {
+                assert_eq!(y[t], x[t] + 1, "row {row} position {t}");
+            }
+            assert_eq!(x[0] % 32, 0, "windows start on the window grid");
+        }
+    }
+
+    #[test]
+    fn each_epoch_visits_every_window_once_in_a_new_order() {
+        let (_dir, g, _d) = fixture();
+        let context = 10;
+        let s = MixtureSampler::new(Some(g.clone()), None, 0.0, 10, context, 3).unwrap();
+        let windows = (g.len() - 1) / context; // 1000
+        let starts: Vec<u32> = (0..200u64).flat_map(|k| {
+            let b = s.batch(k);
+            (0..10).map(move |r| b.inputs[r * context]).collect::<Vec<_>>()
+        }).collect();
+        for epoch in starts.chunks(windows) {
+            let mut sorted = epoch.to_vec();
+            sorted.sort_unstable();
+            let expected: Vec<u32> = (0..windows as u32).map(|w| w * context as u32).collect();
+            assert_eq!(sorted, expected);
+        }
+        assert_ne!(starts[..windows], starts[windows..], "the second epoch is reshuffled");
+        let e = s.epochs_after(150);
+        assert!((e.general - 1.5).abs() < 1e-12 && e.domain == 0.0, "{e:?}");
+        assert!(s.repetition_warnings(100).is_empty());
+        let w = s.repetition_warnings(150);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("general source") && w[0].contains("1.50 epochs"), "{}", w[0]);
+    }
+
+    #[test]
+    fn missing_or_tiny_sources_are_errors() {
+        let (dir, g, d) = fixture();
+        let err = MixtureSampler::new(Some(g.clone()), None, 0.2, 4, 8, 0).unwrap_err().to_string();
+        assert!(err.contains("needs a domain source"), "{err}");
+        let tiny = shard(dir.path(), "tiny.bin", 0, 5);
+        let err = MixtureSampler::new(Some(g.clone()), Some(tiny), 0.2, 4, 8, 0).unwrap_err().to_string();
+        assert!(err.contains("domain source has 5 training tokens"), "{err}");
+        assert!(MixtureSampler::new(Some(g.clone()), Some(d.clone()), 1.5, 4, 8, 0).is_err());
+        // r = 1 needs no general source.
+        assert!(MixtureSampler::new(None, Some(d), 1.0, 4, 8, 0).is_ok());
+    }
+
+    #[test]
+    fn validation_windows_cover_the_split_in_order() {
+        let (_dir, g, _d) = fixture();
+        let v = ValidationSet::new(SourceKind::General, g.clone(), 64, 100).unwrap();
+        assert_eq!(v.windows(), 100);
+        assert_eq!(v.batches(), 2);
+        let all: Vec<Batch> = v.iter().collect();
+        assert_eq!(all[0].rows(), 64);
+        assert_eq!(all[1].rows(), 36);
+        let targets: Vec<u32> = all.iter().flat_map(|b| b.targets.clone()).collect();
+        assert_eq!(targets, (1..=10_000).collect::<Vec<u32>>(), "every token after the first is a target once");
+        assert!(v.batch(2).is_none());
+    }
+}
