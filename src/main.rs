@@ -192,7 +192,17 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 fn load_plan(a: &ConfigArgs) -> anyhow::Result<Plan> {
-    Ok(sweep_plan::load(&a.config, a.profile.as_deref())?)
+    let plan = sweep_plan::load(&a.config, a.profile.as_deref())?;
+    // Sections owned by other crates are validated here, before any work starts.
+    if let Some(data) = &plan.config.data {
+        if let Err(e) = sweep_data::DataConfig::from_toml(toml::Value::Table(data.clone())) {
+            return Err(match e {
+                sweep_data::DataError::Config { key, message } => plan.error_at(&key, message).into(),
+                other => plan.error_at("data", other.to_string()).into(),
+            });
+        }
+    }
+    Ok(plan)
 }
 
 fn cmd_plan(a: PlanArgs) -> anyhow::Result<u8> {
@@ -266,24 +276,11 @@ impl Trainer for Backends {
         "dispatch"
     }
     fn train(&self, point: &Point, dir: &PointDir, control: &Control) -> anyhow::Result<Outcome> {
-        let _ = &self.device_override;
         match point.trainer {
             TrainerKind::Simulate => sweep_train::simulate::SimulateTrainer.train(point, dir, control),
-            TrainerKind::Candle => bail!("the candle trainer is not part of this build yet; set [sweep] trainer = \"simulate\" to run this grid with simulated losses"),
+            TrainerKind::Candle => sweep_train::trainer::CandleTrainer { device: self.device_override.clone() }.train(point, dir, control),
         }
     }
-}
-
-fn check_runnable(plan: &Plan) -> anyhow::Result<()> {
-    if plan.config.sweep.trainer == TrainerKind::Candle {
-        eprintln!(
-            "error: {}: sweep.trainer: \"candle\" (the default) is not available in this build yet; \
-             set [sweep] trainer = \"simulate\" to run the grid with simulated losses, or `sweep plan` it",
-            plan.config_path.display()
-        );
-        return Err(Exit(EXIT_CONFIG).into());
-    }
-    Ok(())
 }
 
 fn worker_options(l: &LeaseArgs, wait: bool) -> anyhow::Result<WorkerOptions> {
@@ -295,7 +292,6 @@ fn worker_options(l: &LeaseArgs, wait: bool) -> anyhow::Result<WorkerOptions> {
 
 fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
     let plan = load_plan(&a.config)?;
-    check_runnable(&plan)?;
     if a.workers == 0 {
         bail!("--workers must be at least 1");
     }

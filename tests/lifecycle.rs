@@ -110,10 +110,11 @@ fn plan_prints_table_and_json_with_totals() {
 }
 
 #[test]
-fn candle_trainer_is_refused_clearly_until_built() {
-    let dir = scratch("life-candle");
-    let cfg = write_config(&dir, "c.toml", &BASE.replace("trainer = \"simulate\"\n", ""));
+fn data_section_errors_are_located_before_work_starts() {
+    let dir = scratch("life-data");
+    let cfg = write_config(&dir, "c.toml", &format!("{BASE}\n[data]\ngeneral = {{ type = \"flies\", paths = [\"x\"] }}\n"));
     let out = run(sweep().arg("run").arg(&cfg).arg("--out").arg(&dir));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("trainer = \"simulate\""), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("c.toml:21:") && text(&out).contains("data.general"), "{}", text(&out));
+    assert!(!dir.join("life").exists());
 }

@@ -108,6 +108,17 @@ pub fn plan_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan,
     Ok(Plan { config_path: path.to_path_buf(), config_text: text.to_string(), profile: profile.map(String::from), config_hash, config, points })
 }
 
+impl Plan {
+    /// An error about `key` of this plan's config, located in the file (in the profile's
+    /// override when the profile sets that key). For sections validated by other crates.
+    pub fn error_at(&self, key: &str, message: impl Into<String>) -> PlanError {
+        let locator = Locator::new(&self.config_text);
+        let in_profile = self.profile.as_ref().map(|p| format!("profiles.{p}.{key}"));
+        let location = in_profile.as_deref().filter(|k| locator.has(k)).and_then(|k| locator.locate(k)).or_else(|| locator.locate(key));
+        PlanError { file: self.config_path.clone(), location, key: key.to_string(), message: message.into() }
+    }
+}
+
 /// Deep-merges `over` into `base`: tables merge, everything else replaces.
 fn merge(base: &mut toml::Table, over: &toml::Table) {
     for (k, v) in over {

@@ -1,8 +1,9 @@
 //! sweep-train: training backends behind `sweep_store::Trainer`.
 //!
-//! Today: the `simulate` backend, which draws each point's loss curve from a stated law plus
-//! seeded noise, writes metrics and checkpoints like a real trainer, and honours stop/resume.
-//! The candle trainer (issue 4) will live here too.
+//! * [`trainer::CandleTrainer`]: a decoder-only transformer ([`model`]) trained with AdamW
+//!   ([`optim`]) on candle, resumable bit for bit on the CPU, exporting a Llama-style model.
+//! * [`simulate::SimulateTrainer`]: loss curves drawn from a stated law plus seeded noise, for
+//!   planning grids and testing the pipeline in seconds.
 //!
 //! ```no_run
 //! use sweep_store::Trainer;
@@ -11,5 +12,10 @@
 //! ```
 
 pub mod divergence;
+pub mod export;
+pub mod model;
+pub mod optim;
+pub mod precision;
 pub mod rng;
 pub mod simulate;
+pub mod trainer;

@@ -1,0 +1,324 @@
+//! The candle trainer: one point of a sweep becomes a real training run. A plain loop with the
+//! schedule, clipping, evaluation and checkpointing visible in it.
+
+use crate::divergence::DivergenceCheck;
+use crate::model::{LinearHooks, ModelConfig, NoHooks, Transformer};
+use crate::optim::{clip_grads, named_grads, AdamW, AdamWConfig};
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+use sweep_data::{DataConfig, PreparedData, SourceKind};
+use sweep_plan::Point;
+use sweep_store::{Control, Outcome, PointDir, Trainer};
+
+/// The candle backend.
+#[derive(Debug, Clone, Default)]
+pub struct CandleTrainer {
+    /// Device overriding the point's (`cpu`, `cuda:N`, `metal`).
+    pub device: Option<String>,
+}
+
+/// Opens a device by name.
+pub fn open_device(name: &str) -> anyhow::Result<Device> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if let Some(n) = name.strip_prefix("cuda:") {
+        let n: usize = n.parse().with_context(|| format!("device {name:?}: expected cuda:N"))?;
+        if !candle_core::utils::cuda_is_available() {
+            bail!("device {name:?} needs a build with `--features cuda` (this binary is CPU-only)");
+        }
+        return Ok(Device::new_cuda(n)?);
+    }
+    if name == "metal" {
+        if !candle_core::utils::metal_is_available() {
+            bail!("device \"metal\" needs a macOS build with `--features metal`");
+        }
+        return Ok(Device::new_metal(0)?);
+    }
+    bail!("unknown device {name:?}; use cpu, cuda:N or metal")
+}
+
+/// The point's `[data]` section as sweep-data's config.
+pub fn data_config(point: &Point) -> anyhow::Result<DataConfig> {
+    let value: toml::Value = match &point.data {
+        serde_json::Value::Null => toml::Value::Table(Default::default()),
+        other => toml::Value::try_from(other).context("converting [data] for sweep-data")?,
+    };
+    Ok(DataConfig::from_toml(value)?)
+}
+
+/// Checkpoint bookkeeping beside the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CkptState {
+    step: u64,
+    adam_t: u64,
+    divergence: DivergenceCheck,
+    tokens_seen: u64,
+    /// SHA-256 of state.safetensors.
+    checksum: String,
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path)?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn save_checkpoint(dir: &PointDir, step: u64, model: &Transformer, opt: &AdamW, div: &DivergenceCheck, tokens_seen: u64) -> anyhow::Result<()> {
+    let mut tensors: BTreeMap<String, Tensor> = model.tensors();
+    for (k, m) in &opt.m {
+        tensors.insert(format!("adamw.m.{k}"), m.clone());
+    }
+    for (k, v) in &opt.v {
+        tensors.insert(format!("adamw.v.{k}"), v.clone());
+    }
+    dir.write_checkpoint(step, |tmp| {
+        let st = tmp.join("state.safetensors");
+        candle_core::safetensors::save(&tensors.into_iter().collect(), &st).map_err(std::io::Error::other)?;
+        let checksum = sha256_file(&st).map_err(std::io::Error::other)?;
+        let state = CkptState { step, adam_t: opt.t, divergence: div.clone(), tokens_seen, checksum };
+        std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state).expect("state serialises"))
+    })?;
+    Ok(())
+}
+
+/// Loads the newest checkpoint that verifies, falling back to older ones.
+fn load_checkpoint(dir: &PointDir, device: &Device) -> Option<(CkptState, BTreeMap<String, Tensor>)> {
+    for (step, path) in dir.checkpoints() {
+        let attempt = (|| -> anyhow::Result<(CkptState, BTreeMap<String, Tensor>)> {
+            let state: CkptState = serde_json::from_slice(&std::fs::read(path.join("state.json"))?)?;
+            let st = path.join("state.safetensors");
+            if state.step != step || sha256_file(&st)? != state.checksum {
+                bail!("checksum mismatch");
+            }
+            let tensors = candle_core::safetensors::load(&st, device)?;
+            Ok((state, tensors.into_iter().collect()))
+        })();
+        match attempt {
+            Ok(x) => return Some(x),
+            Err(e) => tracing::warn!(point = %dir.id, step, "checkpoint unusable ({e}); trying the previous one"),
+        }
+    }
+    None
+}
+
+fn batch_tensors(inputs: &[u32], targets: &[u32], rows: usize, context: usize, device: &Device) -> anyhow::Result<(Tensor, Tensor)> {
+    Ok((Tensor::from_slice(inputs, (rows, context), device)?, Tensor::from_slice(targets, (rows, context), device)?))
+}
+
+/// Validation loss (nats/token) and bits per byte per source.
+fn evaluate(model: &Transformer, data: &PreparedData, batch_size: usize, context: usize, batches: usize, hooks: &dyn LinearHooks, device: &Device) -> anyhow::Result<BTreeMap<&'static str, (f64, f64)>> {
+    let mut out = BTreeMap::new();
+    for kind in [SourceKind::General, SourceKind::Domain] {
+        if data.source(kind).is_none() {
+            continue;
+        }
+        let val = data.validation(kind, batch_size, context)?;
+        let mut total = 0.0;
+        let mut n = 0usize;
+        for b in val.iter().take(batches) {
+            let rows = b.rows();
+            let (x, y) = batch_tensors(&b.inputs, &b.targets, rows, context, device)?;
+            let loss = model.loss(&x, &y, hooks)?.to_scalar::<f32>()? as f64;
+            total += loss * rows as f64;
+            n += rows;
+        }
+        if n == 0 {
+            bail!("the {kind} validation set is empty: raise data.validation_fraction or use more text");
+        }
+        let loss = total / n as f64;
+        let bpt = data.bytes_per_token(kind).unwrap_or(f64::NAN);
+        out.insert(kind.name(), (loss, loss / std::f64::consts::LN_2 / bpt));
+    }
+    Ok(out)
+}
+
+/// The measured peak of this device's f32 matrix multiply (FLOP/s), the denominator of MFU on
+/// the CPU (candle exposes no nominal peak). Measured once per process.
+pub fn gemm_peak(device: &Device) -> f64 {
+    static PEAK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *PEAK.get_or_init(|| {
+        let n = 512;
+        let run = || -> candle_core::Result<f64> {
+            let a = Tensor::ones((n, n), candle_core::DType::F32, device)?;
+            let _ = a.matmul(&a)?;
+            let t = Instant::now();
+            let mut reps = 0;
+            while t.elapsed().as_secs_f64() < 0.3 {
+                let c = a.matmul(&a)?;
+                c.sum_all()?.to_scalar::<f32>()?;
+                reps += 1;
+            }
+            Ok(2.0 * (n * n * n) as f64 * reps as f64 / t.elapsed().as_secs_f64())
+        };
+        run().unwrap_or(f64::NAN)
+    })
+}
+
+impl Trainer for CandleTrainer {
+    fn name(&self) -> &'static str {
+        "candle"
+    }
+
+    fn train(&self, point: &Point, dir: &PointDir, control: &Control) -> anyhow::Result<Outcome> {
+        let device = open_device(self.device.as_deref().unwrap_or(&point.runtime.device))?;
+        let t = &point.train;
+        let cfg = ModelConfig::from_shape(&point.model);
+        let (batch, context) = (t.batch_size as usize, cfg.context);
+        // Data: prepared once per sweep and shared through the cache.
+        let sweep_dir = dir.path.parent().and_then(|p| p.parent()).context("point directory outside a sweep")?;
+        let data = sweep_data::prepare(&data_config(point)?, cfg.vocab_size, &sweep_dir.join("cache").join("data"), false)?;
+        let rows_per_step = batch * t.grad_accum as usize;
+        let sampler = data.sampler(point.mixture_ratio, rows_per_step, context, point.seed)?;
+        for w in sampler.repetition_warnings(t.steps) {
+            tracing::warn!(point = %dir.id, "{w}");
+        }
+        let hooks: Box<dyn LinearHooks> = crate::precision::hooks(point)?;
+        // Model and optimiser, fresh or from the newest valid checkpoint.
+        let adam = AdamWConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
+        let (model, mut opt, mut step, mut div, mut tokens_seen) = match load_checkpoint(dir, &device) {
+            Some((state, mut tensors)) => {
+                let mut params = BTreeMap::new();
+                for (name, _) in Transformer::param_shapes(&cfg) {
+                    let t = tensors.remove(&name).with_context(|| format!("checkpoint lacks {name}"))?;
+                    params.insert(name, Var::from_tensor(&t)?);
+                }
+                let model = Transformer::with_params(cfg.clone(), params, &device)?;
+                let mut opt = AdamW::new(adam, &model.params)?;
+                for name in model.params.keys() {
+                    opt.m.insert(name.clone(), tensors.remove(&format!("adamw.m.{name}")).with_context(|| format!("checkpoint lacks adamw.m.{name}"))?);
+                    opt.v.insert(name.clone(), tensors.remove(&format!("adamw.v.{name}")).with_context(|| format!("checkpoint lacks adamw.v.{name}"))?);
+                }
+                opt.t = state.adam_t;
+                dir.truncate_metrics(state.step)?;
+                tracing::info!(point = %dir.id, step = state.step, "resumed from checkpoint");
+                (model, opt, state.step, state.divergence, state.tokens_seen)
+            }
+            None => {
+                dir.truncate_metrics(0)?;
+                let model = Transformer::new(cfg.clone(), point.seed, &device)?;
+                let opt = AdamW::new(adam, &model.params)?;
+                (model, opt, 0, DivergenceCheck::new(t.diverge_factor), 0)
+            }
+        };
+        let tokens_per_step = (rows_per_step * context) as u64;
+        let flops_per_token = point.counts.flops_per_token_chinchilla;
+        let peak = gemm_peak(&device);
+        let mut window_start = Instant::now();
+        let mut window_tokens = 0u64;
+        let mut last_train_loss = f64::NAN;
+        while step < t.steps {
+            if control.lease_lost() {
+                return Ok(Outcome::LeaseLost);
+            }
+            if control.stop_requested() {
+                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen)?;
+                return Ok(Outcome::Stopped);
+            }
+            let lr = t.lr_at(step);
+            let b = sampler.batch(step);
+            let mut grads: Option<BTreeMap<String, Tensor>> = None;
+            let mut loss_sum = 0.0;
+            for micro in 0..t.grad_accum as usize {
+                let lo = micro * batch * context;
+                let hi = lo + batch * context;
+                let (x, y) = batch_tensors(&b.inputs[lo..hi], &b.targets[lo..hi], batch, context, &device)?;
+                let loss = model.loss(&x, &y, hooks.as_ref())?;
+                loss_sum += loss.to_scalar::<f32>()? as f64;
+                let scaled = if t.grad_accum > 1 { loss.affine(1.0 / t.grad_accum as f64, 0.0)? } else { loss };
+                let g = named_grads(&model.params, &scaled.backward()?)?;
+                grads = Some(match grads {
+                    None => g,
+                    Some(mut acc) => {
+                        for (k, v) in g {
+                            let sum = (&acc[&k] + v)?;
+                            acc.insert(k, sum);
+                        }
+                        acc
+                    }
+                });
+            }
+            let mut grads = grads.expect("grad_accum >= 1");
+            let train_loss = loss_sum / t.grad_accum as f64;
+            step += 1;
+            if let Some(reason) = div.observe(step, train_loss) {
+                return Ok(Outcome::Diverged { step, reason });
+            }
+            let grad_norm = clip_grads(&mut grads, t.grad_clip)?;
+            if !grad_norm.is_finite() {
+                return Ok(Outcome::Diverged { step, reason: format!("gradient norm became {grad_norm} at step {step}") });
+            }
+            opt.step(&model.params, &grads, lr)?;
+            tokens_seen += tokens_per_step;
+            window_tokens += tokens_per_step;
+            last_train_loss = train_loss;
+            let is_eval = step % t.eval_every == 0 || step == t.steps;
+            if step % t.log_every == 0 || is_eval {
+                let elapsed = window_start.elapsed().as_secs_f64();
+                let tps = window_tokens as f64 / elapsed.max(1e-9);
+                let mut record = serde_json::json!({
+                    "step": step,
+                    "tokens": tokens_seen,
+                    "flops": point.counts.flops_per_token_6n * tokens_seen as f64,
+                    "flops_chinchilla": flops_per_token * tokens_seen as f64,
+                    "train_loss": train_loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "tokens_per_second": tps,
+                    "mfu": tps * flops_per_token / peak,
+                });
+                if is_eval {
+                    let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, hooks.as_ref(), &device)?;
+                    record["val_loss"] = ev.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v.0))).collect::<serde_json::Map<_, _>>().into();
+                    record["val_bpb"] = ev.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v.1))).collect::<serde_json::Map<_, _>>().into();
+                    let epochs = sampler.epochs_after(step);
+                    record["epochs"] = serde_json::to_value(epochs)?;
+                }
+                if control.lease_lost() {
+                    return Ok(Outcome::LeaseLost);
+                }
+                dir.append_metric(&record)?;
+                window_start = Instant::now();
+                window_tokens = 0;
+            }
+            if step % t.checkpoint_every == 0 && step < t.steps {
+                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen)?;
+            }
+        }
+        // Final evaluation and export.
+        let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, hooks.as_ref(), &device)?;
+        crate::export::export(dir, &model, &data)?;
+        let mut val = serde_json::Map::new();
+        let mut bpb = serde_json::Map::new();
+        for (k, (l, b)) in &ev {
+            val.insert(k.to_string(), (*l).into());
+            bpb.insert(k.to_string(), (*b).into());
+        }
+        let mut entropy = serde_json::Map::new();
+        let mut bytes_per_token = serde_json::Map::new();
+        for kind in [SourceKind::General, SourceKind::Domain] {
+            if let Some(h) = data.entropy_nats_per_byte(kind) {
+                entropy.insert(kind.name().into(), h.into());
+            }
+            if let Some(b) = data.bytes_per_token(kind) {
+                bytes_per_token.insert(kind.name().into(), b.into());
+            }
+        }
+        let main = ev.get("general").or_else(|| ev.values().next()).map(|v| v.0).unwrap_or(f64::NAN);
+        let _ = NoHooks;
+        Ok(Outcome::Finished(serde_json::json!({
+            "train_loss": last_train_loss,
+            "val_loss": val,
+            "val_bpb": bpb,
+            "loss": main,
+            "bytes_per_token": bytes_per_token,
+            "entropy_nats_per_byte": entropy,
+            "epochs": sampler.epochs_after(t.steps),
+            "device": format!("{device:?}"),
+        })))
+    }
+}
