@@ -36,6 +36,64 @@ enum Command {
     Worker(WorkerArgs),
     /// Show done, running, pending and failed points of a sweep directory.
     Status(StatusArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training steps of one model on random tokens: tokens/s, step time, MFU, peak memory.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args)]
+struct BenchTrainArgs {
+    /// Residual width.
+    #[arg(long, default_value_t = 256)]
+    d_model: usize,
+    /// Blocks.
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Feed-forward width (default 4 d_model for GELU, 8/3 d_model rounded to 32 for SwiGLU).
+    #[arg(long)]
+    d_ff: Option<usize>,
+    /// Feed-forward kind: gelu (GPT-2 style) or swiglu.
+    #[arg(long, default_value = "swiglu")]
+    ffn: String,
+    /// Context length.
+    #[arg(long, default_value_t = 128)]
+    ctx: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 4096)]
+    vocab: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// CPU threads (sets RAYON_NUM_THREADS).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Device: cpu, cuda:N, metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Precision (fake quantisation of weights and activations for simulated formats).
+    #[arg(long, default_value = "fp32")]
+    precision: String,
+    /// Untied output projection.
+    #[arg(long)]
+    untied: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -147,6 +205,12 @@ impl std::error::Error for Exit {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench(BenchCommand::Train(a)) = &cli.command {
+        if let Some(t) = a.threads {
+            // Before any thread pool starts: candle and gemm size their pools from this.
+            std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        }
+    }
     let quiet = matches!(&cli.command, Command::Worker(w) if w.quiet);
     init_logging(quiet);
     let result = match cli.command {
@@ -155,6 +219,7 @@ fn main() -> ExitCode {
         Command::Init(a) => cmd_init(a),
         Command::Worker(a) => cmd_worker(a),
         Command::Status(a) => cmd_status(a),
+        Command::Bench(BenchCommand::Train(a)) => cmd_bench_train(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -479,5 +544,47 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<u8> {
         ]);
     }
     print!("{}", t.render());
+    Ok(0)
+}
+
+fn cmd_bench_train(a: BenchTrainArgs) -> anyhow::Result<u8> {
+    use sweep_plan::shape::Ffn;
+    let ffn = match a.ffn.as_str() {
+        "swiglu" => Ffn::Swiglu,
+        "gelu" => Ffn::Gelu,
+        other => bail!("--ffn {other:?}: use swiglu or gelu"),
+    };
+    if a.heads == 0 || a.d_model % a.heads != 0 || (a.d_model / a.heads) % 2 != 0 {
+        bail!("--d-model {} must be a multiple of --heads {} with an even head size", a.d_model, a.heads);
+    }
+    if a.steps == 0 || a.batch == 0 || a.ctx < 2 || a.vocab < 2 || a.layers == 0 {
+        bail!("--steps, --batch, --layers must be positive, --ctx and --vocab at least 2");
+    }
+    let d_ff = a.d_ff.unwrap_or(match ffn {
+        Ffn::Gelu => 4 * a.d_model,
+        Ffn::Swiglu => (8 * a.d_model).div_ceil(3).div_ceil(32) * 32,
+    });
+    let config = sweep_train::model::ModelConfig {
+        d_model: a.d_model,
+        n_layers: a.layers,
+        n_heads: a.heads,
+        d_ff,
+        context: a.ctx,
+        vocab_size: a.vocab,
+        ffn,
+        tied_embeddings: !a.untied,
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+    };
+    let opts = sweep_train::bench::BenchOptions { config, batch: a.batch, steps: a.steps, warmup: a.warmup, device: a.device, precision: a.precision };
+    let r = sweep_train::bench::run(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} tok/s, step {:.1} ms (forward {:.1}, backward {:.1}, optimiser {:.1}), MFU {:.1}% of a {} GEMM peak, peak RSS {:.0} MB, {} threads",
+            fmt::si(r.tokens_per_second), r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms, 100.0 * r.mfu, fmt::sci(r.gemm_peak_flops), r.peak_rss_mb, r.threads
+        );
+    }
     Ok(0)
 }

@@ -162,7 +162,7 @@ fn run_point(store: &Store, trainer: &dyn Trainer, owner: &Owner, opts: &WorkerO
             let result = serde_json::json!({
                 "id": dir.id,
                 "label": point.label,
-                "trainer": trainer.name(),
+                "trainer": point.trainer,
                 "owner": owner.token,
                 "host": owner.host,
                 "finished_unix": fsio::unix_now(),

@@ -11,6 +11,7 @@
 //! assert_eq!(trainer.name(), "simulate");
 //! ```
 
+pub mod bench;
 pub mod divergence;
 pub mod export;
 pub mod model;

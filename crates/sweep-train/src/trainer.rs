@@ -171,7 +171,9 @@ impl Trainer for CandleTrainer {
         let (batch, context) = (t.batch_size as usize, cfg.context);
         // Data: prepared once per sweep and shared through the cache.
         let sweep_dir = dir.path.parent().and_then(|p| p.parent()).context("point directory outside a sweep")?;
+        let prep_start = Instant::now();
         let data = sweep_data::prepare(&data_config(point)?, cfg.vocab_size, &sweep_dir.join("cache").join("data"), false)?;
+        tracing::debug!(point = %dir.id, seconds = prep_start.elapsed().as_secs_f64(), "data ready");
         let rows_per_step = batch * t.grad_accum as usize;
         let sampler = data.sampler(point.mixture_ratio, rows_per_step, context, point.seed)?;
         for w in sampler.repetition_warnings(t.steps) {
