@@ -1,7 +1,14 @@
 fn main() {
-    for lang in sweep_data::Language::ALL {
-        let a = lang.automaton();
-        println!("{lang}: states {} emissions {} {:?}", a.state_count(), a.emission_count(), a.entropy_rate());
-        println!("{}", a.sample_text(1, 1500));
+    let cases = [
+        r#"seed = "zero""#,
+        r#"on_invalid_utf8 = "ignore""#,
+        r#"tokenizer = "sentencepiece""#,
+        r#"tokenizer = { fil = "x" }"#,
+        r#"general = { type = "files", paths = "x" }"#,
+        r#"general = "prose""#,
+    ];
+    for c in cases {
+        let v: toml::Value = toml::from_str(c).unwrap();
+        println!("{c}\n  -> {}", sweep_data::DataConfig::from_toml(v).unwrap_err());
     }
 }

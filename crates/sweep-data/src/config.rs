@@ -405,7 +405,9 @@ fn field<T: DeserializeOwned>(table: &toml::Table, key: &str, name: &str) -> Res
     match table.get(name) {
         None => Ok(None),
         Some(value) => T::deserialize(value.clone()).map(Some).map_err(|e| {
-            DataError::config(format!("{key}.{name}"), format!("{} (found {})", e.to_string().trim(), describe(value)))
+            let message = e.to_string().trim().replace("a sequence", "a list such as [\"a\", \"b\"]");
+            let message = if message.contains("invalid type") { message } else { format!("{message} (found {})", describe(value)) };
+            DataError::config(format!("{key}.{name}"), message)
         }),
     }
 }
@@ -415,7 +417,12 @@ fn required<T: DeserializeOwned>(table: &toml::Table, key: &str, name: &str, exa
 }
 
 fn parse_source(value: &toml::Value, key: &str) -> Result<SourceConfig, DataError> {
-    let table = as_table(value, key)?;
+    let table = value.as_table().ok_or_else(|| {
+        DataError::config(
+            key,
+            format!("expected a source table such as {{ type = \"builtin\", language = \"prose\" }}, found {}", describe(value)),
+        )
+    })?;
     let kind: String = required(table, key, "type", "\"builtin\"")?;
     let allowed: &[&str] = match kind.as_str() {
         "builtin" => &["type", "language"],
@@ -483,7 +490,7 @@ fn parse_tokenizer(value: &toml::Value) -> Result<TokenizerConfig, DataError> {
             return Err(DataError::config(key, "a tokenizer table needs `file = \"tokenizer.json\"` or `hub = \"org/name\"`"));
         }
     }
-    TokenizerConfig::deserialize(value.clone()).map_err(|e| DataError::config(key, e.to_string()))
+    TokenizerConfig::deserialize(value.clone()).map_err(|e| DataError::config(key, e.to_string().trim()))
 }
 
 #[cfg(test)]
