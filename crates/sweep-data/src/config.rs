@@ -274,6 +274,17 @@ impl DataConfig {
         Ok(config)
     }
 
+    /// Reads the `[data]` table as a point stores it (JSON; `null` when the config had none),
+    /// with the same checks and messages as [`DataConfig::from_toml`].
+    pub fn from_json(value: &serde_json::Value) -> Result<DataConfig, DataError> {
+        if value.is_null() {
+            return Ok(DataConfig::default());
+        }
+        let table: toml::Value = serde_json::from_value(value.clone())
+            .map_err(|e| DataError::config("data", format!("cannot be read as a TOML table: {e}")))?;
+        DataConfig::from_toml(table)
+    }
+
     /// Checks value ranges (the structure is checked by [`DataConfig::from_toml`] or serde).
     pub fn validate(&self) -> Result<(), DataError> {
         if !(self.validation_fraction > 0.0 && self.validation_fraction <= 0.5) {
@@ -551,6 +562,21 @@ mod tests {
             assert_eq!(parse(text).unwrap(), toml::from_str::<DataConfig>(text).unwrap(), "{text}");
         }
         assert_eq!(parse(r#"domain = "none""#).unwrap().domain, None);
+    }
+
+    #[test]
+    fn the_json_a_point_stores_reads_like_the_toml() {
+        let text = r#"
+            general = { type = "jsonl", paths = ["a.jsonl"] }
+            tokenizer_sample_bytes = 500_000
+            validation_fraction = 0.1
+        "#;
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let json = serde_json::to_value(&table).unwrap();
+        assert_eq!(DataConfig::from_json(&json).unwrap(), parse(text).unwrap());
+        assert_eq!(DataConfig::from_json(&serde_json::Value::Null).unwrap(), DataConfig::default());
+        let bad = serde_json::json!({ "seed": -1 });
+        assert!(DataConfig::from_json(&bad).unwrap_err().to_string().starts_with("data.seed:"));
     }
 
     #[test]

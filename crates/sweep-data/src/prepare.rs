@@ -275,7 +275,8 @@ fn tokenizer_for(
                 let json = trained.to_json().expect("a trained BPE has a JSON form")?;
                 let dir = path.parent().expect("cache path has a parent");
                 cache::create_dir(dir)?;
-                cache::write_atomic(&dir.join("sample.txt"), identity.as_bytes())?;
+                // What the tokenizer was trained on, for people reading the cache.
+                cache::write_atomic(&dir.join("identity.txt"), identity.as_bytes())?;
                 let tmp = cache::temp_path(&path);
                 std::fs::write(&tmp, json).map_err(|e| DataError::io(&tmp, e))?;
                 cache::publish(&tmp, &path)?;
