@@ -1,1 +1,487 @@
-fn main(){}
+//! `sweep`: plan, run, resume and fit scaling-law sweeps. This file only parses arguments and
+//! wires the crates together; the work lives in crates/.
+
+mod fmt;
+mod progress;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use sweep_plan::{Plan, Point, TrainerKind};
+use sweep_store::lease::Owner;
+use sweep_store::worker::{run_worker, WorkerOptions};
+use sweep_store::{Control, Outcome, PointDir, Store, Trainer};
+
+#[derive(Parser)]
+#[command(name = "sweep", version, about = "Plan, run, resume and fit scaling-law sweeps", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Expand a config's grid into points and show their size and cost; runs nothing.
+    Plan(PlanArgs),
+    /// Run (or resume) every point of a config that is not done yet.
+    Run(RunArgs),
+    /// Create or update a sweep directory from a config without running anything (for
+    /// `sweep worker` processes started elsewhere, e.g. a Slurm job array).
+    Init(InitArgs),
+    /// Claim and run points of an existing sweep directory (one of many workers).
+    Worker(WorkerArgs),
+    /// Show done, running, pending and failed points of a sweep directory.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// The sweep config (TOML).
+    config: PathBuf,
+    /// Apply `[profiles.NAME]` of the config on top of the rest.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Output root (overrides `[sweep] out`); the sweep goes to OUT/<name>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Accept a config that drops points with results or checkpoints in the directory.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct LeaseArgs {
+    /// Seconds between lease heartbeats.
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat: f64,
+    /// Seconds without a heartbeat after which another worker takes a point over (leases of
+    /// dead processes on this host are taken over at once).
+    #[arg(long, default_value_t = 120.0)]
+    stale_after: f64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Worker processes on this machine sharing the sweep directory.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Devices for the workers, assigned round-robin (e.g. cuda:0,cuda:1); default from the config.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
+    /// Accept a config that drops points with results or checkpoints in the directory.
+    #[arg(long)]
+    force: bool,
+    /// Run points that failed before again.
+    #[arg(long)]
+    retry_failed: bool,
+    /// Plain log lines instead of progress bars.
+    #[arg(long)]
+    no_progress: bool,
+    #[command(flatten)]
+    lease: LeaseArgs,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// The sweep directory (`<out>/<name>`).
+    dir: PathBuf,
+    /// Device for this worker (overrides each point's configured device).
+    #[arg(long)]
+    device: Option<String>,
+    /// Exit when nothing is left to claim instead of waiting for other workers' points.
+    #[arg(long)]
+    no_wait: bool,
+    /// Log warnings only.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    lease: LeaseArgs,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The sweep directory (`<out>/<name>`).
+    dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit codes: 0 all done, 1 error, 2 bad config or usage, 3 finished with failed points,
+/// 130 stopped by a signal (resume by running the same command again).
+const EXIT_ERROR: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_FAILED_POINTS: u8 = 3;
+const EXIT_STOPPED: u8 = 130;
+
+/// An error already explained to the user, with its exit code.
+#[derive(Debug)]
+struct Exit(u8);
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+impl std::error::Error for Exit {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(&cli.command, Command::Worker(w) if w.quiet);
+    init_logging(quiet);
+    let result = match cli.command {
+        Command::Plan(a) => cmd_plan(a),
+        Command::Run(a) => cmd_run(a),
+        Command::Init(a) => cmd_init(a),
+        Command::Worker(a) => cmd_worker(a),
+        Command::Status(a) => cmd_status(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if let Some(Exit(code)) = e.downcast_ref::<Exit>() {
+                return ExitCode::from(*code);
+            }
+            if let Some(pe) = e.downcast_ref::<sweep_plan::PlanError>() {
+                eprintln!("error: {pe}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn init_logging(quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(progress::LogWriter).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).compact().init();
+}
+
+/// SIGINT, SIGTERM and SIGUSR1 (Slurm's warning before a time limit) request a clean stop;
+/// a second SIGINT exits at once.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(SIGINT, EXIT_STOPPED as i32, stop.clone())?;
+    for sig in [SIGINT, SIGTERM, SIGUSR1] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
+fn load_plan(a: &ConfigArgs) -> anyhow::Result<Plan> {
+    Ok(sweep_plan::load(&a.config, a.profile.as_deref())?)
+}
+
+fn cmd_plan(a: PlanArgs) -> anyhow::Result<u8> {
+    let plan = load_plan(&a.config)?;
+    let dir = plan.sweep_dir(a.config.out.as_deref());
+    if a.json {
+        let total_flops: f64 = plan.points.iter().map(|p| p.flops.chinchilla).sum();
+        let total_secs: f64 = plan.points.iter().map(|p| p.runtime.estimated_seconds).sum();
+        let out = serde_json::json!({
+            "name": plan.name(),
+            "sweep_dir": dir,
+            "config_hash": plan.config_hash,
+            "points": plan.points,
+            "totals": {"points": plan.points.len(), "flops_chinchilla": total_flops,
+                       "flops_6nd": plan.points.iter().map(|p| p.flops.six_nd).sum::<f64>(),
+                       "estimated_seconds": total_secs},
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    print!("{}", plan_table(&plan));
+    println!("sweep directory: {}", dir.display());
+    Ok(0)
+}
+
+fn plan_table(plan: &Plan) -> String {
+    let mut t = fmt::Table::new(&["id", "model", "N (non-emb)", "N (total)", "D (tokens)", "D/N", "r", "V", "precision", "steps", "FLOPs 6ND", "FLOPs (Chinchilla)", "est. time"], &[0, 1, 8]);
+    for p in &plan.points {
+        t.row(vec![
+            p.id.clone(),
+            p.label.clone(),
+            fmt::si(p.counts.non_embedding_params as f64),
+            fmt::si(p.counts.total_params as f64),
+            fmt::si(p.tokens as f64),
+            format!("{:.1}", p.tokens as f64 / p.n()),
+            format!("{}", p.mixture_ratio),
+            p.model.vocab_size.to_string(),
+            p.precision.name.clone(),
+            p.train.steps.to_string(),
+            fmt::sci(p.flops.six_nd),
+            fmt::sci(p.flops.chinchilla),
+            fmt::duration(p.runtime.estimated_seconds),
+        ]);
+    }
+    let flops6: f64 = plan.points.iter().map(|p| p.flops.six_nd).sum();
+    let flopsc: f64 = plan.points.iter().map(|p| p.flops.chinchilla).sum();
+    let secs: f64 = plan.points.iter().map(|p| p.runtime.estimated_seconds).sum();
+    let tokens: f64 = plan.points.iter().map(|p| p.tokens as f64).sum();
+    t.row(vec![format!("total ({} points)", plan.points.len()), String::new(), String::new(), String::new(), fmt::si(tokens), String::new(), String::new(), String::new(), String::new(), String::new(), fmt::sci(flops6), fmt::sci(flopsc), fmt::duration(secs)]);
+    let mut out = format!("sweep {:?}: {} points, trainer {:?}, device {}\n", plan.name(), plan.points.len(), plan.config.sweep.trainer, plan.config.sweep.device);
+    out.push_str(&t.render());
+    let basis = match plan.config.sweep.trainer {
+        TrainerKind::Simulate => "simulate trainer: [simulate] seconds_per_point each".to_string(),
+        TrainerKind::Candle => format!(
+            "estimated at {} FLOP/s sustained ({}); set [sweep] flops_per_second after a `sweep bench`",
+            fmt::sci(plan.config.sweep.flops_per_second.unwrap_or_else(|| sweep_plan::default_flops_per_second(&plan.config.sweep.device))),
+            if plan.config.sweep.flops_per_second.is_some() { "from the config" } else { "a default for the device" }
+        ),
+    };
+    out.push_str(&format!("time estimates: {basis}\n"));
+    out
+}
+
+/// Picks the backend for each point.
+struct Backends {
+    device_override: Option<String>,
+}
+
+impl Trainer for Backends {
+    fn name(&self) -> &'static str {
+        "dispatch"
+    }
+    fn train(&self, point: &Point, dir: &PointDir, control: &Control) -> anyhow::Result<Outcome> {
+        let _ = &self.device_override;
+        match point.trainer {
+            TrainerKind::Simulate => sweep_train::simulate::SimulateTrainer.train(point, dir, control),
+            TrainerKind::Candle => bail!("the candle trainer is not part of this build yet; set [sweep] trainer = \"simulate\" to run this grid with simulated losses"),
+        }
+    }
+}
+
+fn check_runnable(plan: &Plan) -> anyhow::Result<()> {
+    if plan.config.sweep.trainer == TrainerKind::Candle {
+        eprintln!(
+            "error: {}: sweep.trainer: \"candle\" (the default) is not available in this build yet; \
+             set [sweep] trainer = \"simulate\" to run the grid with simulated losses, or `sweep plan` it",
+            plan.config_path.display()
+        );
+        return Err(Exit(EXIT_CONFIG).into());
+    }
+    Ok(())
+}
+
+fn worker_options(l: &LeaseArgs, wait: bool) -> anyhow::Result<WorkerOptions> {
+    if !(l.heartbeat > 0.0 && l.stale_after > l.heartbeat) {
+        bail!("--stale-after ({}) must be larger than --heartbeat ({}), and both positive", l.stale_after, l.heartbeat);
+    }
+    Ok(WorkerOptions { heartbeat: Duration::from_secs_f64(l.heartbeat), stale_after: Duration::from_secs_f64(l.stale_after), poll: Duration::from_millis(200), wait_for_others: wait })
+}
+
+fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
+    let plan = load_plan(&a.config)?;
+    check_runnable(&plan)?;
+    if a.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let dir = plan.sweep_dir(a.config.out.as_deref());
+    let store = prepare(&plan, &dir, a.force)?;
+    if a.retry_failed {
+        let n = store.retry_failed()?;
+        tracing::info!("retrying {n} failed point(s)");
+    }
+    let before = store.status()?;
+    tracing::info!(
+        "{}: {} done, {} failed, {} to run{}",
+        plan.name(),
+        before.counts.done,
+        before.counts.failed,
+        before.counts.pending + before.counts.running,
+        if before.counts.done > 0 || before.points.iter().any(|p| p.checkpoint_step.is_some()) { " (resuming)" } else { "" }
+    );
+    let stop = stop_flag()?;
+    let opts = worker_options(&a.lease, true)?;
+    let bars = progress::bars_wanted(a.no_progress);
+    let monitor = progress::Monitor::start(store.clone(), bars);
+    if a.workers == 1 {
+        let owner = Owner::this_process("w0");
+        let backends = Backends { device_override: a.devices.first().cloned() };
+        run_worker(&store, &backends, &owner, &opts, stop.clone())?;
+    } else {
+        run_children(&a, &dir, bars, &stop)?;
+    }
+    drop(monitor);
+    finish(&store, stop.load(Ordering::SeqCst))
+}
+
+fn cmd_init(a: InitArgs) -> anyhow::Result<u8> {
+    let plan = load_plan(&a.config)?;
+    let dir = plan.sweep_dir(a.config.out.as_deref());
+    let store = prepare(&plan, &dir, a.force)?;
+    let s = store.status()?;
+    println!("{}: {} points ({} done, {} failed, {} to run)", dir.display(), s.counts.total, s.counts.done, s.counts.failed, s.counts.pending + s.counts.running);
+    Ok(0)
+}
+
+/// Creates or reopens the sweep directory, reporting what changed; refuses incompatible changes.
+fn prepare(plan: &Plan, dir: &Path, force: bool) -> anyhow::Result<Store> {
+    let (store, change) = match Store::prepare(dir, plan, force) {
+        Ok(x) => x,
+        Err(sweep_store::StoreError::Incompatible(msg)) => {
+            eprintln!("error: {msg}");
+            return Err(Exit(EXIT_CONFIG).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if change.created {
+        tracing::info!("created {} with {} points", dir.display(), plan.points.len());
+    } else {
+        if !change.added.is_empty() {
+            tracing::info!("{} new point(s) in the config: {}", change.added.len(), short_list(&change.added));
+        }
+        if !change.removed.is_empty() {
+            tracing::warn!("{} point(s) are no longer in the grid (their files stay): {}", change.removed.len(), short_list(&change.removed));
+        }
+    }
+    Ok(store)
+}
+
+fn short_list(ids: &[String]) -> String {
+    let mut s = ids.iter().take(6).cloned().collect::<Vec<_>>().join(", ");
+    if ids.len() > 6 {
+        s.push_str(", ...");
+    }
+    s
+}
+
+/// Starts `--workers K` worker processes on the directory and waits for them, forwarding stop
+/// requests.
+fn run_children(a: &RunArgs, dir: &Path, bars: bool, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding the sweep executable")?;
+    let mut children = Vec::new();
+    for k in 0..a.workers {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("worker").arg(dir).arg("--heartbeat").arg(a.lease.heartbeat.to_string()).arg("--stale-after").arg(a.lease.stale_after.to_string());
+        if !a.devices.is_empty() {
+            cmd.arg("--device").arg(&a.devices[k % a.devices.len()]);
+        }
+        if bars {
+            cmd.arg("--quiet");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; the child dies with its parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
+        children.push(cmd.spawn().context("starting a worker process")?);
+    }
+    let mut forwarded = false;
+    loop {
+        let mut running = 0;
+        for c in children.iter_mut() {
+            if c.try_wait()?.is_none() {
+                running += 1;
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        if stop.load(Ordering::SeqCst) && !forwarded {
+            for c in &children {
+                // SAFETY: sending a signal to our own child process.
+                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            }
+            forwarded = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
+    let s = store.status()?;
+    let c = &s.counts;
+    if stopped {
+        tracing::info!("stopped: {}/{} done; run the same command again to resume", c.done, c.total);
+        return Ok(EXIT_STOPPED);
+    }
+    for p in s.points.iter().filter(|p| p.failure.is_some()) {
+        tracing::warn!(point = %p.id, "failed: {}", p.failure.as_deref().unwrap_or(""));
+    }
+    tracing::info!("{}/{} done, {} failed ({})", c.done, c.total, c.failed, store.dir.display());
+    if c.failed > 0 {
+        eprintln!("{} point(s) failed; see failed.json in their directories, and `sweep run --retry-failed` to run them again", c.failed);
+        return Ok(EXIT_FAILED_POINTS);
+    }
+    if c.done < c.total {
+        bail!("{} point(s) are neither done nor failed; another worker may still hold them (see `sweep status {}`)", c.total - c.done - c.failed, store.dir.display());
+    }
+    Ok(0)
+}
+
+fn cmd_worker(a: WorkerArgs) -> anyhow::Result<u8> {
+    let store = Store::open(&a.dir)?;
+    let stop = stop_flag()?;
+    let opts = worker_options(&a.lease, !a.no_wait)?;
+    let owner = Owner::this_process("w");
+    let backends = Backends { device_override: a.device.clone() };
+    let report = run_worker(&store, &backends, &owner, &opts, stop.clone())?;
+    tracing::info!("worker {}: completed {}, failed {}", owner.token, report.completed.len(), report.failed.len());
+    Ok(if report.stopped { EXIT_STOPPED } else { 0 })
+}
+
+fn cmd_status(a: StatusArgs) -> anyhow::Result<u8> {
+    let store = Store::open(&a.dir)?;
+    let s = store.status()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(0);
+    }
+    let c = &s.counts;
+    println!("sweep {:?} in {}: {} points: {} done, {} running, {} pending, {} failed", s.name, a.dir.display(), c.total, c.done, c.running, c.pending, c.failed);
+    let mut t = fmt::Table::new(&["id", "model", "state", "step", "loss", "tok/s", "ETA", "owner / reason"], &[0, 1, 2, 7]);
+    for p in &s.points {
+        let state = match p.state {
+            sweep_store::status::State::Pending if p.checkpoint_step.is_some() => "interrupted".to_string(),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        let who = match (&p.owner, &p.failure) {
+            (Some(o), _) => format!("{} (pid {})", o.host, o.pid),
+            (None, Some(f)) => f.chars().take(60).collect(),
+            _ => String::new(),
+        };
+        t.row(vec![
+            p.id.clone(),
+            p.label.clone(),
+            state,
+            format!("{}/{}", p.step.unwrap_or(0), p.steps),
+            p.loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
+            p.tokens_per_second.map(fmt::si).unwrap_or_else(|| "-".into()),
+            p.eta_seconds.map(fmt::duration).unwrap_or_else(|| "-".into()),
+            who,
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(0)
+}

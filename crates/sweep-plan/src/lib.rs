@@ -1,1 +1,414 @@
+//! sweep-plan: reads a sweep config (TOML), validates it, expands its grid into fully resolved
+//! points with stable ids, and counts their parameters and FLOPs.
+//!
+//! ```no_run
+//! let plan = sweep_plan::load(std::path::Path::new("configs/simulate.toml"), None).unwrap();
+//! for p in &plan.points {
+//!     println!("{} N={} D={}", p.id, p.counts.non_embedding_params, p.tokens);
+//! }
+//! ```
 
+pub mod config;
+pub mod error;
+pub mod grid;
+pub mod point;
+pub mod precision;
+pub mod shape;
+pub mod source;
+
+pub use config::{LawParams, RawConfig, TrainerKind};
+pub use error::{KeyError, PlanError};
+pub use point::{Point, ResolvedPrecision, ResolvedTrain};
+
+use config::{LrRule, ModelSection, QuantTarget, TrainSection};
+use error::did_you_mean;
+use grid::{Assignment, ModelSpec, TokensSpec};
+use precision::PrecisionSpec;
+use shape::{CoreShape, ModelShape, ShapeRule, NAMED_SIZES};
+use source::Locator;
+use std::path::{Path, PathBuf};
+
+/// A validated config and its resolved points.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The config file.
+    pub config_path: PathBuf,
+    /// The config text as given.
+    pub config_text: String,
+    /// The profile applied, if any.
+    pub profile: Option<String>,
+    /// SHA-256 of the config text and profile name.
+    pub config_hash: String,
+    /// The parsed config (profile applied).
+    pub config: RawConfig,
+    /// Resolved points in grid order.
+    pub points: Vec<Point>,
+}
+
+impl Plan {
+    /// The sweep directory: `<out>/<name>`, `out` from `--out` when given.
+    pub fn sweep_dir(&self, out_override: Option<&Path>) -> PathBuf {
+        out_override.unwrap_or(&self.config.sweep.out).join(&self.config.sweep.name)
+    }
+    /// The sweep's name.
+    pub fn name(&self) -> &str {
+        &self.config.sweep.name
+    }
+}
+
+/// Reads and plans a config file, applying `[profiles.<profile>]` when given.
+pub fn load(path: &Path, profile: Option<&str>) -> Result<Plan, PlanError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PlanError::file(path, format!("cannot read the config: {e}")))?;
+    plan_text(path, &text, profile)
+}
+
+/// Plans config text (`path` is used in messages).
+pub fn plan_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, PlanError> {
+    let locator = Locator::new(text);
+    let mut root: toml::Table = toml::from_str(text).map_err(|e: toml::de::Error| PlanError {
+        file: path.to_path_buf(),
+        location: e.span().map(|s| locator.line_col(s.start)),
+        key: String::new(),
+        message: format!("TOML syntax: {}", e.message().trim()),
+    })?;
+    let at = |err: KeyError| -> PlanError {
+        let in_profile = profile.map(|p| format!("profiles.{p}.{}", err.key));
+        let location = in_profile
+            .as_deref()
+            .filter(|k| locator.has(k))
+            .and_then(|k| locator.locate(k))
+            .or_else(|| locator.locate(&err.key));
+        PlanError { file: path.to_path_buf(), location, key: err.key, message: err.message }
+    };
+    let profiles = match root.remove("profiles") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => return Err(at(KeyError::new("profiles", "expected [profiles.NAME] tables"))),
+    };
+    if let Some(name) = profile {
+        match profiles.get(name) {
+            Some(toml::Value::Table(overrides)) => merge(&mut root, overrides),
+            Some(_) => return Err(at(KeyError::new(format!("profiles.{name}"), "expected a table of overrides"))),
+            None => {
+                let names: Vec<&str> = profiles.keys().map(|k| k.as_str()).collect();
+                let list = if names.is_empty() { "this config has no [profiles.NAME] sections".to_string() } else { format!("available: {}", names.join(", ")) };
+                return Err(PlanError {
+                    file: path.to_path_buf(),
+                    location: None,
+                    key: "--profile".into(),
+                    message: format!("no profile {name:?}{}; {list}", did_you_mean(name, names.iter().copied())),
+                });
+            }
+        }
+    }
+    let config: RawConfig = deserialize(toml::Value::Table(root)).map_err(&at)?;
+    validate(&config).map_err(&at)?;
+    let points = resolve_all(&config).map_err(&at)?;
+    let config_hash = point::sha256_hex(&format!("{}\n--profile {}", text, profile.unwrap_or("")));
+    Ok(Plan { config_path: path.to_path_buf(), config_text: text.to_string(), profile: profile.map(String::from), config_hash, config, points })
+}
+
+/// Deep-merges `over` into `base`: tables merge, everything else replaces.
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn deserialize(value: toml::Value) -> Result<RawConfig, KeyError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let raw = e.inner().message().trim().to_string();
+        explain_serde(&path, &raw)
+    })
+}
+
+/// Turns a serde message into one that says what to change, with a suggestion for typos.
+fn explain_serde(path: &str, raw: &str) -> KeyError {
+    if let Some(rest) = raw.strip_prefix("unknown field `") {
+        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        let key = if path.is_empty() || path == name || path.ends_with(&format!(".{name}")) { if path.is_empty() { name.to_string() } else { path.to_string() } } else { format!("{path}.{name}") };
+        let allowed = if expected.is_empty() { String::new() } else { format!("; allowed keys: {}", expected.join(", ")) };
+        return KeyError::new(key, format!("unknown key{}{allowed}", did_you_mean(name, expected.iter().copied())));
+    }
+    if let Some(rest) = raw.strip_prefix("unknown variant `") {
+        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        return KeyError::new(path, format!("unknown value {name:?}{}; allowed: {}", did_you_mean(name, expected.iter().copied()), expected.join(", ")));
+    }
+    if let Some(rest) = raw.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or(rest);
+        return KeyError::new(path, format!("missing required key `{name}`"));
+    }
+    if raw.starts_with("data did not match any variant of untagged enum LrRule") {
+        return KeyError::new(path, "expected a number, a table { base, ref_params, exponent } or a table of learning rates by model name");
+    }
+    let plain = raw
+        .replace("invalid type: ", "wrong type: ")
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected u32", "expected a non-negative integer")
+        .replace("expected f64", "expected a number");
+    KeyError::new(path, plain)
+}
+
+fn check(cond: bool, key: &str, msg: impl FnOnce() -> String) -> Result<(), KeyError> {
+    if cond {
+        Ok(())
+    } else {
+        Err(KeyError::new(key, msg()))
+    }
+}
+
+fn validate(c: &RawConfig) -> Result<(), KeyError> {
+    let s = &c.sweep;
+    check(!s.name.trim().is_empty() && !s.name.contains(['/', '\\']) && s.name != "." && s.name != "..", "sweep.name", || {
+        format!("{:?} cannot name a directory: use letters, digits, '-' or '_'", s.name)
+    })?;
+    let dev = s.device.as_str();
+    let dev_ok = dev == "cpu" || dev == "metal" || dev.strip_prefix("cuda:").is_some_and(|n| n.parse::<u32>().is_ok());
+    check(dev_ok, "sweep.device", || format!("{dev:?} is not a device; use \"cpu\", \"cuda:N\" or \"metal\""))?;
+    if let Some(f) = s.flops_per_second {
+        check(f.is_finite() && f > 0.0, "sweep.flops_per_second", || format!("{f} must be positive"))?;
+    }
+    let m = &c.model;
+    check(m.aspect_ratio.is_finite() && m.aspect_ratio > 0.0, "model.aspect_ratio", || format!("{} must be positive", m.aspect_ratio))?;
+    check(m.head_dim >= 2 && m.head_dim % 2 == 0, "model.head_dim", || format!("{} must be an even number >= 2", m.head_dim))?;
+    check(m.context >= 2, "model.context", || format!("{} is too short; use at least 2 tokens", m.context))?;
+    check((256..=u32::MAX as u64).contains(&m.vocab_size), "model.vocab_size", || format!("{} is outside [256, 4294967295]", m.vocab_size))?;
+    check(m.ffn_multiple_of >= 1, "model.ffn_multiple_of", || "must be at least 1".into())?;
+    if let Some(x) = m.ffn_multiplier {
+        check(x.is_finite() && x > 0.0, "model.ffn_multiplier", || format!("{x} must be positive"))?;
+    }
+    for (name, shape) in &m.sizes {
+        grid::check_shape(shape).map_err(|msg| KeyError::new(format!("model.sizes.{name}"), msg))?;
+    }
+    let t = &c.train;
+    check(t.batch_size >= 1, "train.batch_size", || "must be at least 1".into())?;
+    check(t.grad_accum >= 1, "train.grad_accum", || "must be at least 1".into())?;
+    let lr_ok = |x: f64| x.is_finite() && x > 0.0;
+    match &t.lr {
+        LrRule::Constant(x) => check(lr_ok(*x), "train.lr", || format!("{x} must be a positive learning rate"))?,
+        LrRule::Power { base, ref_params, exponent } => {
+            check(lr_ok(*base), "train.lr.base", || format!("{base} must be positive"))?;
+            check(lr_ok(*ref_params), "train.lr.ref_params", || format!("{ref_params} must be positive"))?;
+            check(exponent.is_finite(), "train.lr.exponent", || "must be finite".into())?;
+        }
+        LrRule::ByModel(map) => {
+            for (k, x) in map {
+                check(lr_ok(*x), &format!("train.lr.{k}"), || format!("{x} must be a positive learning rate"))?;
+            }
+        }
+    }
+    check((0.0..1.0).contains(&t.warmup_fraction), "train.warmup_fraction", || format!("{} is outside [0, 1)", t.warmup_fraction))?;
+    check((0.0..=1.0).contains(&t.cooldown_fraction), "train.cooldown_fraction", || format!("{} is outside [0, 1]", t.cooldown_fraction))?;
+    check((0.0..=1.0).contains(&t.min_lr_ratio), "train.min_lr_ratio", || format!("{} is outside [0, 1]", t.min_lr_ratio))?;
+    check(t.weight_decay >= 0.0 && t.weight_decay.is_finite(), "train.weight_decay", || format!("{} must be >= 0", t.weight_decay))?;
+    check((0.0..1.0).contains(&t.beta1), "train.beta1", || format!("{} is outside [0, 1)", t.beta1))?;
+    check((0.0..1.0).contains(&t.beta2), "train.beta2", || format!("{} is outside [0, 1)", t.beta2))?;
+    check(t.eps > 0.0, "train.eps", || format!("{} must be positive", t.eps))?;
+    check(t.grad_clip >= 0.0, "train.grad_clip", || format!("{} must be >= 0 (0 disables clipping)", t.grad_clip))?;
+    check(t.eval_every != Some(0), "train.eval_every", || "must be at least 1".into())?;
+    check(t.eval_batches >= 1, "train.eval_batches", || "must be at least 1".into())?;
+    check(t.log_every >= 1, "train.log_every", || "must be at least 1".into())?;
+    check(t.checkpoint_every >= 1, "train.checkpoint_every", || "must be at least 1".into())?;
+    check(t.diverge_factor > 1.0, "train.diverge_factor", || format!("{} must be above 1", t.diverge_factor))?;
+    let p = &c.precision;
+    for (key, name) in [("weights", &p.weights), ("activations", &p.activations), ("gradients", &p.gradients), ("kv", &p.kv)] {
+        if let Some(n) = name {
+            PrecisionSpec::parse(n).map_err(|msg| KeyError::new(format!("precision.{key}"), msg))?;
+        }
+    }
+    let sim = &c.simulate;
+    check(sim.noise >= 0.0 && sim.noise < 1.0, "simulate.noise", || format!("{} is outside [0, 1)", sim.noise))?;
+    check(sim.seconds_per_point >= 0.0, "simulate.seconds_per_point", || format!("{} must be >= 0", sim.seconds_per_point))?;
+    for (key, law) in [("simulate.general", Some(&sim.general)), ("simulate.domain", sim.domain.as_ref())] {
+        let Some(law) = law else { continue };
+        for (name, v) in [("E", law.e), ("A", law.a), ("alpha", law.alpha), ("B", law.b), ("beta", law.beta), ("C", law.c), ("gamma", law.gamma), ("eta", law.eta)] {
+            check(v.is_finite() && v >= 0.0, &format!("{key}.{name}"), || format!("{v} must be a finite number >= 0"))?;
+        }
+        check(law.eps > 0.0, &format!("{key}.eps"), || "must be positive".into())?;
+    }
+    Ok(())
+}
+
+fn shape_rule(m: &ModelSection) -> ShapeRule {
+    let default_mult = match m.ffn {
+        shape::Ffn::Swiglu => 8.0 / 3.0,
+        shape::Ffn::Gelu => 4.0,
+    };
+    ShapeRule { aspect_ratio: m.aspect_ratio, head_dim: m.head_dim, ffn: m.ffn, ffn_multiplier: m.ffn_multiplier.unwrap_or(default_mult), ffn_multiple_of: m.ffn_multiple_of }
+}
+
+fn core_shape(spec: &ModelSpec, m: &ModelSection, rule: &ShapeRule) -> CoreShape {
+    match spec {
+        ModelSpec::Named(n) => m.sizes.get(n).copied().unwrap_or_else(|| {
+            let (_, d, l, h) = *NAMED_SIZES.iter().find(|(x, ..)| x == n).expect("checked when parsed");
+            CoreShape { d_model: d, n_layers: l, n_heads: h, d_ff: None }
+        }),
+        ModelSpec::Params(p) => rule.derive(*p),
+        ModelSpec::Shape(s) => *s,
+    }
+}
+
+/// Default sustained training FLOP/s by device, for time estimates only.
+pub fn default_flops_per_second(device: &str) -> f64 {
+    if device.starts_with("cuda") {
+        5e13
+    } else if device == "metal" {
+        5e12
+    } else {
+        2.5e10
+    }
+}
+
+fn resolve_all(c: &RawConfig) -> Result<Vec<Point>, KeyError> {
+    let assignments = grid::expand(&c.grid, &c.model.sizes)?;
+    let rule = shape_rule(&c.model);
+    let data = match &c.data {
+        Some(t) => serde_json::to_value(t).map_err(|e| KeyError::new("data", e.to_string()))?,
+        None => serde_json::Value::Null,
+    };
+    let mut points: Vec<Point> = Vec::with_capacity(assignments.len());
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (index, a) in assignments.iter().enumerate() {
+        let mut p = resolve(c, &rule, a, index, &data)?;
+        p.id = p.compute_id();
+        if let Some(&first) = seen.get(&p.id) {
+            let where_ = a.model.as_ref().map(|(_, k)| k.clone()).unwrap_or_else(|| "grid".into());
+            return Err(KeyError::new(
+                where_,
+                format!("points {first} and {index} of the grid resolve to the same configuration (id {}): two axis values give the same model or budget; remove one", p.id),
+            ));
+        }
+        seen.insert(p.id.clone(), index);
+        points.push(p);
+    }
+    Ok(points)
+}
+
+fn resolve(c: &RawConfig, rule: &ShapeRule, a: &Assignment, index: usize, data: &serde_json::Value) -> Result<Point, KeyError> {
+    let m = &c.model;
+    let (spec, model_key) = a.model.clone().expect("expand() requires a model axis");
+    let core = core_shape(&spec, m, rule);
+    let vocab_size = a.vocab_size.as_ref().map(|(v, _)| *v).unwrap_or(m.vocab_size);
+    let model = ModelShape {
+        d_model: core.d_model,
+        n_layers: core.n_layers,
+        n_heads: core.n_heads,
+        d_ff: core.d_ff.unwrap_or_else(|| rule.d_ff(core.d_model)),
+        context: m.context,
+        vocab_size,
+        ffn: m.ffn,
+        tied_embeddings: m.tied_embeddings,
+    };
+    let counts = model.counts();
+    let n = counts.non_embedding_params as f64;
+    let (tokens_spec, tokens_key) = a.tokens.clone().expect("expand() requires a token axis");
+    let tokens_requested = match tokens_spec {
+        TokensSpec::Absolute(d) => d,
+        TokensSpec::PerParam(k) => k * n,
+        TokensSpec::Budget(cflops) => cflops / (6.0 * n),
+    };
+    let t: &TrainSection = &c.train;
+    let per_step = t.batch_size * t.grad_accum * m.context;
+    let steps = ((tokens_requested / per_step as f64).ceil() as u64).max(1);
+    if steps > 1_000_000_000 {
+        return Err(KeyError::new(tokens_key, format!("{tokens_requested:.3e} tokens need {steps} steps at {per_step} tokens per step; lower the budget or raise train.batch_size")));
+    }
+    let tokens = steps * per_step;
+    let label = spec.label();
+    let lr = match &t.lr {
+        LrRule::Constant(x) => *x,
+        LrRule::Power { base, ref_params, exponent } => base * (n / ref_params).powf(*exponent),
+        LrRule::ByModel(map) => *map.get(&label).ok_or_else(|| {
+            KeyError::new(model_key.clone(), format!("train.lr has no learning rate for model {label:?}; add {label:?} = <lr> to [train.lr]"))
+        })?,
+    };
+    let warmup_steps = t.warmup_steps.unwrap_or_else(|| (t.warmup_fraction * steps as f64).round() as u64).min(steps);
+    let cooldown_steps = match t.schedule {
+        config::Schedule::Wsd => ((t.cooldown_fraction * steps as f64).round() as u64).min(steps - warmup_steps),
+        _ => 0,
+    };
+    let train = ResolvedTrain {
+        batch_size: t.batch_size,
+        grad_accum: t.grad_accum,
+        steps,
+        lr,
+        schedule: t.schedule,
+        warmup_steps,
+        cooldown_steps,
+        min_lr_ratio: t.min_lr_ratio,
+        weight_decay: t.weight_decay,
+        beta1: t.beta1,
+        beta2: t.beta2,
+        eps: t.eps,
+        grad_clip: t.grad_clip,
+        eval_every: t.eval_every.unwrap_or((steps / 10).max(1)).min(steps),
+        eval_batches: t.eval_batches,
+        log_every: t.log_every.min(steps),
+        checkpoint_every: t.checkpoint_every,
+        diverge_factor: t.diverge_factor,
+    };
+    let spec_p = a.precision.as_ref().map(|(p, _)| p.clone()).unwrap_or_else(|| PrecisionSpec::parse("fp32").expect("fp32 parses"));
+    let pc = &c.precision;
+    let parse_override = |o: &Option<String>| o.as_ref().map(|n| PrecisionSpec::parse(n).expect("validated"));
+    let mut targets: Vec<(QuantTarget, PrecisionSpec)> = Vec::new();
+    for target in [QuantTarget::Weights, QuantTarget::Activations, QuantTarget::Gradients, QuantTarget::Kv] {
+        let over = match target {
+            QuantTarget::Weights => parse_override(&pc.weights),
+            QuantTarget::Activations => parse_override(&pc.activations),
+            QuantTarget::Gradients => parse_override(&pc.gradients),
+            QuantTarget::Kv => parse_override(&pc.kv),
+        };
+        let chosen = over.or_else(|| pc.targets.contains(&target).then(|| spec_p.clone()));
+        if let Some(s) = chosen.filter(|s| s.format.is_simulated()) {
+            targets.push((target, s));
+        }
+    }
+    let (exp_bits, man_bits) = match spec_p.format.exp_man() {
+        Some((e, mm)) => (Some(e), Some(mm)),
+        None => (None, None),
+    };
+    let precision = ResolvedPrecision {
+        name: spec_p.name.clone(),
+        bits: spec_p.format.bits(),
+        block_size: spec_p.law_block_size(),
+        exp_bits,
+        man_bits,
+        spec: spec_p,
+        targets,
+        rounding: pc.rounding,
+    };
+    let flops = point::Flops { six_nd: counts.flops_per_token_6n * tokens as f64, chinchilla: counts.flops_per_token_chinchilla * tokens as f64 };
+    let simulate = (c.sweep.trainer == TrainerKind::Simulate).then(|| c.simulate.clone());
+    let estimated_seconds = match c.sweep.trainer {
+        TrainerKind::Simulate => c.simulate.seconds_per_point,
+        TrainerKind::Candle => flops.chinchilla / c.sweep.flops_per_second.unwrap_or_else(|| default_flops_per_second(&c.sweep.device)),
+    };
+    Ok(Point {
+        id: String::new(),
+        index,
+        label,
+        trainer: c.sweep.trainer,
+        seed: c.sweep.seed,
+        model,
+        tokens,
+        tokens_requested,
+        mixture_ratio: a.mixture_ratio.as_ref().map(|(r, _)| *r).unwrap_or(0.0),
+        precision,
+        train,
+        data: data.clone(),
+        simulate,
+        lr_rule: t.lr.clone(),
+        counts,
+        flops,
+        runtime: point::Runtime { device: c.sweep.device.clone(), seconds_per_point: c.simulate.seconds_per_point, estimated_seconds },
+    })
+}

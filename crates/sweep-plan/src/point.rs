@@ -1,0 +1,232 @@
+//! A fully resolved point and its stable id.
+
+use crate::config::{LrRule, QuantTarget, Rounding, Schedule, SimulateSection, TrainerKind};
+use crate::precision::PrecisionSpec;
+use crate::shape::{Counts, ModelShape};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Precision as resolved for one point: what is quantised to which format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedPrecision {
+    /// The grid's precision name, canonical.
+    pub name: String,
+    /// The grid's format (applied to `targets`).
+    pub spec: PrecisionSpec,
+    /// Format per quantised target; targets absent here stay in the compute dtype.
+    pub targets: Vec<(QuantTarget, PrecisionSpec)>,
+    /// Rounding mode.
+    pub rounding: Rounding,
+    /// Exponent bits E of the quantisation law (None for integer formats).
+    pub exp_bits: Option<u32>,
+    /// Mantissa bits M of the quantisation law (None for integer formats).
+    pub man_bits: Option<u32>,
+    /// Total bits per element.
+    pub bits: u32,
+    /// Block size B of the quantisation law.
+    pub block_size: f64,
+}
+
+/// Optimisation settings resolved for one point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedTrain {
+    /// Sequences per micro-batch.
+    pub batch_size: u64,
+    /// Micro-batches per step.
+    pub grad_accum: u64,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Schedule shape.
+    pub schedule: Schedule,
+    /// Warmup steps.
+    pub warmup_steps: u64,
+    /// Cooldown steps (WSD).
+    pub cooldown_steps: u64,
+    /// Final LR / peak LR.
+    pub min_lr_ratio: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Adam beta1.
+    pub beta1: f64,
+    /// Adam beta2.
+    pub beta2: f64,
+    /// Adam epsilon.
+    pub eps: f64,
+    /// Gradient-norm clip (0 = off).
+    pub grad_clip: f64,
+    /// Evaluation interval in steps.
+    pub eval_every: u64,
+    /// Validation batches per source.
+    pub eval_batches: u64,
+    /// Training-loss log interval in steps.
+    pub log_every: u64,
+    /// Checkpoint interval in steps.
+    pub checkpoint_every: u64,
+    /// Divergence threshold (multiple of the running minimum loss).
+    pub diverge_factor: f64,
+}
+
+impl ResolvedTrain {
+    /// Tokens consumed per optimiser step.
+    pub fn tokens_per_step(&self, context: u64) -> u64 {
+        self.batch_size * self.grad_accum * context
+    }
+
+    /// The learning rate at `step` (0-based) under the schedule.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        let peak = self.lr;
+        let min = peak * self.min_lr_ratio;
+        if step < self.warmup_steps {
+            return peak * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        match self.schedule {
+            Schedule::Constant => peak,
+            Schedule::Cosine => {
+                let span = (self.steps - self.warmup_steps).max(1) as f64;
+                let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
+                min + 0.5 * (peak - min) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+            Schedule::Wsd => {
+                let cool_start = self.steps.saturating_sub(self.cooldown_steps);
+                if step < cool_start || self.cooldown_steps == 0 {
+                    peak
+                } else {
+                    let t = ((step - cool_start + 1) as f64 / self.cooldown_steps as f64).min(1.0);
+                    min + (peak - min) * (1.0 - t.sqrt())
+                }
+            }
+        }
+    }
+}
+
+/// Values that do not change what a point computes; excluded from its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Runtime {
+    /// Device the candle trainer uses.
+    pub device: String,
+    /// Simulated wall time per point (simulate trainer).
+    pub seconds_per_point: f64,
+    /// Estimated wall time in seconds.
+    pub estimated_seconds: f64,
+}
+
+/// Training FLOPs of a whole point, both conventions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flops {
+    /// 6 N D, N non-embedding.
+    pub six_nd: f64,
+    /// Chinchilla appendix F count times D.
+    pub chinchilla: f64,
+}
+
+/// One fully resolved point of a sweep (the content of point.json).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Stable id: hash of the fields that affect training.
+    pub id: String,
+    /// Position in the plan.
+    pub index: usize,
+    /// How the model axis was written ("tiny", "1e6", "d64-l2-h2").
+    pub label: String,
+    /// Training backend.
+    pub trainer: TrainerKind,
+    /// Seed.
+    pub seed: u64,
+    /// Architecture.
+    pub model: ModelShape,
+    /// Training tokens actually consumed (steps x tokens per step).
+    pub tokens: u64,
+    /// Training tokens requested by the grid.
+    pub tokens_requested: f64,
+    /// Fraction of training tokens from the domain source.
+    pub mixture_ratio: f64,
+    /// Precision.
+    pub precision: ResolvedPrecision,
+    /// Optimisation.
+    pub train: ResolvedTrain,
+    /// The `[data]` table as written (validated by sweep-data), or null.
+    pub data: serde_json::Value,
+    /// Simulated law (simulate trainer only).
+    pub simulate: Option<SimulateSection>,
+    /// Learning-rate rule as written, for the record (the resolved value is `train.lr`).
+    pub lr_rule: LrRule,
+    /// Parameter and FLOP-per-token counts (derived).
+    pub counts: Counts,
+    /// Training FLOPs (derived).
+    pub flops: Flops,
+    /// Values outside the id.
+    pub runtime: Runtime,
+}
+
+/// Top-level fields of a point that its id ignores.
+const NOT_HASHED: &[&str] = &["id", "index", "label", "counts", "flops", "runtime", "lr_rule"];
+
+/// Serialises a JSON value with sorted keys and no whitespace.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    fn write(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(k).expect("string serialises"));
+                    out.push(':');
+                    write(&map[*k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
+/// Hex SHA-256 of a string.
+pub fn sha256_hex(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Point {
+    /// The canonical text its id hashes: every field that affects training, keys sorted.
+    pub fn hashed_text(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("points serialise");
+        if let serde_json::Value::Object(map) = &mut value {
+            for key in NOT_HASHED {
+                map.remove(*key);
+            }
+            if let Some(serde_json::Value::Object(sim)) = map.get_mut("simulate") {
+                sim.remove("seconds_per_point");
+            }
+        }
+        canonical_json(&value)
+    }
+
+    /// Computes the stable id (12 hex digits of SHA-256 of `hashed_text`).
+    pub fn compute_id(&self) -> String {
+        sha256_hex(&self.hashed_text())[..12].to_string()
+    }
+
+    /// Non-embedding parameter count.
+    pub fn n(&self) -> f64 {
+        self.counts.non_embedding_params as f64
+    }
+}

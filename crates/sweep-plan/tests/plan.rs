@@ -1,0 +1,166 @@
+//! Planner behaviour: ids, profiles, grid designs, errors.
+
+use std::path::Path;
+use sweep_plan::plan_text;
+
+const BASE: &str = r#"
+[sweep]
+name = "t"
+trainer = "simulate"
+
+[grid]
+model = ["tiny", 1e6]
+tokens = [1e5, 2e5]
+mixture_ratio = [0.0, 0.5]
+
+[train]
+batch_size = 4
+"#;
+
+fn ids(text: &str, profile: Option<&str>) -> Vec<String> {
+    plan_text(Path::new("c.toml"), text, profile).unwrap().points.iter().map(|p| p.id.clone()).collect()
+}
+
+#[test]
+fn cartesian_product_in_order() {
+    let plan = plan_text(Path::new("c.toml"), BASE, None).unwrap();
+    assert_eq!(plan.points.len(), 8);
+    assert_eq!(plan.points[0].label, "tiny");
+    assert_eq!(plan.points[7].label, "1e6");
+    assert_eq!(plan.points[1].mixture_ratio, 0.5);
+}
+
+#[test]
+fn ids_ignore_key_order_comments_and_formatting() {
+    let reordered = r#"
+# a comment
+[train]
+batch_size    = 4   # same value
+
+[grid]
+mixture_ratio = [0.0, 0.50]
+model = ["tiny", 1000000]
+tokens = [100_000, 200000.0]
+
+[sweep]
+trainer = "simulate"
+name = "t"
+"#;
+    assert_eq!(ids(BASE, None), ids(reordered, None));
+}
+
+#[test]
+fn ids_change_with_training_values_only() {
+    let base = ids(BASE, None);
+    let lr = ids(&BASE.replace("batch_size = 4", "batch_size = 4\nlr = 1e-3"), None);
+    assert!(base.iter().zip(&lr).all(|(a, b)| a != b));
+    let seed = ids(&BASE.replace("trainer = \"simulate\"", "trainer = \"simulate\"\nseed = 7"), None);
+    assert!(base.iter().zip(&seed).all(|(a, b)| a != b));
+    // Wall time of the simulate trainer and the output root do not change what is computed.
+    let wall = ids(&format!("{BASE}\n[simulate]\nseconds_per_point = 3\n"), None);
+    assert_eq!(base, wall);
+    let out = ids(&BASE.replace("name = \"t\"", "name = \"t\"\nout = \"elsewhere\""), None);
+    assert_eq!(base, out);
+}
+
+#[test]
+fn profile_overrides_values() {
+    let text = format!("{BASE}\n[profiles.smoke.grid]\nmodel = [\"micro\"]\n[profiles.smoke.train]\nbatch_size = 2\n");
+    let plan = plan_text(Path::new("c.toml"), &text, Some("smoke")).unwrap();
+    assert_eq!(plan.points.len(), 4);
+    assert!(plan.points.iter().all(|p| p.label == "micro" && p.train.batch_size == 2));
+    // Unchanged keys keep their values.
+    assert!(plan.points.iter().any(|p| p.mixture_ratio == 0.5));
+    let err = plan_text(Path::new("c.toml"), &text, Some("smok")).unwrap_err();
+    assert!(err.to_string().contains("did you mean \"smoke\""), "{err}");
+}
+
+#[test]
+fn isoflop_places_tokens_on_budgets() {
+    let text = r#"
+[sweep]
+name = "iso"
+trainer = "simulate"
+[grid]
+mixture_ratio = [0.0]
+[[grid.isoflop]]
+budgets = [1e13, 1e14]
+model = [1e5, 3e5, 1e6]
+"#;
+    let plan = plan_text(Path::new("c.toml"), text, None).unwrap();
+    assert_eq!(plan.points.len(), 6);
+    for p in &plan.points {
+        let c = 6.0 * p.n() * p.tokens_requested;
+        assert!((c / 1e13 - 1.0).abs() < 1e-9 || (c / 1e14 - 1.0).abs() < 1e-9, "C = {c}");
+        // Tokens are rounded up to whole steps only.
+        assert!(p.tokens as f64 >= p.tokens_requested);
+        assert!((p.tokens as f64) < p.tokens_requested + (16 * 128) as f64);
+    }
+}
+
+#[test]
+fn zip_varies_axes_together() {
+    let text = r#"
+[sweep]
+name = "z"
+trainer = "simulate"
+[grid]
+precision = ["fp32", "e4m3"]
+[[grid.zip]]
+model = ["tiny", "mini", "small"]
+tokens_per_param = [10, 20, 40]
+"#;
+    let plan = plan_text(Path::new("c.toml"), text, None).unwrap();
+    assert_eq!(plan.points.len(), 6);
+    let small = plan.points.iter().find(|p| p.label == "small").unwrap();
+    assert!((small.tokens_requested / small.n() - 40.0).abs() < 1e-9);
+    let e4m3 = plan.points.iter().find(|p| p.precision.name == "e4m3").unwrap();
+    assert_eq!((e4m3.precision.exp_bits, e4m3.precision.man_bits, e4m3.precision.bits), (Some(4), Some(3), 8));
+    assert_eq!(e4m3.precision.targets.len(), 2);
+}
+
+#[test]
+fn derived_sizes_and_lr_rules() {
+    let text = r#"
+[sweep]
+name = "lr"
+[grid]
+model = [1e5, 1e6]
+tokens = 1e6
+[train]
+lr = { base = 1e-3, ref_params = 1e6, exponent = -0.5 }
+"#;
+    let plan = plan_text(Path::new("c.toml"), text, None).unwrap();
+    for p in &plan.points {
+        let want = 1e-3 * (p.n() / 1e6).powf(-0.5);
+        assert!((p.train.lr - want).abs() < 1e-15);
+        assert!(p.flops.chinchilla > p.flops.six_nd * 0.5);
+    }
+    assert!(plan.points[0].n() < plan.points[1].n());
+}
+
+#[test]
+fn schedule_shapes() {
+    let text = r#"
+[sweep]
+name = "s"
+[grid]
+model = "tiny"
+tokens = 1e5
+[train]
+batch_size = 1
+schedule = "wsd"
+warmup_steps = 10
+cooldown_fraction = 0.2
+min_lr_ratio = 0.0
+lr = 1.0
+"#;
+    let p = &plan_text(Path::new("c.toml"), text, None).unwrap().points[0];
+    let t = &p.train;
+    assert_eq!(t.steps, (1e5f64 / 128.0).ceil() as u64);
+    assert!((t.lr_at(0) - 0.1).abs() < 1e-12);
+    assert_eq!(t.lr_at(10), 1.0);
+    assert_eq!(t.lr_at(t.steps - t.cooldown_steps - 1), 1.0);
+    assert!(t.lr_at(t.steps - 1).abs() < 1e-12);
+    assert!(t.lr_at(t.steps - t.cooldown_steps / 2) < 1.0);
+}

@@ -1,0 +1,202 @@
+//! One point's directory: point.json, lease, ckpt/, metrics.jsonl, result.json, failed.json.
+
+use crate::fsio;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, BufRead, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use sweep_plan::Point;
+
+/// Checkpoints kept per point.
+pub const KEEP_CHECKPOINTS: usize = 2;
+
+/// Paths and operations of one point's directory.
+#[derive(Debug, Clone)]
+pub struct PointDir {
+    /// The point id.
+    pub id: String,
+    /// `<sweep>/points/<id>`.
+    pub path: PathBuf,
+}
+
+/// Why a point failed (content of failed.json).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The point id.
+    pub id: String,
+    /// "diverged" or "error".
+    pub kind: String,
+    /// What happened, for the user.
+    pub reason: String,
+    /// Step at which it happened, if known.
+    pub step: Option<u64>,
+    /// Who ran it.
+    pub owner: String,
+    /// When (Unix seconds).
+    pub failed_unix: f64,
+}
+
+impl PointDir {
+    /// The directory of point `id` under `sweep_dir`.
+    pub fn new(sweep_dir: &Path, id: &str) -> Self {
+        PointDir { id: id.to_string(), path: sweep_dir.join("points").join(id) }
+    }
+    /// `point.json`.
+    pub fn point_file(&self) -> PathBuf {
+        self.path.join("point.json")
+    }
+    /// `lease`.
+    pub fn lease_file(&self) -> PathBuf {
+        self.path.join("lease")
+    }
+    /// `metrics.jsonl`.
+    pub fn metrics_file(&self) -> PathBuf {
+        self.path.join("metrics.jsonl")
+    }
+    /// `result.json`: its presence means done.
+    pub fn result_file(&self) -> PathBuf {
+        self.path.join("result.json")
+    }
+    /// `failed.json`.
+    pub fn failed_file(&self) -> PathBuf {
+        self.path.join("failed.json")
+    }
+    /// `ckpt/`.
+    pub fn ckpt_dir(&self) -> PathBuf {
+        self.path.join("ckpt")
+    }
+
+    /// Reads point.json.
+    pub fn read_point(&self) -> io::Result<Point> {
+        fsio::read_json(&self.point_file())?.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} is missing", self.point_file().display())))
+    }
+    /// Whether result.json exists.
+    pub fn is_done(&self) -> bool {
+        self.result_file().exists()
+    }
+    /// Whether failed.json exists.
+    pub fn is_failed(&self) -> bool {
+        self.failed_file().exists()
+    }
+
+    /// Appends one metrics record (a JSON object) as a line.
+    pub fn append_metric(&self, record: &serde_json::Value) -> io::Result<()> {
+        fsio::append_line(&self.metrics_file(), &record.to_string())
+    }
+
+    /// All complete metrics records (a torn last line from a crash is skipped).
+    pub fn read_metrics(&self) -> io::Result<Vec<serde_json::Value>> {
+        let f = match fs::File::open(self.metrics_file()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(io::BufReader::new(f).lines().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect())
+    }
+
+    /// The last complete metrics record, read from the file's tail only.
+    pub fn last_metric(&self) -> Option<serde_json::Value> {
+        let mut f = fs::File::open(self.metrics_file()).ok()?;
+        let len = f.metadata().ok()?.len();
+        let start = len.saturating_sub(16 * 1024);
+        f.seek(SeekFrom::Start(start)).ok()?;
+        let mut tail = String::new();
+        f.read_to_string(&mut tail).ok()?;
+        tail.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.is_object()))
+    }
+
+    /// Keeps only records with `step <= max_step` (on resume from a checkpoint at `max_step`).
+    pub fn truncate_metrics(&self, max_step: u64) -> io::Result<()> {
+        let keep: Vec<String> = self
+            .read_metrics()?
+            .into_iter()
+            .filter(|r| r.get("step").and_then(|s| s.as_u64()).is_some_and(|s| s <= max_step))
+            .map(|r| r.to_string() + "\n")
+            .collect();
+        fsio::write_atomic(&self.metrics_file(), keep.concat().as_bytes())
+    }
+
+    /// Checkpoint directories, newest first, as (step, path).
+    pub fn checkpoints(&self) -> Vec<(u64, PathBuf)> {
+        let mut out: Vec<(u64, PathBuf)> = fs::read_dir(self.ckpt_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let step = name.strip_prefix("step-")?.parse().ok()?;
+                Some((step, e.path()))
+            })
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out
+    }
+
+    /// Writes a checkpoint for `step`: `fill` writes files into a fresh temporary directory,
+    /// which is then synced and renamed to `ckpt/step-<step>`; older ones beyond the last
+    /// [`KEEP_CHECKPOINTS`] are removed.
+    pub fn write_checkpoint(&self, step: u64, fill: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<PathBuf> {
+        let dir = self.ckpt_dir();
+        fs::create_dir_all(&dir)?;
+        let tmp = fsio::temp_path(&dir.join(format!("step-{step:010}")));
+        fs::create_dir(&tmp)?;
+        fill(&tmp)?;
+        for entry in fs::read_dir(&tmp)? {
+            fs::File::open(entry?.path())?.sync_all()?;
+        }
+        let final_path = dir.join(format!("step-{step:010}"));
+        if final_path.exists() {
+            fs::remove_dir_all(&final_path)?;
+        }
+        fs::rename(&tmp, &final_path)?;
+        if let Ok(d) = fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        for (_, old) in self.checkpoints().into_iter().skip(KEEP_CHECKPOINTS) {
+            let _ = fs::remove_dir_all(old);
+        }
+        // Temporary directories left by a crash mid-write.
+        for e in fs::read_dir(&dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && e.path() != tmp {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        Ok(final_path)
+    }
+
+    /// Publishes result.json; false if a result already existed (the point was done elsewhere).
+    pub fn publish_result(&self, result: &serde_json::Value) -> io::Result<bool> {
+        let mut text = serde_json::to_vec_pretty(result).map_err(io::Error::other)?;
+        text.push(b'\n');
+        fsio::create_exclusive(&self.result_file(), &text)
+    }
+
+    /// Reads result.json.
+    pub fn read_result(&self) -> io::Result<Option<serde_json::Value>> {
+        fsio::read_json(&self.result_file())
+    }
+
+    /// Writes failed.json.
+    pub fn write_failure(&self, failure: &Failure) -> io::Result<()> {
+        fsio::write_json(&self.failed_file(), failure)
+    }
+
+    /// Reads failed.json.
+    pub fn read_failure(&self) -> io::Result<Option<Failure>> {
+        fsio::read_json(&self.failed_file())
+    }
+
+    /// Moves failed.json aside (kept as failed.<n>.json) so the point runs again.
+    pub fn clear_failure(&self) -> io::Result<bool> {
+        if !self.is_failed() {
+            return Ok(false);
+        }
+        let mut n = 1;
+        while self.path.join(format!("failed.{n}.json")).exists() {
+            n += 1;
+        }
+        fs::rename(self.failed_file(), self.path.join(format!("failed.{n}.json")))?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,223 @@
+//! A worker: claims points one at a time with lease files, runs them with a backend, and
+//! publishes the outcome. Any number of workers, on any machines sharing the directory, may run
+//! on one sweep; the lease and the exclusive result file keep every point to one completion.
+
+use crate::backend::{Control, Outcome, Trainer};
+use crate::lease::{self, Beat, Owner, StaleWatch};
+use crate::pointdir::{Failure, PointDir};
+use crate::{fsio, Store};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// A lease whose counter has not moved for this long is stale.
+    pub stale_after: Duration,
+    /// Poll interval while waiting for other workers' points.
+    pub poll: Duration,
+    /// Keep waiting while other workers hold leases (to take over if they die).
+    pub wait_for_others: bool,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions { heartbeat: Duration::from_secs(5), stale_after: Duration::from_secs(120), poll: Duration::from_millis(500), wait_for_others: true }
+    }
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerReport {
+    /// Points it completed.
+    pub completed: Vec<String>,
+    /// Points it recorded as failed.
+    pub failed: Vec<String>,
+    /// Whether it stopped on request.
+    pub stopped: bool,
+}
+
+enum Claim {
+    Won,
+    Busy,
+    Skip,
+}
+
+fn try_claim(store: &Store, dir: &PointDir, owner: &Owner, watch: &mut StaleWatch) -> std::io::Result<Claim> {
+    if dir.is_done() || dir.is_failed() {
+        return Ok(Claim::Skip);
+    }
+    let path = dir.lease_file();
+    if lease::claim(&path, owner)? {
+        return Ok(Claim::Won);
+    }
+    let Some(info) = lease::read(&path)? else { return Ok(Claim::Busy) };
+    if info.owner == owner.token {
+        return Ok(Claim::Won);
+    }
+    if watch.is_stale(&path, &info) {
+        if lease::take_over(&path, &info, owner)? {
+            store.event("takeover", &dir.id, serde_json::json!({"from": info.owner, "by": owner.token}));
+            return Ok(Claim::Won);
+        }
+    }
+    Ok(Claim::Busy)
+}
+
+/// Runs points until none is left to claim (or a stop is requested).
+pub fn run_worker(store: &Store, trainer: &dyn Trainer, owner: &Owner, opts: &WorkerOptions, stop: Arc<AtomicBool>) -> anyhow::Result<WorkerReport> {
+    let mut report = WorkerReport::default();
+    let mut watch = StaleWatch::new(opts.stale_after);
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            report.stopped = true;
+            break;
+        }
+        let ids = store.point_ids()?;
+        let mut ran = false;
+        let mut busy = false;
+        for id in &ids {
+            let dir = store.point(id);
+            match try_claim(store, &dir, owner, &mut watch)? {
+                Claim::Skip => continue,
+                Claim::Busy => {
+                    busy = true;
+                    continue;
+                }
+                Claim::Won => {}
+            }
+            // Someone may have finished it between our scan and our claim.
+            if dir.is_done() || dir.is_failed() {
+                lease::release(&dir.lease_file(), owner)?;
+                continue;
+            }
+            ran = true;
+            run_point(store, trainer, owner, opts, &dir, &stop, &mut report)?;
+            break;
+        }
+        if !ran {
+            if busy && opts.wait_for_others {
+                std::thread::sleep(opts.poll);
+                continue;
+            }
+            break;
+        }
+    }
+    Ok(report)
+}
+
+fn run_point(store: &Store, trainer: &dyn Trainer, owner: &Owner, opts: &WorkerOptions, dir: &PointDir, stop: &Arc<AtomicBool>, report: &mut WorkerReport) -> anyhow::Result<()> {
+    let point = dir.read_point()?;
+    let control = Control { stop: stop.clone(), lost: Arc::new(AtomicBool::new(false)) };
+    let resumed_from = dir.checkpoints().first().map(|c| c.0);
+    store.event("start", &dir.id, serde_json::json!({"owner": owner.token, "resume_step": resumed_from}));
+    tracing::info!(point = %dir.id, label = %point.label, resume_step = ?resumed_from, "point started");
+    let started = Instant::now();
+    // Heartbeat thread: advances the lease counter; flags loss so training stops at once.
+    let done = Arc::new(AtomicBool::new(false));
+    let beat = {
+        let (path, owner, lost, done, every) = (dir.lease_file(), owner.clone(), control.lost.clone(), done.clone(), opts.heartbeat);
+        std::thread::spawn(move || {
+            let tick = Duration::from_millis(50);
+            let mut last = Instant::now();
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(tick);
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = Instant::now();
+                match lease::heartbeat(&path, &owner) {
+                    Ok(Beat::Kept) => {}
+                    Ok(Beat::Lost) => {
+                        lost.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    Err(e) => tracing::warn!(lease = %path.display(), "heartbeat failed: {e}"),
+                }
+            }
+        })
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trainer.train(&point, dir, &control)));
+    done.store(true, Ordering::SeqCst);
+    let _ = beat.join();
+    let outcome = match outcome {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into());
+            Err(anyhow::anyhow!("the trainer panicked: {msg}"))
+        }
+    };
+    let lease_ok = || lease::read(&dir.lease_file()).ok().flatten().is_some_and(|l| l.owner == owner.token);
+    let wall = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(Outcome::Finished(final_metrics)) => {
+            if control.lease_lost() || !lease_ok() {
+                store.event("lost", &dir.id, serde_json::json!({"owner": owner.token}));
+                tracing::warn!(point = %dir.id, "lease lost before publishing; result discarded");
+                return Ok(());
+            }
+            let result = serde_json::json!({
+                "id": dir.id,
+                "label": point.label,
+                "trainer": trainer.name(),
+                "owner": owner.token,
+                "host": owner.host,
+                "finished_unix": fsio::unix_now(),
+                "wall_seconds_last_session": wall,
+                "steps": point.train.steps,
+                "tokens": point.tokens,
+                "non_embedding_params": point.counts.non_embedding_params,
+                "total_params": point.counts.total_params,
+                "flops_6nd": point.flops.six_nd,
+                "flops_chinchilla": point.flops.chinchilla,
+                "mixture_ratio": point.mixture_ratio,
+                "vocab_size": point.model.vocab_size,
+                "precision": point.precision.name,
+                "final": final_metrics,
+            });
+            if dir.publish_result(&result)? {
+                store.event("completed", &dir.id, serde_json::json!({"owner": owner.token, "wall_seconds": wall}));
+                tracing::info!(point = %dir.id, wall_s = format!("{wall:.1}"), "point done");
+                report.completed.push(dir.id.clone());
+            } else {
+                store.event("duplicate", &dir.id, serde_json::json!({"owner": owner.token}));
+                tracing::warn!(point = %dir.id, "a result already existed; kept the first");
+            }
+            lease::release(&dir.lease_file(), owner)?;
+        }
+        Ok(Outcome::Stopped) => {
+            store.event("stopped", &dir.id, serde_json::json!({"owner": owner.token, "checkpoint_step": dir.checkpoints().first().map(|c| c.0)}));
+            tracing::info!(point = %dir.id, "point stopped with a checkpoint");
+            lease::release(&dir.lease_file(), owner)?;
+        }
+        Ok(Outcome::LeaseLost) => {
+            store.event("lost", &dir.id, serde_json::json!({"owner": owner.token}));
+            tracing::warn!(point = %dir.id, "lease lost: another worker took this point over; stopped it");
+        }
+        Ok(Outcome::Diverged { step, reason }) => {
+            if lease_ok() {
+                record_failure(store, dir, owner, "diverged", &reason, Some(step))?;
+                report.failed.push(dir.id.clone());
+            }
+        }
+        Err(e) => {
+            if lease_ok() {
+                record_failure(store, dir, owner, "error", &format!("{e:#}"), None)?;
+                report.failed.push(dir.id.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn record_failure(store: &Store, dir: &PointDir, owner: &Owner, kind: &str, reason: &str, step: Option<u64>) -> anyhow::Result<()> {
+    let failure = Failure { id: dir.id.clone(), kind: kind.into(), reason: reason.into(), step, owner: owner.token.clone(), failed_unix: fsio::unix_now() };
+    dir.write_failure(&failure)?;
+    store.event("failed", &dir.id, serde_json::json!({"kind": kind, "reason": reason, "step": step}));
+    tracing::warn!(point = %dir.id, kind, "point failed: {reason}");
+    lease::release(&dir.lease_file(), owner)?;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! The simulate backend: each point's loss curve comes from the law in `[simulate]`
+//! (L = E + A/N^alpha + B r^eta/D^beta + C/(r+eps)^gamma; Chinchilla's published fit by default),
+//! evaluated at the tokens seen so far, times seeded log-normal noise. It writes metrics and
+//! checkpoints exactly like a real trainer and honours stop and resume, so a grid can be checked
+//! for whether it recovers a law, and the pipeline tested, in seconds.
+
+use crate::divergence::DivergenceCheck;
+use crate::rng;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+use sweep_plan::Point;
+use sweep_store::{Control, Outcome, PointDir, Trainer};
+
+/// The simulate backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SimulateTrainer;
+
+/// Checkpoint content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    step: u64,
+    divergence: DivergenceCheck,
+    checksum: String,
+}
+
+impl State {
+    fn digest(step: u64, d: &DivergenceCheck) -> String {
+        let text = format!("{step}:{}:{}", d.factor.to_bits(), d.min_loss.to_bits());
+        sweep_plan::point::sha256_hex(&text)[..16].to_string()
+    }
+}
+
+/// Loads the newest checkpoint whose checksum verifies, falling back to older ones.
+fn load_checkpoint(dir: &PointDir) -> Option<State> {
+    for (step, path) in dir.checkpoints() {
+        let parsed = std::fs::read(path.join("state.json")).ok().and_then(|b| serde_json::from_slice::<State>(&b).ok());
+        match parsed {
+            Some(s) if s.step == step && s.checksum == State::digest(s.step, &s.divergence) => return Some(s),
+            _ => tracing::warn!(point = %dir.id, step, "checkpoint is corrupt; trying the previous one"),
+        }
+    }
+    None
+}
+
+fn save_checkpoint(dir: &PointDir, step: u64, div: &DivergenceCheck) -> anyhow::Result<()> {
+    let state = State { step, divergence: div.clone(), checksum: State::digest(step, div) };
+    dir.write_checkpoint(step, |tmp| std::fs::write(tmp.join("state.json"), serde_json::to_vec(&state).expect("state serialises")))?;
+    Ok(())
+}
+
+/// Losses of the simulated run after `tokens` tokens: (train, general, domain).
+pub fn losses(point: &Point, tokens: f64, step: u64) -> (f64, f64, Option<f64>) {
+    let sim = point.simulate.clone().unwrap_or_default();
+    let n = point.counts.non_embedding_params as f64;
+    let r = point.mixture_ratio;
+    let stream = rng::stream_of(&point.id);
+    let noise = |k: u64| (sim.noise * rng::normal(point.seed, stream, step * 4 + k)).exp();
+    let mut blowup = 1.0;
+    if let Some(limit) = sim.diverge_lr {
+        if point.train.lr > limit && step > point.train.warmup_steps {
+            // Too high a learning rate: the loss grows exponentially once warmup ends.
+            blowup = (0.5 * (step - point.train.warmup_steps) as f64).exp();
+        }
+    }
+    let general = sim.general.loss(n, tokens, 1.0 - r) * noise(0) * blowup;
+    let domain = sim.domain.as_ref().map(|law| law.loss(n, tokens, r) * noise(1) * blowup);
+    let train = match domain {
+        Some(d) => ((1.0 - r) * general + r * d) * noise(2),
+        None => general * noise(2),
+    };
+    (train, general, domain)
+}
+
+impl Trainer for SimulateTrainer {
+    fn name(&self) -> &'static str {
+        "simulate"
+    }
+
+    fn train(&self, point: &Point, dir: &PointDir, control: &Control) -> anyhow::Result<Outcome> {
+        let t = &point.train;
+        let steps = t.steps;
+        let tokens_per_step = t.tokens_per_step(point.model.context);
+        let (mut step, mut div) = match load_checkpoint(dir) {
+            Some(s) => {
+                dir.truncate_metrics(s.step).context("rewriting metrics.jsonl to the checkpoint")?;
+                (s.step, s.divergence)
+            }
+            None => {
+                dir.truncate_metrics(0).context("starting metrics.jsonl")?;
+                (0, DivergenceCheck::new(t.diverge_factor))
+            }
+        };
+        let sleep_per_step = point.runtime.seconds_per_point / steps as f64;
+        let n6 = point.counts.flops_per_token_6n;
+        let session_start = Instant::now();
+        let start_step = step;
+        let mut last = (0.0, 0.0, None);
+        while step < steps {
+            if control.lease_lost() {
+                return Ok(Outcome::LeaseLost);
+            }
+            if control.stop_requested() {
+                save_checkpoint(dir, step, &div)?;
+                return Ok(Outcome::Stopped);
+            }
+            if sleep_per_step > 0.0 {
+                // Pace the session so each step takes its share of seconds_per_point, sleeping
+                // in chunks of at least a millisecond.
+                let due = sleep_per_step * (step + 1 - start_step) as f64;
+                let ahead = due - session_start.elapsed().as_secs_f64();
+                if ahead > 1e-3 {
+                    std::thread::sleep(Duration::from_secs_f64(ahead));
+                }
+            }
+            step += 1;
+            let tokens = step * tokens_per_step;
+            last = losses(point, tokens as f64, step);
+            let (train_loss, general, domain) = last;
+            if let Some(reason) = div.observe(step, train_loss) {
+                return Ok(Outcome::Diverged { step, reason });
+            }
+            let is_eval = step % t.eval_every == 0 || step == steps;
+            if step % t.log_every == 0 || is_eval {
+                let elapsed = session_start.elapsed().as_secs_f64();
+                let tps = if elapsed > 0.0 { ((step - start_step) * tokens_per_step) as f64 / elapsed } else { 0.0 };
+                let mut val = serde_json::Map::new();
+                if is_eval {
+                    val.insert("general".into(), general.into());
+                    if let Some(d) = domain {
+                        val.insert("domain".into(), d.into());
+                    }
+                }
+                let record = serde_json::json!({
+                    "step": step,
+                    "tokens": tokens,
+                    "flops": n6 * tokens as f64,
+                    "flops_chinchilla": point.counts.flops_per_token_chinchilla * tokens as f64,
+                    "train_loss": train_loss,
+                    "val_loss": if is_eval { serde_json::Value::Object(val) } else { serde_json::Value::Null },
+                    "lr": t.lr_at(step - 1),
+                    "grad_norm": serde_json::Value::Null,
+                    "tokens_per_second": tps,
+                    "mfu": serde_json::Value::Null,
+                });
+                if control.lease_lost() {
+                    return Ok(Outcome::LeaseLost);
+                }
+                dir.append_metric(&record)?;
+            }
+            if step % t.checkpoint_every == 0 && step < steps {
+                save_checkpoint(dir, step, &div)?;
+            }
+        }
+        let (train_loss, general, domain) = if start_step == steps { losses(point, (steps * tokens_per_step) as f64, steps) } else { last };
+        let mut val = serde_json::json!({"general": general});
+        if let Some(d) = domain {
+            val["domain"] = d.into();
+        }
+        Ok(Outcome::Finished(serde_json::json!({
+            "train_loss": train_loss,
+            "val_loss": val,
+            "loss": general,
+        })))
+    }
+}
