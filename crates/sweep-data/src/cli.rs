@@ -44,21 +44,23 @@ pub fn sample(args: &SampleArgs, text_out: &mut dyn Write, info_out: &mut dyn Wr
     .map_err(io)
 }
 
-/// `sweep data prepare --config FILE.toml [--vocab-size V ...] [--cache-dir DIR]`.
+/// `sweep data prepare --config FILE.toml [--vocab-size V ...] [--cache-dir DIR]`, for callers
+/// without a planner: the vocabulary sizes come from `grid.vocab_size` or `model.vocab_size`.
 #[derive(Debug, Clone)]
 pub struct PrepareArgs {
-    /// The sweep configuration; its `[data]` section and `grid.vocab_size` are read.
+    /// The sweep configuration; its `[data]` section and vocabulary sizes are read.
     pub config: PathBuf,
-    /// Vocabulary sizes to prepare instead of the grid's.
+    /// Vocabulary sizes to prepare instead of the configuration's.
     pub vocab_sizes: Vec<usize>,
-    /// The data cache (default `out/cache/data`); pass the sweep's `<sweep dir>/cache/data` to
+    /// The data cache (default `runs/cache/data`); pass the sweep's `<sweep dir>/cache/data` to
     /// share it with the sweep.
     pub cache_dir: Option<PathBuf>,
     /// Show progress bars.
     pub show_progress: bool,
 }
 
-/// Reads the `[data]` section and the vocabulary sizes of a configuration file.
+/// Reads the `[data]` section and the vocabulary sizes (`grid.vocab_size`, a number or a list,
+/// else `model.vocab_size`) of a configuration file.
 pub fn read_config_file(path: &Path) -> Result<(DataConfig, Vec<usize>), DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     let root: toml::Table = toml::from_str(&text)
@@ -71,46 +73,52 @@ pub fn read_config_file(path: &Path) -> Result<(DataConfig, Vec<usize>), DataErr
         Some(value) => DataConfig::from_toml(value.clone()).map_err(in_file)?,
         None => DataConfig::default(),
     };
-    let vocab_sizes = match root.get("grid").and_then(|g| g.get("vocab_size")) {
+    let (key, value) = match root.get("grid").and_then(|g| g.get("vocab_size")) {
+        Some(v) => ("grid.vocab_size", Some(v)),
+        None => ("model.vocab_size", root.get("model").and_then(|m| m.get("vocab_size"))),
+    };
+    let positive = |v: &toml::Value| match v {
+        toml::Value::Integer(i) if *i > 0 => Ok(*i as usize),
+        other => Err(DataError::config(format!("{}: {key}", path.display()), format!("{other} is not a positive integer"))),
+    };
+    let vocab_sizes = match value {
         None => Vec::new(),
-        Some(toml::Value::Integer(v)) => vec![positive(*v, path)?],
-        Some(toml::Value::Array(items)) => items
-            .iter()
-            .map(|item| match item {
-                toml::Value::Integer(v) => positive(*v, path),
-                other => Err(DataError::config(format!("{}: grid.vocab_size", path.display()), format!("{other} is not an integer"))),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(DataError::config(
-                format!("{}: grid.vocab_size", path.display()),
-                format!("expected an integer or a list of integers, found {other}"),
-            ))
-        }
+        Some(toml::Value::Array(items)) => items.iter().map(positive).collect::<Result<_, _>>()?,
+        Some(v) => vec![positive(v)?],
     };
     Ok((config, vocab_sizes))
 }
 
-fn positive(v: i64, path: &Path) -> Result<usize, DataError> {
-    usize::try_from(v)
-        .ok()
-        .filter(|&v| v > 0)
-        .ok_or_else(|| DataError::config(format!("{}: grid.vocab_size", path.display()), format!("{v} is not a positive integer")))
-}
-
-/// Builds the tokenizer and shards for every vocabulary size and prints bytes per token per
-/// source and V, shard sizes and the cache location. Returns the prepared data per V.
+/// Runs [`prepare_all`] on a configuration file (see [`PrepareArgs`]).
 pub fn prepare_command(args: &PrepareArgs, out: &mut dyn Write) -> Result<Vec<PreparedData>, DataError> {
-    let (config, grid_sizes) = read_config_file(&args.config)?;
-    let vocab_sizes = if args.vocab_sizes.is_empty() { grid_sizes } else { args.vocab_sizes.clone() };
+    let (config, file_sizes) = read_config_file(&args.config)?;
+    let vocab_sizes = if args.vocab_sizes.is_empty() { file_sizes } else { args.vocab_sizes.clone() };
     if vocab_sizes.is_empty() {
         return Err(DataError::config(
             format!("{}: grid.vocab_size", args.config.display()),
             "no vocabulary sizes: add grid.vocab_size = [...] or pass --vocab-size",
         ));
     }
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(|| PathBuf::from("out/cache/data"));
-    let base_dir = args.config.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(|| PathBuf::from("runs/cache/data"));
+    let base_dir = args
+        .config
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    prepare_all(&config, &vocab_sizes, &cache_dir, &base_dir, args.show_progress, out)
+}
+
+/// Builds the tokenizer and shards for every vocabulary size and prints bytes per token per
+/// source and V, shard sizes and the cache location. Returns the prepared data per V.
+pub fn prepare_all(
+    config: &DataConfig,
+    vocab_sizes: &[usize],
+    cache_dir: &Path,
+    base_dir: &Path,
+    show_progress: bool,
+    out: &mut dyn Write,
+) -> Result<Vec<PreparedData>, DataError> {
     let io = |e| DataError::io("<stdout>", e);
     writeln!(out, "data cache: {}", cache_dir.display()).map_err(io)?;
     for (name, source) in config.sources() {
@@ -123,15 +131,15 @@ pub fn prepare_command(args: &PrepareArgs, out: &mut dyn Write) -> Result<Vec<Pr
     )
     .map_err(io)?;
     let mut prepared = Vec::new();
-    for &v in &vocab_sizes {
+    for &v in vocab_sizes {
         let options = PrepareOptions {
             vocab_size: v,
-            cache_dir: cache_dir.clone(),
-            base_dir: base_dir.clone(),
-            hub: HubSettings { show_progress: args.show_progress, ..HubSettings::from_env() },
-            show_progress: args.show_progress,
+            cache_dir: cache_dir.to_path_buf(),
+            base_dir: base_dir.to_path_buf(),
+            hub: HubSettings { show_progress, ..HubSettings::from_env() },
+            show_progress,
         };
-        let data = prepare_with(&config, &options)?;
+        let data = prepare_with(config, &options)?;
         for source in data.sources() {
             let s = &source.stats;
             let megabytes = (source.train.len() + source.validation.len()) as f64 * s.width.bytes() as f64 / 1e6;
@@ -198,5 +206,10 @@ mod tests {
         std::fs::write(&path, "[data]\nseed = 1\n").unwrap();
         let err = prepare_command(&args, &mut Vec::new()).unwrap_err().to_string();
         assert!(err.contains("grid.vocab_size") && err.contains("--vocab-size"), "{err}");
+        std::fs::write(&path, "[model]\nvocab_size = 777\n[grid]\nmodel = [\"tiny\"]\n").unwrap();
+        assert_eq!(read_config_file(&path).unwrap().1, vec![777]);
+        std::fs::write(&path, "[grid]\nvocab_size = [512, \"big\"]\n").unwrap();
+        let err = read_config_file(&path).unwrap_err().to_string();
+        assert!(err.contains("grid.vocab_size") && err.contains("\"big\" is not a positive integer"), "{err}");
     }
 }

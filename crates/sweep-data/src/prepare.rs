@@ -285,7 +285,7 @@ fn tokenizer_for(
             let tokenizer = TextTokenizer::from_file(&path)?;
             if tokenizer.id_count() < v {
                 tracing::warn!(
-                    "BPE at V = {v} learned only {} ids from a {}-byte sample: the sample has too few distinct pairs; raise data.tokenizer_sample_bytes",
+                    "BPE at V = {v} learned only {} ids from a {}-byte sample: nothing more was frequent enough to merge (the built-in languages' small lexicons saturate near 5k ids); ids above that stay unused",
                     tokenizer.id_count(),
                     config.tokenizer_sample_bytes
                 );
