@@ -309,7 +309,7 @@ fn spinner(show: bool, message: String) -> ProgressBar {
 /// The key that decides which documents are held out: the same for both sources, so a document
 /// present in both is held out of both.
 fn split_key(config: &DataConfig) -> u64 {
-    hash_words(&[0x5B11_7u64, config.seed])
+    hash_words(&[0x0005_B117_u64, config.seed])
 }
 
 /// Whether a document goes to validation: a hash of its text against the fraction, so the split
