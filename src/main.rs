@@ -1,6 +1,7 @@
 //! `sweep`: plan, run, resume and fit scaling-law sweeps. This file only parses arguments and
 //! wires the crates together; the work lives in crates/.
 
+mod cmd_data;
 mod fmt;
 mod progress;
 
@@ -36,6 +37,8 @@ enum Command {
     Worker(WorkerArgs),
     /// Show done, running, pending and failed points of a sweep directory.
     Status(StatusArgs),
+    /// Sample the built-in languages; prepare a sweep's tokenizers and token shards.
+    Data(cmd_data::DataArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -220,6 +223,7 @@ fn main() -> ExitCode {
         Command::Worker(a) => cmd_worker(a),
         Command::Status(a) => cmd_status(a),
         Command::Bench(BenchCommand::Train(a)) => cmd_bench_train(a),
+        Command::Data(a) => cmd_data::run(a).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

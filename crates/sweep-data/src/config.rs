@@ -274,6 +274,17 @@ impl DataConfig {
         Ok(config)
     }
 
+    /// Reads the `[data]` table as a point stores it (JSON; `null` when the config had none),
+    /// with the same checks and messages as [`DataConfig::from_toml`].
+    pub fn from_json(value: &serde_json::Value) -> Result<DataConfig, DataError> {
+        if value.is_null() {
+            return Ok(DataConfig::default());
+        }
+        let table: toml::Value = serde_json::from_value(value.clone())
+            .map_err(|e| DataError::config("data", format!("cannot be read as a TOML table: {e}")))?;
+        DataConfig::from_toml(table)
+    }
+
     /// Checks value ranges (the structure is checked by [`DataConfig::from_toml`] or serde).
     pub fn validate(&self) -> Result<(), DataError> {
         if !(self.validation_fraction > 0.0 && self.validation_fraction <= 0.5) {
@@ -405,7 +416,9 @@ fn field<T: DeserializeOwned>(table: &toml::Table, key: &str, name: &str) -> Res
     match table.get(name) {
         None => Ok(None),
         Some(value) => T::deserialize(value.clone()).map(Some).map_err(|e| {
-            DataError::config(format!("{key}.{name}"), format!("{} (found {})", e.to_string().trim(), describe(value)))
+            let message = e.to_string().trim().replace("a sequence", "a list such as [\"a\", \"b\"]");
+            let message = if message.contains("invalid type") { message } else { format!("{message} (found {})", describe(value)) };
+            DataError::config(format!("{key}.{name}"), message)
         }),
     }
 }
@@ -415,7 +428,12 @@ fn required<T: DeserializeOwned>(table: &toml::Table, key: &str, name: &str, exa
 }
 
 fn parse_source(value: &toml::Value, key: &str) -> Result<SourceConfig, DataError> {
-    let table = as_table(value, key)?;
+    let table = value.as_table().ok_or_else(|| {
+        DataError::config(
+            key,
+            format!("expected a source table such as {{ type = \"builtin\", language = \"prose\" }}, found {}", describe(value)),
+        )
+    })?;
     let kind: String = required(table, key, "type", "\"builtin\"")?;
     let allowed: &[&str] = match kind.as_str() {
         "builtin" => &["type", "language"],
@@ -483,7 +501,7 @@ fn parse_tokenizer(value: &toml::Value) -> Result<TokenizerConfig, DataError> {
             return Err(DataError::config(key, "a tokenizer table needs `file = \"tokenizer.json\"` or `hub = \"org/name\"`"));
         }
     }
-    TokenizerConfig::deserialize(value.clone()).map_err(|e| DataError::config(key, e.to_string()))
+    TokenizerConfig::deserialize(value.clone()).map_err(|e| DataError::config(key, e.to_string().trim()))
 }
 
 #[cfg(test)]
@@ -544,6 +562,21 @@ mod tests {
             assert_eq!(parse(text).unwrap(), toml::from_str::<DataConfig>(text).unwrap(), "{text}");
         }
         assert_eq!(parse(r#"domain = "none""#).unwrap().domain, None);
+    }
+
+    #[test]
+    fn the_json_a_point_stores_reads_like_the_toml() {
+        let text = r#"
+            general = { type = "jsonl", paths = ["a.jsonl"] }
+            tokenizer_sample_bytes = 500_000
+            validation_fraction = 0.1
+        "#;
+        let table: toml::Table = toml::from_str(text).unwrap();
+        let json = serde_json::to_value(&table).unwrap();
+        assert_eq!(DataConfig::from_json(&json).unwrap(), parse(text).unwrap());
+        assert_eq!(DataConfig::from_json(&serde_json::Value::Null).unwrap(), DataConfig::default());
+        let bad = serde_json::json!({ "seed": -1 });
+        assert!(DataConfig::from_json(&bad).unwrap_err().to_string().starts_with("data.seed:"));
     }
 
     #[test]

@@ -108,7 +108,11 @@ fn hub_error(repo: &str, revision: &str, message: String) -> DataError {
 }
 
 fn api(settings: &HubSettings) -> Result<hf_hub::api::sync::Api, ApiError> {
-    ApiBuilder::new()
+    // A token for private or gated repositories, as the Hugging Face libraries read it.
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+    let builder = ApiBuilder::new();
+    let builder = if token.is_some() { builder.with_token(token) } else { builder };
+    builder
         .with_endpoint(settings.endpoint.trim_end_matches('/').to_string())
         .with_cache_dir(settings.cache_dir.clone())
         .with_progress(settings.show_progress)

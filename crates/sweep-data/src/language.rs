@@ -439,7 +439,7 @@ const PROSE_TOPICS: usize = 16;
 /// content word class's frequent words; sentences follow a small grammar of subject, verb,
 /// object and prepositional phrases, with commas, conjunctions and paragraph breaks.
 fn build_prose() -> Automaton {
-    let mut rng = SplitMix64::new(0x5052_4F53_45); // "PROSE"
+    let mut rng = SplitMix64::new(0x0050_524F_5345); // "PROSE"
     let mut taken = HashSet::new();
     let nouns = lexicon(&mut rng, 1200, 3, &mut taken);
     let verbs = lexicon(&mut rng, 500, 2, &mut taken);

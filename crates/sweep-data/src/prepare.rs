@@ -275,7 +275,8 @@ fn tokenizer_for(
                 let json = trained.to_json().expect("a trained BPE has a JSON form")?;
                 let dir = path.parent().expect("cache path has a parent");
                 cache::create_dir(dir)?;
-                cache::write_atomic(&dir.join("sample.txt"), identity.as_bytes())?;
+                // What the tokenizer was trained on, for people reading the cache.
+                cache::write_atomic(&dir.join("identity.txt"), identity.as_bytes())?;
                 let tmp = cache::temp_path(&path);
                 std::fs::write(&tmp, json).map_err(|e| DataError::io(&tmp, e))?;
                 cache::publish(&tmp, &path)?;
@@ -284,7 +285,7 @@ fn tokenizer_for(
             let tokenizer = TextTokenizer::from_file(&path)?;
             if tokenizer.id_count() < v {
                 tracing::warn!(
-                    "BPE at V = {v} learned only {} ids from a {}-byte sample: the sample has too few distinct pairs; raise data.tokenizer_sample_bytes",
+                    "BPE at V = {v} learned only {} ids from a {}-byte sample: nothing more was frequent enough to merge (the built-in languages' small lexicons saturate near 5k ids); ids above that stay unused",
                     tokenizer.id_count(),
                     config.tokenizer_sample_bytes
                 );
@@ -308,7 +309,7 @@ fn spinner(show: bool, message: String) -> ProgressBar {
 /// The key that decides which documents are held out: the same for both sources, so a document
 /// present in both is held out of both.
 fn split_key(config: &DataConfig) -> u64 {
-    hash_words(&[0x5B11_7u64, config.seed])
+    hash_words(&[0x0005_B117_u64, config.seed])
 }
 
 /// Whether a document goes to validation: a hash of its text against the fraction, so the split
