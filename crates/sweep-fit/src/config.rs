@@ -88,7 +88,7 @@ impl Default for BootstrapConfig {
 }
 
 /// Questions asked of the fitted laws.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimalConfig {
     /// Training FLOP budgets (C = 6ND) for compute-optimal N and D (chinchilla, approaches 1
@@ -114,6 +114,20 @@ pub struct OptimalConfig {
     /// the critical data size.
     #[serde(default)]
     pub precision: Vec<PrecisionQuery>,
+}
+
+impl Default for OptimalConfig {
+    fn default() -> Self {
+        OptimalConfig {
+            budgets: Vec::new(),
+            dcpt_tolerance: default_tolerance(),
+            dcpt: Vec::new(),
+            dcpt_domain_tokens: Vec::new(),
+            dcpt_ratios: Vec::new(),
+            vocab: Vec::new(),
+            precision: Vec::new(),
+        }
+    }
 }
 
 /// A model size and token count.
