@@ -2,6 +2,7 @@
 //! wires the crates together; the work lives in crates/.
 
 mod cmd_data;
+mod cmd_fit;
 mod fmt;
 mod progress;
 
@@ -37,6 +38,8 @@ enum Command {
     Worker(WorkerArgs),
     /// Show done, running, pending and failed points of a sweep directory.
     Status(StatusArgs),
+    /// Fit scaling laws to a sweep's finished points (or to a CSV) and write laws.json.
+    Fit(cmd_fit::FitArgs),
     /// Sample the built-in languages; prepare a sweep's tokenizers and token shards.
     Data(cmd_data::DataArgs),
     /// Benchmarks.
@@ -224,6 +227,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cmd_status(a),
         Command::Bench(BenchCommand::Train(a)) => cmd_bench_train(a),
         Command::Data(a) => cmd_data::run(a).map(|()| 0),
+        Command::Fit(a) => cmd_fit::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -268,6 +272,17 @@ fn load_plan(a: &ConfigArgs) -> anyhow::Result<Plan> {
             return Err(match e {
                 sweep_data::DataError::Config { key, message } => plan.error_at(&key, message).into(),
                 other => plan.error_at("data", other.to_string()).into(),
+            });
+        }
+    }
+    if let Some(fit) = &plan.config.fit {
+        if let Err(e) = sweep_fit::FitConfig::from_toml(toml::Value::Table(fit.clone())) {
+            return Err(match e {
+                sweep_fit::FitError::Config { path, message } => {
+                    let key = if path.starts_with("fit") { path } else { format!("fit.{path}") };
+                    plan.error_at(&key, message).into()
+                }
+                other => plan.error_at("fit", other.to_string()).into(),
             });
         }
     }
@@ -498,6 +513,20 @@ fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
     if c.failed > 0 {
         eprintln!("{} point(s) failed; see failed.json in their directories, and `sweep run --retry-failed` to run them again", c.failed);
         return Ok(EXIT_FAILED_POINTS);
+    }
+    if c.done == c.total {
+        match cmd_fit::sweep_config_fit(store) {
+            Ok(Some(config)) => match cmd_fit::fit_sweep(store, &config, &store.dir.join("laws.json")) {
+                Ok(laws) => {
+                    print!("{}", sweep_fit::render_text(&laws));
+                    tracing::info!("wrote {}", store.dir.join("laws.json").display());
+                }
+                // Results are safe on disk; a fit problem must not fail the sweep.
+                Err(e) => tracing::warn!("fitting the laws of [fit] failed: {e:#}; fix [fit] and run `sweep fit {}`", store.dir.display()),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!("reading [fit]: {e:#}"),
+        }
     }
     if c.done < c.total {
         bail!("{} point(s) are neither done nor failed; another worker may still hold them (see `sweep status {}`)", c.total - c.done - c.failed, store.dir.display());

@@ -1,0 +1,273 @@
+//! laws.json: the fitted laws, their intervals, extrapolation checks and optimal configurations;
+//! plus the terminal table and the atomic writer.
+
+use crate::error::FitError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+/// Version of the laws.json format written by this crate.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The whole laws.json document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LawsFile {
+    /// Format version (1).
+    pub schema_version: u32,
+    /// One entry per fitted law, in the order of the config.
+    pub laws: Vec<LawEntry>,
+}
+
+/// A point estimate and its bootstrap interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Estimate {
+    /// Value from the fit to all points.
+    pub estimate: f64,
+    /// Bootstrap percentile interval `[low, high]` at `fit.bootstrap.level`; null without bootstrap.
+    pub ci: Option<[f64; 2]>,
+}
+
+/// One fitted law.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LawEntry {
+    /// Law name (`chinchilla`, `vocab`, a user law's name ...).
+    pub name: String,
+    /// `parametric` (a formula fitted by Huber + L-BFGS), `approach1` or `approach2` (Chinchilla).
+    pub kind: String,
+    /// The formula in readable form.
+    pub formula: String,
+    /// Each variable (and the response) → the table column it was read from.
+    pub variables: BTreeMap<String, String>,
+    /// Fitted parameters by literature name.
+    pub params: BTreeMap<String, Estimate>,
+    /// Quantities computed from the parameters (exponents of the optimal frontier ...).
+    pub derived: BTreeMap<String, Estimate>,
+    /// How the fit went.
+    pub fit: FitSummary,
+    /// Refit without the largest model (or highest compute) and the error predicting it.
+    pub extrapolation: Option<Extrapolation>,
+    /// Optimal configurations computed from the law.
+    pub optimal: Vec<Optimal>,
+    /// Where the data came from.
+    pub data: DataProvenance,
+}
+
+/// How the fit went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitSummary {
+    /// `huber_log` (Huber on log residuals), `huber_raw`, or `least_squares_loglog` (approaches 1, 2).
+    pub objective: String,
+    /// Objective at the optimum (summed, not averaged).
+    pub objective_value: f64,
+    /// Points fitted.
+    pub n_points: usize,
+    /// Huber threshold (null for least squares).
+    pub huber_delta: Option<f64>,
+    /// Starts tried.
+    pub starts: usize,
+    /// Starts whose L-BFGS met its gradient or cost tolerance.
+    pub starts_converged: usize,
+    /// Starts stopped because the line search found no lower point.
+    pub starts_stalled: usize,
+    /// Starts stopped by the iteration limit.
+    pub starts_max_iters: usize,
+    /// Starts that failed (non-finite objective, outside bounds).
+    pub starts_failed: usize,
+    /// Starts ending within 1e-6 (relative) of the best objective.
+    pub starts_at_best: usize,
+    /// True when the best start stopped on a tolerance or a stalled line search (not the limit).
+    pub converged: bool,
+    /// L-BFGS iterations of the best start.
+    pub iterations: u64,
+    /// Coefficient of determination of the predictions, in the response's units.
+    pub r2: f64,
+    /// Root-mean-square error of the predictions, in the response's units.
+    pub rmse: f64,
+    /// Bootstrap settings and outcome (null when off).
+    pub bootstrap: Option<BootstrapSummary>,
+}
+
+/// Bootstrap settings and outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapSummary {
+    /// Resamples drawn (points drawn with replacement, as many as there are points).
+    pub resamples: usize,
+    /// Seed of the resampling (ChaCha8, stream = resample index).
+    pub seed: u64,
+    /// Interval level (0.95 gives the 2.5th-97.5th percentiles).
+    pub level: f64,
+    /// Resamples whose refit failed (left out of the intervals).
+    pub failed: usize,
+}
+
+/// Refit without the largest scale, and the error of its prediction for what was left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extrapolation {
+    /// What was held out, e.g. `N = 1.6e10 (largest model)`.
+    pub held_out: String,
+    /// Points in the refit.
+    pub n_train: usize,
+    /// Points held out.
+    pub n_held_out: usize,
+    /// Parameters of the refit.
+    pub params: BTreeMap<String, f64>,
+    /// Mean of |predicted - observed| / |observed| over the held-out points.
+    pub mean_abs_rel_error: f64,
+    /// Largest |predicted - observed| / |observed|.
+    pub max_abs_rel_error: f64,
+    /// Each held-out point: inputs, observed and predicted response.
+    pub points: Vec<HeldOutPoint>,
+}
+
+/// One held-out point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldOutPoint {
+    /// Variable → value.
+    pub inputs: BTreeMap<String, f64>,
+    /// Observed response.
+    pub observed: f64,
+    /// Response predicted by the refit.
+    pub predicted: f64,
+}
+
+/// One optimal configuration (a question asked of the law, and its answer with intervals).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Optimal {
+    /// What is optimised, e.g. `compute_optimal`, `dcpt_max_domain_under_general_tolerance`.
+    pub kind: String,
+    /// The question's givens (budget C, N, T ...).
+    pub inputs: BTreeMap<String, f64>,
+    /// The answer (N_opt, D_opt, loss ...) with intervals.
+    pub values: BTreeMap<String, Estimate>,
+}
+
+/// Where the points came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataProvenance {
+    /// Sweep directory, CSV path, or other description given with the table.
+    pub source: String,
+    /// Rows in the table.
+    pub n_rows: usize,
+    /// Columns read.
+    pub columns: Vec<String>,
+}
+
+/// Writes laws.json atomically: a temporary file in the same directory, fsync, rename.
+pub fn write_laws_json(path: &Path, laws: &LawsFile) -> Result<(), FitError> {
+    let text = serde_json::to_string_pretty(laws)?;
+    let io = |source| FitError::Io { path: path.to_path_buf(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().ok_or_else(|| {
+        FitError::Io { path: path.to_path_buf(), source: std::io::Error::other("the output path names no file") }
+    })?;
+    let tmp = dir.join(format!(".{}.tmp.{}", file_name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// Reads a laws.json written by [`write_laws_json`].
+pub fn read_laws_json(path: &Path) -> Result<LawsFile, FitError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FitError::Io { path: path.to_path_buf(), source })?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn num(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e5).contains(&a) {
+        format!("{v:.4e}")
+    } else {
+        format!("{v:.5}")
+    }
+}
+
+fn est(e: &Estimate) -> String {
+    match e.ci {
+        Some([lo, hi]) => format!("{:>12}  [{}, {}]", num(e.estimate), num(lo), num(hi)),
+        None => format!("{:>12}", num(e.estimate)),
+    }
+}
+
+/// A readable table of every law for the terminal.
+pub fn render_text(laws: &LawsFile) -> String {
+    let mut out = String::new();
+    for law in &laws.laws {
+        let f = &law.fit;
+        out += &format!("== {} ({}) ==\n   {}\n", law.name, law.kind, law.formula);
+        out += &format!(
+            "   {} points, objective {} = {}, R^2 = {:.4}, RMSE = {}\n",
+            f.n_points,
+            f.objective,
+            num(f.objective_value),
+            f.r2,
+            num(f.rmse)
+        );
+        if f.starts > 1 {
+            out += &format!(
+                "   starts: {} ({} converged, {} stalled, {} hit the iteration limit, {} failed, {} at the best optimum); best {}\n",
+                f.starts,
+                f.starts_converged,
+                f.starts_stalled,
+                f.starts_max_iters,
+                f.starts_failed,
+                f.starts_at_best,
+                if f.converged { "converged" } else { "did NOT converge" }
+            );
+        }
+        if let Some(b) = &f.bootstrap {
+            out += &format!(
+                "   intervals: {:.0}% bootstrap percentiles, {} resamples (seed {}, {} failed)\n",
+                b.level * 100.0,
+                b.resamples,
+                b.seed,
+                b.failed
+            );
+        }
+        out += "   parameter       estimate  interval\n";
+        for (name, e) in law.params.iter().chain(&law.derived) {
+            out += &format!("   {name:<10} {}\n", est(e));
+        }
+        if let Some(x) = &law.extrapolation {
+            out += &format!(
+                "   extrapolation: without {}: mean |rel. error| {:.2}%, max {:.2}% over {} points\n",
+                x.held_out,
+                x.mean_abs_rel_error * 100.0,
+                x.max_abs_rel_error * 100.0,
+                x.n_held_out
+            );
+        }
+        for o in &law.optimal {
+            let inputs: Vec<String> = o.inputs.iter().map(|(k, v)| format!("{k}={}", num(*v))).collect();
+            out += &format!("   optimal {} ({})\n", o.kind, inputs.join(", "));
+            for (k, e) in &o.values {
+                out += &format!("      {k:<16} {}\n", est(e));
+            }
+        }
+        out += "\n";
+    }
+    out
+}
