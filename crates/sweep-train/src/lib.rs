@@ -11,5 +11,6 @@
 //! ```
 
 pub mod divergence;
+pub mod quant;
 pub mod rng;
 pub mod simulate;

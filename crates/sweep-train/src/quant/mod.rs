@@ -1,0 +1,164 @@
+//! Simulated low-precision training: fake quantisation (quantise then dequantise) of weights,
+//! activations, activation gradients and attention K/V to any ExMy float or symmetric intN format.
+//!
+//! - Formats and their conventions (OCP E4M3 max 448, E5M2 max 57344, E2M1 max 6, E3M2 max 28,
+//!   E2M3 max 7.5, intN symmetric): see [`format`].
+//! - Scaling: one scale per tensor, per channel (per row: all elements sharing every index but the
+//!   last) or per block of B consecutive elements along the last dimension. The scale maps the
+//!   group's largest finite |x| to the format's largest finite value ([`ScaleRule::AbsMax`], the
+//!   default), or is the smallest power of two that keeps the group in range
+//!   ([`ScaleRule::PowerOfTwo`], MX style), or is 1 ([`ScaleRule::Unit`]: a plain saturating cast).
+//! - Rounding: to nearest, ties to even; or stochastic, unbiased, with random bits that are a
+//!   pure function of (seed, call counter, element index), so a resumed run reproduces bit for bit.
+//! - Gradient: [`fake_quant`] uses the identity straight-through estimator everywhere (the
+//!   gradient passes unchanged, also for values that saturated; with AbsMax or PowerOfTwo scaling
+//!   nothing saturates except infinities). [`quant_grad`] is the identity forward and quantises
+//!   the incoming gradient in the backward pass.
+//! - Speed: one fused CPU kernel (bit arithmetic on the f32 representation, rayon above 32K
+//!   elements); f32, bf16, f16 and f64 tensors (non-f32 are converted through f32). There is no
+//!   CUDA or Metal kernel: tensors on those devices are copied to the CPU and back.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use sweep_plan::{config::Rounding, precision::PrecisionSpec};
+//! use sweep_train::quant::{fake_quant, QuantConfig};
+//!
+//! let spec = PrecisionSpec::parse("fp8-e4m3").unwrap();
+//! let q = QuantConfig::from_spec(&spec, Rounding::Nearest, 0).unwrap().expect("e4m3 is simulated");
+//! let w = Tensor::new(&[[0.1f32, -0.3, 4.0], [1.0, 2.0, 3.0]], &Device::Cpu).unwrap();
+//! let wq = fake_quant(&w, &q).unwrap(); // same shape and dtype; gradient passes straight through
+//! assert_eq!(wq.dims(), &[2, 3]);
+//! ```
+
+pub mod format;
+mod kernel;
+mod op;
+
+pub use format::{FloatFormat, Format, IntFormat};
+pub use kernel::quantize_slice;
+pub use op::{fake_quant, fake_quant_at, quant_grad, quant_grad_at};
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use sweep_plan::config::Rounding;
+use sweep_plan::precision::{PrecisionSpec, Scaling};
+
+/// An invalid quantisation setting or input, with a message that says what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuantError(pub String);
+
+impl QuantError {
+    /// An error with this message.
+    pub fn new(msg: impl Into<String>) -> QuantError {
+        QuantError(msg.into())
+    }
+}
+
+impl fmt::Display for QuantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for QuantError {}
+
+impl From<QuantError> for candle_core::Error {
+    fn from(e: QuantError) -> candle_core::Error {
+        candle_core::Error::Msg(e.0)
+    }
+}
+
+/// How a group's scale is chosen from its largest finite absolute value `amax`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScaleRule {
+    /// scale = amax / format max: the group's largest value lands exactly on the format's max.
+    #[default]
+    AbsMax,
+    /// scale = the smallest power of two with amax / scale <= format max (no rounding in scaling).
+    PowerOfTwo,
+    /// scale = 1: a saturating cast to the format with no scaling.
+    Unit,
+}
+
+/// A fake-quantisation setting: format, scaling, rounding, and the stochastic-rounding stream.
+///
+/// Every call to [`fake_quant`] or [`quant_grad`] takes the next value of the config's call
+/// counter as its random stream (clones share the counter). Save [`QuantConfig::counter`] in a
+/// checkpoint and restore it with [`QuantConfig::set_counter`] to resume bit for bit; or pass
+/// counters explicitly with [`fake_quant_at`] / [`quant_grad_at`].
+#[derive(Debug, Clone)]
+pub struct QuantConfig {
+    /// Canonical precision name, e.g. `e4m3-b32`.
+    pub name: String,
+    /// The simulated number format.
+    pub format: Format,
+    /// Scaling granularity.
+    pub scaling: Scaling,
+    /// How each group's scale is chosen.
+    pub scale_rule: ScaleRule,
+    /// Round to nearest even, or stochastically.
+    pub rounding: Rounding,
+    /// Seed of stochastic rounding.
+    pub seed: u64,
+    calls: Arc<AtomicU64>,
+}
+
+impl QuantConfig {
+    /// The config of a parsed precision name; `None` for native formats (fp32, bf16, fp16).
+    pub fn from_spec(spec: &PrecisionSpec, rounding: Rounding, seed: u64) -> Result<Option<QuantConfig>, QuantError> {
+        let Some(format) = Format::from_number_format(&spec.format)? else {
+            return Ok(None);
+        };
+        QuantConfig::new(format, spec.scaling, rounding, seed).map(|mut q| {
+            q.name = spec.name.clone();
+            Some(q)
+        })
+    }
+
+    /// A config from its parts, with the default AbsMax scale rule.
+    pub fn new(format: Format, scaling: Scaling, rounding: Rounding, seed: u64) -> Result<QuantConfig, QuantError> {
+        if scaling == Scaling::Block(0) {
+            return Err(QuantError::new("block scaling needs a block size of at least 1"));
+        }
+        let base = match format {
+            Format::Float(f) => format!("e{}m{}", f.exp_bits, f.man_bits),
+            Format::Int(i) => format!("int{}", i.bits),
+        };
+        let name = match scaling {
+            Scaling::Tensor => base,
+            Scaling::Channel => format!("{base}-channel"),
+            Scaling::Block(b) => format!("{base}-b{b}"),
+        };
+        Ok(QuantConfig {
+            name,
+            format,
+            scaling,
+            scale_rule: ScaleRule::AbsMax,
+            rounding,
+            seed,
+            calls: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The same config with another scale rule.
+    pub fn with_scale_rule(mut self, rule: ScaleRule) -> QuantConfig {
+        self.scale_rule = rule;
+        self
+    }
+
+    /// The number of counters handed out so far (the next call's stream).
+    pub fn counter(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Sets the call counter, e.g. from a checkpoint.
+    pub fn set_counter(&self, value: u64) {
+        self.calls.store(value, Ordering::SeqCst)
+    }
+
+    /// Hands out the next call counter.
+    pub fn next_counter(&self) -> u64 {
+        self.calls.fetch_add(1, Ordering::SeqCst)
+    }
+}
