@@ -235,6 +235,39 @@ mod quant {
     }
 
     #[test]
+    fn the_vectorised_kernel_equals_the_scalar_rounding() {
+        // quantize_slice takes a branch-free path for most formats; FloatFormat::round and
+        // IntFormat::round are the scalar definitions. They must agree bit for bit, scaled or not.
+        for e in 1..=8u32 {
+            for m in 0..=10u32 {
+                let f = FloatFormat::new(e, m).unwrap();
+                let mut xs = log_uniform(4_000, f.min_subnormal() as f64 / 4.0, f.max as f64 * 2.0, (e * 32 + m) as u64);
+                let ties = ties_and_neighbours(&positive_finite(&table(e, m)));
+                xs.extend(ties.iter().step_by((ties.len() / 2000).max(1)));
+                xs.extend([0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f.max, -f.max, 1e-40, -1e-45]);
+                let want: Vec<f32> = xs.iter().map(|&x| f.round(x, None)).collect();
+                assert_same(&cast(e, m, &xs), &want, &xs, &format!("e{e}m{m} unit scale"));
+                let mut finite: Vec<f32> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+                finite.truncate(finite.len() / 64 * 64);
+                let mut v = finite.clone();
+                quantize_slice(&mut v, 64, &float_cfg(e, m, Scaling::Block(32), Rounding::Nearest, ScaleRule::AbsMax), 0).unwrap();
+                assert_same(&v, &direct(&finite, 64, 32, f.max, |y| f.round(y, None)), &finite, &format!("e{e}m{m}-b32"));
+            }
+        }
+        for bits in 2..=8u32 {
+            let n = IntFormat::new(bits).unwrap();
+            let mut xs = log_uniform(4_000, 1e-3, 300.0, bits as u64 + 100);
+            xs.extend((-600..=600).map(|i| i as f32 * 0.25)); // every half-integer tie
+            xs.extend([0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY]);
+            let mut v = xs.clone();
+            let q = int_cfg(bits, Scaling::Tensor, Rounding::Nearest).with_scale_rule(ScaleRule::Unit);
+            quantize_slice(&mut v, xs.len(), &q, 0).unwrap();
+            let want: Vec<f32> = xs.iter().map(|&x| n.round(x, None)).collect();
+            assert_same(&v, &want, &xs, &format!("int{bits} unit scale"));
+        }
+    }
+
+    #[test]
     fn fp16_and_bf16_shaped_formats_match_the_half_crate() {
         // e5m10 is fp16's layout; e8m7 is bfloat16's, including f32 subnormal inputs.
         let mut xs = log_uniform(50_000, 2f64.powi(-26), 65504.0, 5);
@@ -248,16 +281,21 @@ mod quant {
         assert_same(&cast(8, 7, &xs), &want, &xs, "e8m7 vs bf16");
     }
 
-    /// Per-group expectation computed directly: s = amax / max (f64), values times the f32 inverse
-    /// scale, rounded by `round`, times the f32 scale.
+    /// Per-group expectation computed directly: s = amax / max (f64; 1 for an all-zero group),
+    /// values times the f32 inverse scale, rounded by `round`, times the f32 scale.
     fn direct(xs: &[f32], row_len: usize, group: usize, max: f32, round: impl Fn(f32) -> f32) -> Vec<f32> {
         let mut out = Vec::new();
         for row in xs.chunks(row_len) {
             for g in row.chunks(group) {
                 let amax = g.iter().fold(0f32, |a, x| a.max(x.abs())) as f64;
-                let s = amax / max as f64;
+                let s = if amax == 0.0 { 1.0 } else { amax / max as f64 };
                 let (scale, inv) = (s as f32, (1.0 / s) as f32);
-                out.extend(g.iter().map(|&x| round(x * inv) * scale));
+                if scale.is_normal() && inv.is_normal() {
+                    out.extend(g.iter().map(|&x| round(x * inv) * scale));
+                } else {
+                    // The documented fallback for scales outside f32's normal range: f64 scaling.
+                    out.extend(g.iter().map(|&x| (round((x as f64 * (1.0 / s)) as f32) as f64 * s) as f32));
+                }
             }
         }
         out

@@ -34,7 +34,7 @@ pub fn quantize_slice(data: &mut [f32], row_len: usize, q: &QuantConfig, counter
         Rounding::Nearest => None,
         Rounding::Stochastic => Some(mix64(mix64(q.seed) ^ counter)),
     };
-    let ctx = Ctx { format: q.format, rule: q.scale_rule, key };
+    let ctx = Ctx { format: q.format, rule: q.scale_rule, key, nearest: NearestKernel::of(&q.format) };
     let parallel = data.len() >= PARALLEL_MIN_ELEMENTS;
     match q.scaling {
         Scaling::Tensor => {
@@ -57,22 +57,115 @@ pub fn quantize_slice(data: &mut [f32], row_len: usize, q: &QuantConfig, counter
                 Scaling::Block(b) => (b as usize).min(row_len),
                 _ => row_len,
             };
-            let rows = |(r, row): (usize, &mut [f32])| {
-                let row_start = (r * row_len) as u64;
-                for (b, group) in row.chunks_mut(block).enumerate() {
-                    let scale = GroupScale::new(f32::from_bits(finite_amax_bits(group)), &ctx);
-                    apply(group, row_start + (b * block) as u64, &scale, &ctx);
-                }
-            };
+            // Whole rows per task, so no group straddles two tasks.
+            let rows_per_task = (TENSOR_CHUNK / row_len).max(1);
+            let task = rows_per_task * row_len;
             if parallel {
-                let min_rows = (TENSOR_CHUNK / row_len).max(1);
-                data.par_chunks_mut(row_len).enumerate().with_min_len(min_rows).for_each(rows);
+                data.par_chunks_mut(task)
+                    .enumerate()
+                    .for_each(|(t, chunk)| groups(chunk, (t * task) as u64, row_len, block, &ctx));
             } else {
-                data.chunks_mut(row_len).enumerate().for_each(rows);
+                groups(data, 0, row_len, block, &ctx);
             }
         }
     }
     Ok(())
+}
+
+/// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (the element loops
+/// then vectorise 8 wide) and compiled for the baseline target otherwise. Same results either way.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 support was detected just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// Bits of the largest finite |x| (ordering of non-negative floats equals that of their bits);
+    /// infinities and NaN are ignored, an all-non-finite group gives 0.
+    fn finite_amax_bits(xs: &[f32]) -> u32 {
+        amax_bits_inline(xs)
+    }
+}
+
+multiversion! {
+    /// Quantises one task's elements with a scale shared by all of them.
+    fn apply(chunk: &mut [f32], first: u64, scale: &GroupScale, ctx: &Ctx) {
+        apply_inline(chunk, first, scale, ctx)
+    }
+}
+
+multiversion! {
+    /// Quantises whole rows: each row, or each block of `block` elements within a row, gets its
+    /// own scale. `first` is the index of the chunk's first element in the call.
+    fn groups(chunk: &mut [f32], first: u64, row_len: usize, block: usize, ctx: &Ctx) {
+        for (r, row) in chunk.chunks_mut(row_len).enumerate() {
+            for (b, group) in row.chunks_mut(block).enumerate() {
+                let scale = GroupScale::new(f32::from_bits(amax_bits_inline(group)), ctx);
+                apply_inline(group, first + (r * row_len + b * block) as u64, &scale, ctx);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn amax_bits_inline(xs: &[f32]) -> u32 {
+    xs.iter().fold(0u32, |m, &x| {
+        let a = x.to_bits() & 0x7fff_ffff;
+        if a < 0x7f80_0000 && a > m { a } else { m }
+    })
+}
+
+/// A branch-free round-to-nearest-even for the formats it covers: after clamping |y| to the
+/// format's max, adding and subtracting C = 2^(quantum exponent + 23) makes the FPU round |y| to
+/// a multiple of the quantum, ties to even (the even multiple is the even code when M >= 1).
+#[derive(Debug, Clone, Copy)]
+enum NearestKernel {
+    /// ExMy with E <= 7 and M >= 1: C's exponent field is max(exponent field of |y|, that of
+    /// 2^emin) + 23 - M.
+    Float { max: f32, min_exp_field: u32, c_offset: u32 },
+    /// Symmetric integers: C = 2^23 (|y| <= 127 < 2^22).
+    Int { max: f32 },
+    /// Other formats (E = 8, where C would overflow, and M = 0): the scalar kernel.
+    Scalar,
+}
+
+impl NearestKernel {
+    fn of(format: &Format) -> NearestKernel {
+        match format {
+            Format::Float(f) if f.exp_bits <= 7 && f.man_bits >= 1 => NearestKernel::Float {
+                max: f.max,
+                min_exp_field: (f.emin + 127) as u32,
+                c_offset: 23 - f.man_bits,
+            },
+            Format::Float(_) => NearestKernel::Scalar,
+            Format::Int(i) => NearestKernel::Int { max: i.max },
+        }
+    }
+}
+
+/// |y| clamped to `max` (NaN stays NaN: the comparison is false), and y's sign bit.
+#[inline(always)]
+fn clamped_abs(y: f32, max: f32) -> (f32, u32) {
+    let bits = y.to_bits();
+    let a = f32::from_bits(bits & 0x7fff_ffff);
+    (if a > max { max } else { a }, bits & 0x8000_0000)
 }
 
 /// What every group of one call shares.
@@ -81,15 +174,8 @@ struct Ctx {
     rule: ScaleRule,
     /// The stochastic-rounding key of this call; `None` for round-to-nearest.
     key: Option<u64>,
-}
-
-/// Bits of the largest finite |x| (ordering of non-negative floats equals that of their bits);
-/// infinities and NaN are ignored, an all-non-finite group gives 0.
-fn finite_amax_bits(xs: &[f32]) -> u32 {
-    xs.iter().fold(0u32, |m, &x| {
-        let a = x.to_bits() & 0x7fff_ffff;
-        if a < 0x7f80_0000 { m.max(a) } else { m }
-    })
+    /// The round-to-nearest kernel of the format.
+    nearest: NearestKernel,
 }
 
 /// A group's scale s (values are divided by s before rounding) and its inverse.
@@ -101,6 +187,7 @@ struct GroupScale {
 }
 
 impl GroupScale {
+    #[inline(always)]
     fn new(amax: f32, ctx: &Ctx) -> GroupScale {
         let max = ctx.format.max() as f64;
         let amax = amax as f64;
@@ -131,21 +218,30 @@ impl GroupScale {
 
 /// Divides a group by its scale, rounds, and multiplies back. `first` is the index of the group's
 /// first element in the call (the stochastic-rounding coordinate).
-#[inline]
-fn apply(group: &mut [f32], first: u64, s: &GroupScale, ctx: &Ctx) {
+#[inline(always)]
+fn apply_inline(group: &mut [f32], first: u64, s: &GroupScale, ctx: &Ctx) {
     let random = |i: usize| ctx.key.map(|k| mix64(k.wrapping_add((first + i as u64).wrapping_mul(GOLDEN_GAMMA))));
-    if s.fits_f32 {
-        let (scale, inv) = (s.scale as f32, s.inv as f32);
-        match (ctx.format, ctx.key) {
-            (Format::Float(f), None) => group.iter_mut().for_each(|x| *x = f.round(*x * inv, None) * scale),
-            (Format::Int(n), None) => group.iter_mut().for_each(|x| *x = n.round(*x * inv, None) * scale),
-            _ => group.iter_mut().enumerate().for_each(|(i, x)| *x = ctx.format.round(*x * inv, random(i)) * scale),
-        }
-    } else {
+    if !s.fits_f32 {
         // Scales outside f32's normal range (tiny groups of very wide formats): scale in f64.
         for (i, x) in group.iter_mut().enumerate() {
             let y = (*x as f64 * s.inv) as f32;
             *x = (ctx.format.round(y, random(i)) as f64 * s.scale) as f32;
         }
+        return;
+    }
+    let (scale, inv) = (s.scale as f32, s.inv as f32);
+    match (ctx.nearest, ctx.key) {
+        (NearestKernel::Float { max, min_exp_field, c_offset }, None) => group.iter_mut().for_each(|x| {
+            let (a, sign) = clamped_abs(*x * inv, max);
+            let exp_field = a.to_bits() >> 23;
+            let c = f32::from_bits((exp_field.max(min_exp_field) + c_offset) << 23);
+            *x = f32::from_bits(((a + c) - c).to_bits() | sign) * scale;
+        }),
+        (NearestKernel::Int { max }, None) => group.iter_mut().for_each(|x| {
+            const C: f32 = 8_388_608.0; // 2^23
+            let (a, sign) = clamped_abs(*x * inv, max);
+            *x = f32::from_bits(((a + C) - C).to_bits() | sign) * scale;
+        }),
+        _ => group.iter_mut().enumerate().for_each(|(i, x)| *x = ctx.format.round(*x * inv, random(i)) * scale),
     }
 }
