@@ -10,10 +10,10 @@ mod quant {
     use sweep_plan::config::Rounding;
     use sweep_plan::precision::{NumberFormat, PrecisionSpec, Scaling};
     use sweep_train::quant::{
-        fake_quant, fake_quant_at, quant_grad, quant_grad_at, quantize_slice, FloatFormat, Format, IntFormat,
-        QuantConfig, ScaleRule,
+        fake_quant, fake_quant_at, quant_grad, quant_grad_at, quantize_slice, random_bits, FloatFormat, Format,
+        IntFormat, QuantConfig, ScaleRule,
     };
-    use sweep_train::rng::{mix64, uniform};
+    use sweep_train::rng::uniform;
 
     fn float_cfg(e: u32, m: u32, scaling: Scaling, rounding: Rounding, rule: ScaleRule) -> QuantConfig {
         QuantConfig::new(Format::Float(FloatFormat::new(e, m).unwrap()), scaling, rounding, 7)
@@ -252,6 +252,13 @@ mod quant {
                 let mut v = finite.clone();
                 quantize_slice(&mut v, 64, &float_cfg(e, m, Scaling::Block(32), Rounding::Nearest, ScaleRule::AbsMax), 0).unwrap();
                 assert_same(&v, &direct(&finite, 64, 32, f.max, |y| f.round(y, None)), &finite, &format!("e{e}m{m}-b32"));
+                // Stochastic rounding: the same random bits give the same result on both paths.
+                let mut v = xs.clone();
+                let q = float_cfg(e, m, Scaling::Tensor, Rounding::Stochastic, ScaleRule::Unit);
+                quantize_slice(&mut v, xs.len(), &q, 9).unwrap();
+                let want: Vec<f32> =
+                    xs.iter().enumerate().map(|(i, &x)| f.round(x, Some(random_bits(q.seed, 9, i as u64)))).collect();
+                assert_same(&v, &want, &xs, &format!("e{e}m{m} stochastic"));
             }
         }
         for bits in 2..=8u32 {
@@ -264,6 +271,12 @@ mod quant {
             quantize_slice(&mut v, xs.len(), &q, 0).unwrap();
             let want: Vec<f32> = xs.iter().map(|&x| n.round(x, None)).collect();
             assert_same(&v, &want, &xs, &format!("int{bits} unit scale"));
+            let mut v = xs.clone();
+            let q = int_cfg(bits, Scaling::Tensor, Rounding::Stochastic).with_scale_rule(ScaleRule::Unit);
+            quantize_slice(&mut v, xs.len(), &q, 4).unwrap();
+            let want: Vec<f32> =
+                xs.iter().enumerate().map(|(i, &x)| n.round(x, Some(random_bits(q.seed, 4, i as u64)))).collect();
+            assert_same(&v, &want, &xs, &format!("int{bits} stochastic"));
         }
     }
 
@@ -451,7 +464,6 @@ mod quant {
         assert_eq!(fake_quant(&t, &q).unwrap().to_vec1::<f32>().unwrap(), second, "resumed counter reproduces");
         assert_eq!(fake_quant_at(&t, &q, 0).unwrap().to_vec1::<f32>().unwrap(), first);
         assert_eq!(q.counter(), 2, "explicit counters leave the config's alone");
-        let _ = mix64(0);
     }
 
     #[test]

@@ -105,15 +105,24 @@ impl FloatFormat {
         if negative { -magnitude } else { magnitude }
     }
 
-    /// Rounds `x` to this format: ties to even, or stochastically when `random` is `Some` (its bits
-    /// are the uniform random number of this element). Saturates at ±max, keeps NaN.
+    /// Rounds `x` to this format: ties to even, or stochastically when `random` is `Some` (32
+    /// uniform random bits for this element; see [`stochastic_magnitude`]). Saturates at ±max
+    /// (infinities included), keeps NaN and the sign of zero.
     #[inline(always)]
-    pub fn round(&self, x: f32, random: Option<u64>) -> f32 {
+    pub fn round(&self, x: f32, random: Option<u32>) -> f32 {
         let bits = x.to_bits();
         let sign = bits & 0x8000_0000;
         let abs = bits & 0x7fff_ffff;
-        if abs >= 0x7f80_0000 {
-            return if abs == 0x7f80_0000 { f32::from_bits(sign | self.max.to_bits()) } else { x };
+        if abs > 0x7f80_0000 {
+            return x; // NaN
+        }
+        if let Some(r) = random {
+            let a = f32::from_bits(abs).min(self.max);
+            let m = self.man_bits as i32;
+            return f32::from_bits(sign | stochastic_magnitude(a, m, self.emin - m, r).to_bits());
+        }
+        if abs == 0x7f80_0000 {
+            return f32::from_bits(sign | self.max.to_bits());
         }
         // |x| = significand * 2^(exponent - 23), significand < 2^24 (implicit bit included).
         let exp_field = (abs >> 23) as i32;
@@ -122,39 +131,41 @@ impl FloatFormat {
         // Exponent of the target's quantum at this magnitude; the subnormal range has a fixed one.
         let quantum_exp = exponent.max(self.emin) - self.man_bits as i32;
         let shift = (quantum_exp - (exponent - 23)) as u32; // >= 23 - M >= 13
+        if shift > 25 {
+            return f32::from_bits(sign); // significand < 2^24: below a quarter quantum
+        }
+        let k = significand >> shift;
+        let rem = significand & ((1 << shift) - 1);
+        let half = 1 << (shift - 1);
         // Ties go to the even code. With M >= 1 the code's last bit is the last bit of k; with M = 0
-        // a normal code's last bit is its exponent field's.
-        let parity_offset = if self.man_bits == 0 && exponent >= self.emin { (exponent + self.bias - 1) as u64 } else { 0 };
-        let k = round_shifted(significand as u64, shift, random, parity_offset);
+        // the code of k * 2^quantum_exp (k = 1 for normal inputs) is k + exponent + bias - 1.
+        let parity = if self.man_bits == 0 && exponent >= self.emin { k + (exponent + self.bias - 1) as u32 } else { k };
+        let k = k + u32::from(rem > half || (rem == half && parity & 1 == 1));
         let magnitude = (k as f32 * pow2(quantum_exp)).min(self.max);
         f32::from_bits(sign | magnitude.to_bits())
     }
 }
 
-/// Rounds `significand / 2^shift` to an integer: ties to the one whose code is even (the code's last
-/// bit is that of k + `parity_offset`), or up with probability equal to the fraction when `random`
-/// is given (exact for shift < 64; beyond that the value is below 2^-40 of a quantum and rounds to 0).
+/// Stochastic rounding of a finite `a >= 0` to a multiple of the quantum 2^q, where
+/// q = max(e - m, q_min) and e is a's binary exponent (floats: m = M, q_min = emin - M; integers:
+/// q = 0). Rounds up with probability (a mod 2^q) / 2^q computed on a's bits with `random` as a
+/// 32-bit uniform threshold: exact while a's bits below the quantum fit in 31 bits, and otherwise
+/// biased by less than 2^-31 of a quantum (the lowest bits are dropped). Branch-free, so the
+/// element loops vectorise.
 #[inline(always)]
-fn round_shifted(significand: u64, shift: u32, random: Option<u64>, parity_offset: u64) -> u64 {
-    match random {
-        None => {
-            if shift > 25 {
-                return 0; // significand < 2^24, so the value is below a quarter quantum
-            }
-            let k = significand >> shift;
-            let rem = significand & ((1u64 << shift) - 1);
-            let half = 1u64 << (shift - 1);
-            k + u64::from(rem > half || (rem == half && (k + parity_offset) & 1 == 1))
-        }
-        Some(r) => {
-            if shift >= 64 {
-                return 0;
-            }
-            let mask = (1u64 << shift) - 1;
-            let k = significand >> shift;
-            k + u64::from((r & mask) < (significand & mask))
-        }
-    }
+pub fn stochastic_magnitude(a: f32, m: i32, q_min: i32, random: u32) -> f32 {
+    let bits = a.to_bits();
+    let exp_field = bits >> 23;
+    let significand = if exp_field == 0 { bits } else { (bits & 0x7f_ffff) | 0x80_0000 };
+    let e = exp_field.max(1) as i32 - 127;
+    let q = (e - m).max(q_min);
+    let shift = (q - (e - 23)).max(0) as u32;
+    let dropped = shift.saturating_sub(31);
+    let significand = if dropped >= 32 { 0 } else { significand >> dropped };
+    let shift = shift.min(31);
+    let mask = (1u32 << shift) - 1;
+    let k = (significand >> shift) + u32::from((random & mask) < (significand & mask));
+    k as f32 * pow2(q)
 }
 
 /// 2^e as f32 for e in -149..=127 (subnormal results included).
@@ -186,18 +197,19 @@ impl IntFormat {
     }
 
     /// Rounds `x` (already divided by the scale) to an integer level in [-max, max]: ties to even,
-    /// or up with probability equal to the fraction (to 2^-24) when `random` is given. NaN stays NaN.
+    /// or stochastically when `random` is given (the magnitude, as [`stochastic_magnitude`] with
+    /// quantum 1). NaN stays NaN; the sign of zero is kept.
     #[inline(always)]
-    pub fn round(&self, x: f32, random: Option<u64>) -> f32 {
-        let level = match random {
-            None => x.round_ties_even(),
-            Some(r) => {
-                let floor = x.floor();
-                let uniform = (r >> 40) as f32 * (1.0 / (1u64 << 24) as f32); // [0, 1), 24 bits
-                floor + if uniform < x - floor { 1.0 } else { 0.0 }
-            }
+    pub fn round(&self, x: f32, random: Option<u32>) -> f32 {
+        let a = x.abs().min(self.max);
+        if x.is_nan() {
+            return x;
+        }
+        let magnitude = match random {
+            None => a.round_ties_even(),
+            Some(r) => stochastic_magnitude(a, 31, 0, r),
         };
-        level.clamp(-self.max, self.max) // clamp keeps NaN
+        magnitude.copysign(x)
     }
 }
 
@@ -228,9 +240,9 @@ impl Format {
         }
     }
 
-    /// Rounds an already scaled value.
+    /// Rounds an already scaled value (`random`: this element's 32 random bits, for stochastic rounding).
     #[inline(always)]
-    pub fn round(&self, x: f32, random: Option<u64>) -> f32 {
+    pub fn round(&self, x: f32, random: Option<u32>) -> f32 {
         match self {
             Format::Float(f) => f.round(x, random),
             Format::Int(i) => i.round(x, random),

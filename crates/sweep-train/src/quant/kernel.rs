@@ -1,6 +1,6 @@
 //! The fused quantise-dequantise kernel over f32 slices: group scales, rounding, multi-threading.
 
-use super::format::Format;
+use super::format::{stochastic_magnitude, Format};
 use super::{QuantConfig, QuantError, ScaleRule};
 use crate::rng::mix64;
 use rayon::prelude::*;
@@ -11,8 +11,6 @@ use sweep_plan::precision::Scaling;
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 /// Elements per parallel task when one scale covers the whole tensor.
 const TENSOR_CHUNK: usize = 1 << 14;
-/// SplitMix64's increment: consecutive element indices map to well-separated hash inputs.
-const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Fake-quantises `data` in place: each scaling group is divided by its scale, rounded to the
 /// format, and multiplied back. `row_len` is the length of the last dimension (channel scaling
@@ -32,7 +30,7 @@ pub fn quantize_slice(data: &mut [f32], row_len: usize, q: &QuantConfig, counter
     }
     let key = match q.rounding {
         Rounding::Nearest => None,
-        Rounding::Stochastic => Some(mix64(mix64(q.seed) ^ counter)),
+        Rounding::Stochastic => Some(call_key(q.seed, counter)),
     };
     let ctx = Ctx { format: q.format, rule: q.scale_rule, key, nearest: NearestKernel::of(&q.format) };
     let parallel = data.len() >= PARALLEL_MIN_ELEMENTS;
@@ -216,11 +214,39 @@ impl GroupScale {
     }
 }
 
+/// The random bits that element `index` of call `counter` draws under `seed`: stochastic rounding
+/// rounds that element's magnitude up when these bits, masked to the bits below its quantum, are
+/// below the magnitude's own bits there (see [`super::format::stochastic_magnitude`]).
+pub fn random_bits(seed: u64, counter: u64, index: u64) -> u32 {
+    element_random(call_key(seed, counter), index)
+}
+
+/// The stochastic-rounding key of one call.
+fn call_key(seed: u64, counter: u64) -> u64 {
+    mix64(mix64(seed) ^ counter)
+}
+
+/// The 32 random bits of element `index` of a call with stochastic-rounding `key`: two rounds of
+/// a 32-bit integer hash (lowbias32), cheap enough to vectorise.
+#[inline(always)]
+fn element_random(key: u64, index: u64) -> u32 {
+    #[inline(always)]
+    fn hash32(mut x: u32) -> u32 {
+        x ^= x >> 16;
+        x = x.wrapping_mul(0x7feb_352d);
+        x ^= x >> 15;
+        x = x.wrapping_mul(0x846c_a68b);
+        x ^ (x >> 16)
+    }
+    let high = ((index >> 32) as u32).wrapping_mul(0x9e37_79b9);
+    hash32(hash32(index as u32 ^ key as u32) ^ (key >> 32) as u32 ^ high)
+}
+
 /// Divides a group by its scale, rounds, and multiplies back. `first` is the index of the group's
 /// first element in the call (the stochastic-rounding coordinate).
 #[inline(always)]
 fn apply_inline(group: &mut [f32], first: u64, s: &GroupScale, ctx: &Ctx) {
-    let random = |i: usize| ctx.key.map(|k| mix64(k.wrapping_add((first + i as u64).wrapping_mul(GOLDEN_GAMMA))));
+    let random = |i: usize| ctx.key.map(|k| element_random(k, first + i as u64));
     if !s.fits_f32 {
         // Scales outside f32's normal range (tiny groups of very wide formats): scale in f64.
         for (i, x) in group.iter_mut().enumerate() {
@@ -242,6 +268,19 @@ fn apply_inline(group: &mut [f32], first: u64, s: &GroupScale, ctx: &Ctx) {
             let (a, sign) = clamped_abs(*x * inv, max);
             *x = f32::from_bits(((a + C) - C).to_bits() | sign) * scale;
         }),
-        _ => group.iter_mut().enumerate().for_each(|(i, x)| *x = ctx.format.round(*x * inv, random(i)) * scale),
+        (_, None) => group.iter_mut().for_each(|x| *x = ctx.format.round(*x * inv, None) * scale),
+        (_, Some(key)) => {
+            // The branch-free form of FloatFormat::round / IntFormat::round with random bits.
+            let (max, m, q_min) = match ctx.format {
+                Format::Float(f) => (f.max, f.man_bits as i32, f.emin - f.man_bits as i32),
+                Format::Int(n) => (n.max, 31, 0),
+            };
+            group.iter_mut().enumerate().for_each(|(i, x)| {
+                let (a, sign) = clamped_abs(*x * inv, max);
+                let r = stochastic_magnitude(a, m, q_min, element_random(key, first + i as u64));
+                let r = if a.is_nan() { a } else { r };
+                *x = f32::from_bits(r.to_bits() | sign) * scale;
+            })
+        }
     }
 }

@@ -35,7 +35,7 @@ mod kernel;
 mod op;
 
 pub use format::{FloatFormat, Format, IntFormat};
-pub use kernel::quantize_slice;
+pub use kernel::{quantize_slice, random_bits};
 pub use op::{fake_quant, fake_quant_at, quant_grad, quant_grad_at};
 
 use std::fmt;
