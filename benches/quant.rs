@@ -5,6 +5,7 @@
 //! RAYON_NUM_THREADS set, which both rayon and candle's matmul obey), against a plain f32 copy
 //! and a matmul of the same tensor as a linear layer's weight (256 tokens x 1024 in -> 256 out).
 //! A plain harness: warmup, then repeated timed samples; prints the median and the best sample.
+//! QUANT_BENCH_FILTER=e2m1 keeps only the formats whose name contains that text.
 
 use candle_core::{Device, Tensor};
 use std::hint::black_box;
@@ -94,6 +95,9 @@ fn run(threads: &str) {
         ("fp8-e4m3", Rounding::Stochastic),
         ("e2m1-b32", Rounding::Stochastic),
     ] {
+        if std::env::var("QUANT_BENCH_FILTER").is_ok_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
         let spec = PrecisionSpec::parse(name).unwrap();
         let q = QuantConfig::from_spec(&spec, rounding, 0).unwrap().unwrap();
         let label = format!("{} {}", q.name, if rounding == Rounding::Nearest { "nearest" } else { "stochastic" });

@@ -103,9 +103,11 @@ multiversion! {
 }
 
 multiversion! {
-    /// Quantises one task's elements with a scale shared by all of them.
+    /// Quantises one task's elements with a scale shared by all of them. `first` is the index of
+    /// the chunk's first element in the call.
     fn apply(chunk: &mut [f32], first: u64, scale: &GroupScale, ctx: &Ctx) {
-        apply_inline(chunk, first, scale, ctx)
+        let bits = random_for(chunk.len(), first, ctx);
+        apply_inline(chunk, bits.as_deref(), scale, ctx)
     }
 }
 
@@ -113,21 +115,39 @@ multiversion! {
     /// Quantises whole rows: each row, or each block of `block` elements within a row, gets its
     /// own scale. `first` is the index of the chunk's first element in the call.
     fn groups(chunk: &mut [f32], first: u64, row_len: usize, block: usize, ctx: &Ctx) {
-        for (r, row) in chunk.chunks_mut(row_len).enumerate() {
-            for (b, group) in row.chunks_mut(block).enumerate() {
+        let bits = random_for(chunk.len(), first, ctx);
+        let mut offset = 0;
+        for row in chunk.chunks_mut(row_len) {
+            for group in row.chunks_mut(block) {
                 let scale = GroupScale::new(f32::from_bits(amax_bits_inline(group)), ctx);
-                apply_inline(group, first + (r * row_len + b * block) as u64, &scale, ctx);
+                let random = bits.as_deref().map(|b| &b[offset..offset + group.len()]);
+                apply_inline(group, random, &scale, ctx);
+                offset += group.len();
             }
         }
     }
 }
 
+/// The random bits of `len` elements from index `first` on, for stochastic rounding (one long
+/// loop, which vectorises; the per-group loops then only round).
+#[inline(always)]
+fn random_for(len: usize, first: u64, ctx: &Ctx) -> Option<Vec<u32>> {
+    let key = ctx.key?;
+    let mut bits = vec![0u32; len];
+    for (i, b) in bits.iter_mut().enumerate() {
+        *b = element_random(key, first + i as u64);
+    }
+    Some(bits)
+}
+
 #[inline(always)]
 fn amax_bits_inline(xs: &[f32]) -> u32 {
-    xs.iter().fold(0u32, |m, &x| {
+    let mut m = 0u32;
+    for &x in xs {
         let a = x.to_bits() & 0x7fff_ffff;
-        if a < 0x7f80_0000 && a > m { a } else { m }
-    })
+        m = if a < 0x7f80_0000 && a > m { a } else { m };
+    }
+    m
 }
 
 /// A branch-free round-to-nearest-even for the formats it covers: after clamping |y| to the
@@ -242,45 +262,53 @@ fn element_random(key: u64, index: u64) -> u32 {
     hash32(hash32(index as u32 ^ key as u32) ^ (key >> 32) as u32 ^ high)
 }
 
-/// Divides a group by its scale, rounds, and multiplies back. `first` is the index of the group's
-/// first element in the call (the stochastic-rounding coordinate).
+/// Divides a group by its scale, rounds, and multiplies back. `random`: the group's random bits,
+/// for stochastic rounding.
 #[inline(always)]
-fn apply_inline(group: &mut [f32], first: u64, s: &GroupScale, ctx: &Ctx) {
-    let random = |i: usize| ctx.key.map(|k| element_random(k, first + i as u64));
+fn apply_inline(group: &mut [f32], random: Option<&[u32]>, s: &GroupScale, ctx: &Ctx) {
     if !s.fits_f32 {
         // Scales outside f32's normal range (tiny groups of very wide formats): scale in f64.
         for (i, x) in group.iter_mut().enumerate() {
             let y = (*x as f64 * s.inv) as f32;
-            *x = (ctx.format.round(y, random(i)) as f64 * s.scale) as f32;
+            *x = (ctx.format.round(y, random.map(|r| r[i])) as f64 * s.scale) as f32;
         }
         return;
     }
+    // Plain `for` loops (not `for_each`, whose fold may stay out of line and miss AVX2).
     let (scale, inv) = (s.scale as f32, s.inv as f32);
-    match (ctx.nearest, ctx.key) {
-        (NearestKernel::Float { max, min_exp_field, c_offset }, None) => group.iter_mut().for_each(|x| {
-            let (a, sign) = clamped_abs(*x * inv, max);
-            let exp_field = a.to_bits() >> 23;
-            let c = f32::from_bits((exp_field.max(min_exp_field) + c_offset) << 23);
-            *x = f32::from_bits(((a + c) - c).to_bits() | sign) * scale;
-        }),
-        (NearestKernel::Int { max }, None) => group.iter_mut().for_each(|x| {
+    match (ctx.nearest, random) {
+        (NearestKernel::Float { max, min_exp_field, c_offset }, None) => {
+            for x in group.iter_mut() {
+                let (a, sign) = clamped_abs(*x * inv, max);
+                let exp_field = a.to_bits() >> 23;
+                let c = f32::from_bits((exp_field.max(min_exp_field) + c_offset) << 23);
+                *x = f32::from_bits(((a + c) - c).to_bits() | sign) * scale;
+            }
+        }
+        (NearestKernel::Int { max }, None) => {
             const C: f32 = 8_388_608.0; // 2^23
-            let (a, sign) = clamped_abs(*x * inv, max);
-            *x = f32::from_bits(((a + C) - C).to_bits() | sign) * scale;
-        }),
-        (_, None) => group.iter_mut().for_each(|x| *x = ctx.format.round(*x * inv, None) * scale),
-        (_, Some(key)) => {
+            for x in group.iter_mut() {
+                let (a, sign) = clamped_abs(*x * inv, max);
+                *x = f32::from_bits(((a + C) - C).to_bits() | sign) * scale;
+            }
+        }
+        (_, None) => {
+            for x in group.iter_mut() {
+                *x = ctx.format.round(*x * inv, None) * scale;
+            }
+        }
+        (_, Some(random)) => {
             // The branch-free form of FloatFormat::round / IntFormat::round with random bits.
             let (max, m, q_min) = match ctx.format {
                 Format::Float(f) => (f.max, f.man_bits as i32, f.emin - f.man_bits as i32),
                 Format::Int(n) => (n.max, 31, 0),
             };
-            group.iter_mut().enumerate().for_each(|(i, x)| {
+            for (x, &bits) in group.iter_mut().zip(random) {
                 let (a, sign) = clamped_abs(*x * inv, max);
-                let r = stochastic_magnitude(a, m, q_min, element_random(key, first + i as u64));
+                let r = stochastic_magnitude(a, m, q_min, bits);
                 let r = if a.is_nan() { a } else { r };
                 *x = f32::from_bits(r.to_bits() | sign) * scale;
-            })
+            }
         }
     }
 }
