@@ -24,8 +24,8 @@ fn main() {
         Ok(threads) => run(&threads),
         Err(_) => {
             let exe = std::env::current_exe().expect("the bench knows its own path");
-            println!("| threads | case | median ms | best ms | elements/s (median) | vs f32 copy | vs matmul |");
-            println!("|---|---|---|---|---|---|---|");
+            println!("| threads | case | median ms | best ms | CPU ms | elements/s (median) | vs f32 copy | vs matmul |");
+            println!("|---|---|---|---|---|---|---|---|");
             for threads in ["1", "2"] {
                 let status = std::process::Command::new(&exe)
                     .env("QUANT_BENCH_THREADS", threads)
@@ -38,9 +38,25 @@ fn main() {
     }
 }
 
-/// Times `f`: a warmup, then SAMPLES samples of enough iterations to last SAMPLE_TIME; returns
-/// (median, best) seconds per iteration.
-fn time(mut f: impl FnMut()) -> (f64, f64) {
+/// CPU seconds used by this process so far (all threads): unlike wall time, it does not grow
+/// while the process waits for a core that other work holds.
+fn process_cpu_seconds() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// Seconds per iteration: median and best wall time, and median process CPU time.
+struct Timing {
+    median: f64,
+    best: f64,
+    cpu: f64,
+}
+
+/// Times `f`: a warmup, then SAMPLES samples of enough iterations to last SAMPLE_TIME.
+fn time(mut f: impl FnMut()) -> Timing {
     let start = Instant::now();
     let mut warm = 0u32;
     while warm < 3 || start.elapsed() < SAMPLE_TIME {
@@ -49,17 +65,18 @@ fn time(mut f: impl FnMut()) -> (f64, f64) {
     }
     let per = start.elapsed().as_secs_f64() / warm as f64;
     let iters = ((SAMPLE_TIME.as_secs_f64() / per).ceil() as u32).max(1);
-    let mut samples: Vec<f64> = (0..SAMPLES)
+    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..SAMPLES)
         .map(|_| {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), process_cpu_seconds());
             for _ in 0..iters {
                 f();
             }
-            t.elapsed().as_secs_f64() / iters as f64
+            (t.elapsed().as_secs_f64() / iters as f64, (process_cpu_seconds() - c) / iters as f64)
         })
-        .collect();
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (samples[SAMPLES / 2], samples[0])
+        .unzip();
+    wall.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    cpu.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Timing { median: wall[SAMPLES / 2], best: wall[0], cpu: cpu[SAMPLES / 2] }
 }
 
 fn run(threads: &str) {
@@ -69,25 +86,27 @@ fn run(threads: &str) {
     let tokens = Tensor::from_vec(data.clone(), (ROWS, COLS), &Device::Cpu).unwrap();
 
     let mut buf = data.clone();
-    let (copy, copy_best) = time(|| {
+    let copy = time(|| {
         buf.copy_from_slice(black_box(&data));
         black_box(&buf);
     });
-    let (matmul, matmul_best) = time(|| {
+    let matmul = time(|| {
         black_box(tokens.matmul(&x.t().unwrap()).unwrap());
     });
-    let row = |case: &str, (median, best): (f64, f64)| {
+    let (copy_s, matmul_s) = (copy.median, matmul.median);
+    let row = |case: &str, t: Timing| {
         println!(
-            "| {threads} | {case} | {:.3} | {:.3} | {:.3e} | {:.1}x | {:.3}x |",
-            median * 1e3,
-            best * 1e3,
-            n as f64 / median,
-            median / copy,
-            median / matmul
+            "| {threads} | {case} | {:.3} | {:.3} | {:.3} | {:.3e} | {:.1}x | {:.3}x |",
+            t.median * 1e3,
+            t.best * 1e3,
+            t.cpu * 1e3,
+            n as f64 / t.median,
+            t.median / copy_s,
+            t.median / matmul_s
         );
     };
-    row("f32 copy (memcpy)", (copy, copy_best));
-    row("matmul 256x1024 · (256x1024)^T", (matmul, matmul_best));
+    row("f32 copy (memcpy)", copy);
+    row("matmul 256x1024 · (256x1024)^T", matmul);
     for (name, rounding) in [
         ("fp8-e4m3", Rounding::Nearest),
         ("e2m1-b32", Rounding::Nearest),

@@ -2,21 +2,29 @@
 //! activations, activation gradients and attention K/V to any ExMy float or symmetric intN format.
 //!
 //! - Formats and their conventions (OCP E4M3 max 448, E5M2 max 57344, E2M1 max 6, E3M2 max 28,
-//!   E2M3 max 7.5, intN symmetric): see [`format`].
+//!   E2M3 max 7.5, intN symmetric): see [`format`](mod@format).
 //! - Scaling: one scale per tensor, per channel (per row: all elements sharing every index but the
-//!   last) or per block of B consecutive elements along the last dimension. The scale maps the
-//!   group's largest finite |x| to the format's largest finite value ([`ScaleRule::AbsMax`], the
-//!   default), or is the smallest power of two that keeps the group in range
-//!   ([`ScaleRule::PowerOfTwo`], MX style), or is 1 ([`ScaleRule::Unit`]: a plain saturating cast).
-//! - Rounding: to nearest, ties to even; or stochastic, unbiased, with random bits that are a
-//!   pure function of (seed, call counter, element index), so a resumed run reproduces bit for bit.
+//!   last; for a linear weight `[out, in]` one scale per output channel) or per block of B
+//!   consecutive elements along the last dimension (a row's last block is shorter when B does not
+//!   divide it). The scale s maps the group's largest finite |x| to the format's largest finite
+//!   value ([`ScaleRule::AbsMax`], the default: s = amax / max in f64, then x · f32(1/s) is
+//!   rounded and multiplied by f32(s)), or is the smallest power of two that keeps the group in
+//!   range ([`ScaleRule::PowerOfTwo`], MX style, no rounding error in scaling), or is 1
+//!   ([`ScaleRule::Unit`]: a plain saturating cast). Infinities and NaN do not enter amax; an
+//!   all-zero group gets s = 1.
+//! - Rounding: to nearest, ties to even (the even code); or stochastic: up with probability equal
+//!   to the distance to the lower neighbour over the gap (exactly, up to 2^-31 of a gap), using 32
+//!   random bits per element that are a pure function of (seed, call counter, element index)
+//!   ([`random_bits`]), so results do not depend on thread count and a resumed run that restores
+//!   the counter reproduces bit for bit.
 //! - Gradient: [`fake_quant`] uses the identity straight-through estimator everywhere (the
 //!   gradient passes unchanged, also for values that saturated; with AbsMax or PowerOfTwo scaling
 //!   nothing saturates except infinities). [`quant_grad`] is the identity forward and quantises
 //!   the incoming gradient in the backward pass.
-//! - Speed: one fused CPU kernel (bit arithmetic on the f32 representation, rayon above 32K
-//!   elements); f32, bf16, f16 and f64 tensors (non-f32 are converted through f32). There is no
-//!   CUDA or Metal kernel: tensors on those devices are copied to the CPU and back.
+//! - Speed: one fused CPU kernel: branch-free bit arithmetic on the f32 representation that
+//!   vectorises (compiled for AVX2 when the CPU has it), rayon above 32K elements; f32, bf16, f16
+//!   and f64 tensors (non-f32 go through f32). There is no CUDA or Metal kernel: tensors on those
+//!   devices are copied to the CPU and back (correct but slow, and not exercised by the tests).
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
