@@ -259,6 +259,11 @@ mod quant {
                 let want: Vec<f32> =
                     xs.iter().enumerate().map(|(i, &x)| f.round(x, Some(random_bits(q.seed, 9, i as u64)))).collect();
                 assert_same(&v, &want, &xs, &format!("e{e}m{m} stochastic"));
+                let mut v = finite.clone();
+                let q = float_cfg(e, m, Scaling::Block(32), Rounding::Stochastic, ScaleRule::AbsMax);
+                quantize_slice(&mut v, 64, &q, 2).unwrap();
+                let want = direct_indexed(&finite, 64, 32, f.max, |i, y| f.round(y, Some(random_bits(q.seed, 2, i))));
+                assert_same(&v, &want, &finite, &format!("e{e}m{m}-b32 stochastic"));
             }
         }
         for bits in 2..=8u32 {
@@ -297,17 +302,25 @@ mod quant {
     /// Per-group expectation computed directly: s = amax / max (f64; 1 for an all-zero group),
     /// values times the f32 inverse scale, rounded by `round`, times the f32 scale.
     fn direct(xs: &[f32], row_len: usize, group: usize, max: f32, round: impl Fn(f32) -> f32) -> Vec<f32> {
+        direct_indexed(xs, row_len, group, max, |_, y| round(y))
+    }
+
+    /// [`direct`] with the element's index in `xs` passed to `round` (for stochastic rounding).
+    fn direct_indexed(xs: &[f32], row_len: usize, group: usize, max: f32, round: impl Fn(u64, f32) -> f32) -> Vec<f32> {
         let mut out = Vec::new();
         for row in xs.chunks(row_len) {
             for g in row.chunks(group) {
                 let amax = g.iter().fold(0f32, |a, x| a.max(x.abs())) as f64;
                 let s = if amax == 0.0 { 1.0 } else { amax / max as f64 };
                 let (scale, inv) = (s as f32, (1.0 / s) as f32);
-                if scale.is_normal() && inv.is_normal() {
-                    out.extend(g.iter().map(|&x| round(x * inv) * scale));
-                } else {
-                    // The documented fallback for scales outside f32's normal range: f64 scaling.
-                    out.extend(g.iter().map(|&x| (round((x as f64 * (1.0 / s)) as f32) as f64 * s) as f32));
+                for &x in g {
+                    let i = out.len() as u64;
+                    out.push(if scale.is_normal() && inv.is_normal() {
+                        round(i, x * inv) * scale
+                    } else {
+                        // The documented fallback for scales outside f32's normal range: f64 scaling.
+                        (round(i, (x as f64 * (1.0 / s)) as f32) as f64 * s) as f32
+                    });
                 }
             }
         }
@@ -383,6 +396,30 @@ mod quant {
         for (g, gq) in xs.chunks(16).zip(v.chunks(16)).take(2) {
             let i = (0..16).max_by(|&a, &b| g[a].abs().partial_cmp(&g[b].abs()).unwrap()).unwrap();
             assert!((gq[i] - g[i]).abs() <= g[i].abs() * 1e-6, "block max {} became {}", g[i], gq[i]);
+        }
+    }
+
+    #[test]
+    fn large_tensors_take_the_parallel_path_with_the_same_results() {
+        // 300 rows of 400 = 120 000 elements, above the parallel threshold; 1 and 2 threads.
+        let (rows, row_len) = (300, 400);
+        let xs: Vec<f32> = (0..(rows * row_len) as u64).map(|i| sweep_train::rng::normal(5, 6, i) as f32).collect();
+        for (scaling, group) in [(Scaling::Tensor, rows * row_len), (Scaling::Channel, row_len), (Scaling::Block(32), 32)] {
+            let q = float_cfg(4, 3, scaling, Rounding::Nearest, ScaleRule::AbsMax);
+            let rl = if scaling == Scaling::Tensor { xs.len() } else { row_len };
+            let want = direct(&xs, rl, group, 448.0, |y| F8E4M3::from_f32(y).to_f32());
+            let f = FloatFormat::new(4, 3).unwrap();
+            let qs = float_cfg(4, 3, scaling, Rounding::Stochastic, ScaleRule::AbsMax);
+            let want_sr = direct_indexed(&xs, rl, group, 448.0, |i, y| f.round(y, Some(random_bits(qs.seed, 3, i))));
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut v = xs.clone();
+                pool.install(|| quantize_slice(&mut v, row_len, &q, 0)).unwrap();
+                assert_same(&v, &want, &xs, &format!("e4m3 {scaling:?}, {threads} threads"));
+                let mut v = xs.clone();
+                pool.install(|| quantize_slice(&mut v, row_len, &qs, 3)).unwrap();
+                assert_same(&v, &want_sr, &xs, &format!("e4m3 {scaling:?} stochastic, {threads} threads"));
+            }
         }
     }
 
