@@ -5,7 +5,8 @@
 //! RAYON_NUM_THREADS set, which both rayon and candle's matmul obey), against a plain f32 copy
 //! and a matmul of the same tensor as a linear layer's weight (256 tokens x 1024 in -> 256 out).
 //! A plain harness: warmup, then repeated timed samples; prints the median and the best sample.
-//! QUANT_BENCH_FILTER=e2m1 keeps only the formats whose name contains that text.
+//! QUANT_BENCH_FILTER=e2m1 keeps only the formats whose name contains that text. Run without
+//! `--bench` (as `cargo test --benches` does) it only smoke-tests each case once.
 
 use candle_core::{Device, Tensor};
 use std::hint::black_box;
@@ -24,12 +25,17 @@ fn main() {
         Ok(threads) => run(&threads),
         Err(_) => {
             let exe = std::env::current_exe().expect("the bench knows its own path");
+            let quick = !std::env::args().any(|a| a == "--bench");
+            if quick {
+                println!("smoke run (no --bench): one call per case, not a measurement");
+            }
             println!("| threads | case | median ms | best ms | CPU ms | elements/s (median) | vs f32 copy | vs matmul |");
             println!("|---|---|---|---|---|---|---|---|");
             for threads in ["1", "2"] {
                 let status = std::process::Command::new(&exe)
                     .env("QUANT_BENCH_THREADS", threads)
                     .env("RAYON_NUM_THREADS", threads)
+                    .env("QUANT_BENCH_QUICK", if quick { "1" } else { "" })
                     .status()
                     .expect("the bench can run itself");
                 assert!(status.success(), "bench child with {threads} threads failed");
@@ -57,6 +63,12 @@ struct Timing {
 
 /// Times `f`: a warmup, then SAMPLES samples of enough iterations to last SAMPLE_TIME.
 fn time(mut f: impl FnMut()) -> Timing {
+    if std::env::var("QUANT_BENCH_QUICK").is_ok_and(|v| !v.is_empty()) {
+        let (t, c) = (Instant::now(), process_cpu_seconds());
+        f();
+        let (wall, cpu) = (t.elapsed().as_secs_f64(), process_cpu_seconds() - c);
+        return Timing { median: wall, best: wall, cpu };
+    }
     let start = Instant::now();
     let mut warm = 0u32;
     while warm < 3 || start.elapsed() < SAMPLE_TIME {
