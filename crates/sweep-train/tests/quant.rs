@@ -7,11 +7,12 @@ mod quant {
     use candle_core::{DType, Device, Tensor, Var};
     use float8::{F8E4M3, F8E5M2};
     use half::{bf16, f16};
-    use sweep_plan::config::Rounding;
+    use sweep_plan::config::{QuantTarget, Rounding};
+    use sweep_plan::ResolvedPrecision;
     use sweep_plan::precision::{NumberFormat, PrecisionSpec, Scaling};
     use sweep_train::quant::{
         fake_quant, fake_quant_at, quant_grad, quant_grad_at, quantize_slice, random_bits, FloatFormat, Format,
-        IntFormat, QuantConfig, ScaleRule,
+        IntFormat, QuantConfig, QuantTargets, ScaleRule,
     };
     use sweep_train::rng::uniform;
 
@@ -581,6 +582,41 @@ mod quant {
         assert!((v[2] + 2.0).abs() <= 2e-6, "the scale ignores non-finite values: {}", v[2]);
         assert!((v[3] - 2.0).abs() <= 2e-6, "infinity saturates to max · scale: {}", v[3]);
         assert!((v[0] - 1.0).abs() <= 1e-6, "{}", v[0]);
+    }
+
+    #[test]
+    fn per_target_configs_from_a_resolved_precision() {
+        let spec = |n: &str| PrecisionSpec::parse(n).unwrap();
+        let mut precision = ResolvedPrecision {
+            name: "e4m3".into(),
+            spec: spec("e4m3"),
+            targets: vec![(QuantTarget::Weights, spec("e4m3")), (QuantTarget::Gradients, spec("fp8-e5m2-channel"))],
+            rounding: Rounding::Stochastic,
+            exp_bits: Some(4),
+            man_bits: Some(3),
+            bits: 8,
+            block_size: 65536.0,
+        };
+        let t = QuantTargets::from_resolved(&precision, 11).unwrap();
+        assert_eq!(t.weights.as_ref().unwrap().name, "e4m3");
+        assert_eq!(t.get(QuantTarget::Gradients).unwrap().name, "e5m2-channel");
+        assert_eq!(t.gradients.as_ref().unwrap().rounding, Rounding::Stochastic);
+        assert!(t.activations.is_none() && t.kv.is_none() && !t.is_empty());
+        assert_ne!(t.weights.as_ref().unwrap().seed, t.gradients.as_ref().unwrap().seed, "targets draw separate streams");
+        // Counters for a checkpoint: calls advance them, a restore sets them back.
+        let x = Tensor::new(&[[0.3f32, 1.7], [2.2, -0.4]], &Device::Cpu).unwrap();
+        fake_quant(&x, t.weights.as_ref().unwrap()).unwrap();
+        quant_grad(&x, t.gradients.as_ref().unwrap()).unwrap();
+        quant_grad(&x, t.gradients.as_ref().unwrap()).unwrap();
+        assert_eq!(t.counters(), [1, 0, 2, 0]);
+        let resumed = QuantTargets::from_resolved(&precision, 11).unwrap();
+        resumed.set_counters(t.counters());
+        assert_eq!(resumed.counters(), [1, 0, 2, 0]);
+        // A format the quantiser cannot build names its target.
+        precision.targets.push((QuantTarget::Kv, PrecisionSpec { name: "int12".into(), format: NumberFormat::Int { bits: 12 }, scaling: Scaling::Tensor }));
+        let err = QuantTargets::from_resolved(&precision, 11).unwrap_err().to_string();
+        assert!(err.contains("Kv") && err.contains("2..=8"), "{err}");
+        assert!(QuantTargets::default().is_empty());
     }
 
     #[test]

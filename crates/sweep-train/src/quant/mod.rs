@@ -29,13 +29,24 @@
 //! ```
 //! use candle_core::{Device, Tensor};
 //! use sweep_plan::{config::Rounding, precision::PrecisionSpec};
-//! use sweep_train::quant::{fake_quant, QuantConfig};
+//! use sweep_train::quant::{fake_quant, quant_grad, QuantConfig, QuantTargets};
 //!
 //! let spec = PrecisionSpec::parse("fp8-e4m3").unwrap();
 //! let q = QuantConfig::from_spec(&spec, Rounding::Nearest, 0).unwrap().expect("e4m3 is simulated");
 //! let w = Tensor::new(&[[0.1f32, -0.3, 4.0], [1.0, 2.0, 3.0]], &Device::Cpu).unwrap();
 //! let wq = fake_quant(&w, &q).unwrap(); // same shape and dtype; gradient passes straight through
 //! assert_eq!(wq.dims(), &[2, 3]);
+//!
+//! // A linear layer with the targets of a run (normally `QuantTargets::from_resolved(&point.precision, seed)`).
+//! fn linear(x: &Tensor, w: &Tensor, t: &QuantTargets) -> candle_core::Result<Tensor> {
+//!     let x = match &t.activations { Some(q) => fake_quant(x, q)?, None => x.clone() };
+//!     let x = match &t.gradients { Some(q) => quant_grad(&x, q)?, None => x };
+//!     let w = match &t.weights { Some(q) => fake_quant(w, q)?, None => w.clone() };
+//!     x.broadcast_matmul(&w.t()?)
+//! }
+//! let targets = QuantTargets { weights: Some(q.clone()), activations: Some(q), ..Default::default() };
+//! let x = Tensor::new(&[[[1.0f32, 2.0, 3.0]]], &Device::Cpu).unwrap(); // [batch, tokens, in]
+//! assert_eq!(linear(&x, &w, &targets).unwrap().dims(), &[1, 1, 2]);
 //! ```
 
 pub mod format;
@@ -49,8 +60,9 @@ pub use op::{fake_quant, fake_quant_at, quant_grad, quant_grad_at};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use sweep_plan::config::Rounding;
+use sweep_plan::config::{QuantTarget, Rounding};
 use sweep_plan::precision::{PrecisionSpec, Scaling};
+use sweep_plan::ResolvedPrecision;
 
 /// An invalid quantisation setting or input, with a message that says what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,5 +180,75 @@ impl QuantConfig {
     /// Hands out the next call counter.
     pub fn next_counter(&self) -> u64 {
         self.calls.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+/// The fake-quantisation configs of one run, one per target; `None` leaves that target in the
+/// compute dtype. Each target has its own seed (derived from the run's) and its own call counter.
+#[derive(Debug, Clone, Default)]
+pub struct QuantTargets {
+    /// Linear-layer weights: `fake_quant(&w, q)` before the matmul.
+    pub weights: Option<QuantConfig>,
+    /// Inputs to every linear layer: `fake_quant(&x, q)` before the matmul.
+    pub activations: Option<QuantConfig>,
+    /// Gradients of activations: `quant_grad(&x, q)` on a linear layer's input.
+    pub gradients: Option<QuantConfig>,
+    /// Attention keys and values: `fake_quant(&k, q)`, `fake_quant(&v, q)`.
+    pub kv: Option<QuantConfig>,
+}
+
+impl QuantTargets {
+    const ALL: [QuantTarget; 4] = [QuantTarget::Weights, QuantTarget::Activations, QuantTarget::Gradients, QuantTarget::Kv];
+
+    /// The configs of a planned point's precision (targets it does not list stay `None`).
+    pub fn from_resolved(precision: &ResolvedPrecision, seed: u64) -> Result<QuantTargets, QuantError> {
+        let mut out = QuantTargets::default();
+        for (target, spec) in &precision.targets {
+            let k = Self::ALL.iter().position(|t| t == target).expect("ALL lists every target") as u64;
+            let target_seed = crate::rng::mix64(seed ^ crate::rng::mix64(k + 1));
+            let config = QuantConfig::from_spec(spec, precision.rounding, target_seed)
+                .map_err(|e| QuantError::new(format!("precision for {target:?}: {e}")))?;
+            *out.slot(*target) = config;
+        }
+        Ok(out)
+    }
+
+    /// The config of one target.
+    pub fn get(&self, target: QuantTarget) -> Option<&QuantConfig> {
+        match target {
+            QuantTarget::Weights => self.weights.as_ref(),
+            QuantTarget::Activations => self.activations.as_ref(),
+            QuantTarget::Gradients => self.gradients.as_ref(),
+            QuantTarget::Kv => self.kv.as_ref(),
+        }
+    }
+
+    fn slot(&mut self, target: QuantTarget) -> &mut Option<QuantConfig> {
+        match target {
+            QuantTarget::Weights => &mut self.weights,
+            QuantTarget::Activations => &mut self.activations,
+            QuantTarget::Gradients => &mut self.gradients,
+            QuantTarget::Kv => &mut self.kv,
+        }
+    }
+
+    /// Whether no target is quantised.
+    pub fn is_empty(&self) -> bool {
+        Self::ALL.iter().all(|t| self.get(*t).is_none())
+    }
+
+    /// The call counters (weights, activations, gradients, kv; 0 for absent targets), to save in
+    /// a checkpoint.
+    pub fn counters(&self) -> [u64; 4] {
+        Self::ALL.map(|t| self.get(t).map_or(0, QuantConfig::counter))
+    }
+
+    /// Restores the counters saved by [`QuantTargets::counters`].
+    pub fn set_counters(&self, counters: [u64; 4]) {
+        for (t, c) in Self::ALL.iter().zip(counters) {
+            if let Some(q) = self.get(*t) {
+                q.set_counter(c);
+            }
+        }
     }
 }
