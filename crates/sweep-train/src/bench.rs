@@ -86,7 +86,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
     let mut final_loss = f64::NAN;
     for s in 0..o.warmup + o.steps {
         let t0 = Instant::now();
-        let loss = model.loss(&x, &y, hooks.as_ref())?;
+        let loss = model.loss(&x, &y, &hooks)?;
         final_loss = loss.to_scalar::<f32>()? as f64;
         let t1 = Instant::now();
         let mut grads = named_grads(&model.params, &loss.backward()?)?;

@@ -17,6 +17,7 @@ pub mod export;
 pub mod model;
 pub mod optim;
 pub mod precision;
+pub mod quant;
 pub mod rng;
 pub mod simulate;
 pub mod trainer;

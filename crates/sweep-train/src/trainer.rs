@@ -2,7 +2,7 @@
 //! schedule, clipping, evaluation and checkpointing visible in it.
 
 use crate::divergence::DivergenceCheck;
-use crate::model::{LinearHooks, ModelConfig, NoHooks, Transformer};
+use crate::model::{LinearHooks, ModelConfig, Transformer};
 use crate::optim::{clip_grads, named_grads, AdamW, AdamWConfig};
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor, Var};
@@ -58,6 +58,9 @@ struct CkptState {
     adam_t: u64,
     divergence: DivergenceCheck,
     tokens_seen: u64,
+    /// Stochastic-rounding counters of the fake quantisers (weights, activations, gradients, kv).
+    #[serde(default)]
+    quant_counters: [u64; 4],
     /// SHA-256 of state.safetensors.
     checksum: String,
 }
@@ -68,7 +71,7 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
     Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn save_checkpoint(dir: &PointDir, step: u64, model: &Transformer, opt: &AdamW, div: &DivergenceCheck, tokens_seen: u64) -> anyhow::Result<()> {
+fn save_checkpoint(dir: &PointDir, step: u64, model: &Transformer, opt: &AdamW, div: &DivergenceCheck, tokens_seen: u64, quant_counters: [u64; 4]) -> anyhow::Result<()> {
     let mut tensors: BTreeMap<String, Tensor> = model.tensors();
     for (k, m) in &opt.m {
         tensors.insert(format!("adamw.m.{k}"), m.clone());
@@ -80,7 +83,7 @@ fn save_checkpoint(dir: &PointDir, step: u64, model: &Transformer, opt: &AdamW, 
         let st = tmp.join("state.safetensors");
         candle_core::safetensors::save(&tensors.into_iter().collect(), &st).map_err(std::io::Error::other)?;
         let checksum = sha256_file(&st).map_err(std::io::Error::other)?;
-        let state = CkptState { step, adam_t: opt.t, divergence: div.clone(), tokens_seen, checksum };
+        let state = CkptState { step, adam_t: opt.t, divergence: div.clone(), tokens_seen, quant_counters, checksum };
         std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state).expect("state serialises"))
     })?;
     Ok(())
@@ -179,7 +182,7 @@ impl Trainer for CandleTrainer {
         for w in sampler.repetition_warnings(t.steps) {
             tracing::warn!(point = %dir.id, "{w}");
         }
-        let hooks: Box<dyn LinearHooks> = crate::precision::hooks(point)?;
+        let hooks = crate::precision::hooks(point)?;
         // Model and optimiser, fresh or from the newest valid checkpoint.
         let adam = AdamWConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
         let (model, mut opt, mut step, mut div, mut tokens_seen) = match load_checkpoint(dir, &device) {
@@ -196,6 +199,7 @@ impl Trainer for CandleTrainer {
                     opt.v.insert(name.clone(), tensors.remove(&format!("adamw.v.{name}")).with_context(|| format!("checkpoint lacks adamw.v.{name}"))?);
                 }
                 opt.t = state.adam_t;
+                hooks.set_counters(state.quant_counters);
                 dir.truncate_metrics(state.step)?;
                 tracing::info!(point = %dir.id, step = state.step, "resumed from checkpoint");
                 (model, opt, state.step, state.divergence, state.tokens_seen)
@@ -218,7 +222,7 @@ impl Trainer for CandleTrainer {
                 return Ok(Outcome::LeaseLost);
             }
             if control.stop_requested() {
-                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen)?;
+                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen, hooks.counters())?;
                 return Ok(Outcome::Stopped);
             }
             let lr = t.lr_at(step);
@@ -229,7 +233,7 @@ impl Trainer for CandleTrainer {
                 let lo = micro * batch * context;
                 let hi = lo + batch * context;
                 let (x, y) = batch_tensors(&b.inputs[lo..hi], &b.targets[lo..hi], batch, context, &device)?;
-                let loss = model.loss(&x, &y, hooks.as_ref())?;
+                let loss = model.loss(&x, &y, &hooks)?;
                 loss_sum += loss.to_scalar::<f32>()? as f64;
                 let scaled = if t.grad_accum > 1 { loss.affine(1.0 / t.grad_accum as f64, 0.0)? } else { loss };
                 let g = named_grads(&model.params, &scaled.backward()?)?;
@@ -274,7 +278,7 @@ impl Trainer for CandleTrainer {
                     "mfu": tps * flops_per_token / peak,
                 });
                 if is_eval {
-                    let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, hooks.as_ref(), &device)?;
+                    let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device)?;
                     record["val_loss"] = ev.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v.0))).collect::<serde_json::Map<_, _>>().into();
                     record["val_bpb"] = ev.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v.1))).collect::<serde_json::Map<_, _>>().into();
                     let epochs = sampler.epochs_after(step);
@@ -288,11 +292,11 @@ impl Trainer for CandleTrainer {
                 window_tokens = 0;
             }
             if step % t.checkpoint_every == 0 && step < t.steps {
-                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen)?;
+                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen, hooks.counters())?;
             }
         }
         // Final evaluation and export.
-        let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, hooks.as_ref(), &device)?;
+        let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device)?;
         crate::export::export(dir, &model, &data)?;
         let mut val = serde_json::Map::new();
         let mut bpb = serde_json::Map::new();
@@ -311,7 +315,6 @@ impl Trainer for CandleTrainer {
             }
         }
         let main = ev.get("general").or_else(|| ev.values().next()).map(|v| v.0).unwrap_or(f64::NAN);
-        let _ = NoHooks;
         Ok(Outcome::Finished(serde_json::json!({
             "train_loss": last_train_loss,
             "val_loss": val,

@@ -1,0 +1,314 @@
+//! The fused quantise-dequantise kernel over f32 slices: group scales, rounding, multi-threading.
+
+use super::format::{stochastic_magnitude, Format};
+use super::{QuantConfig, QuantError, ScaleRule};
+use crate::rng::mix64;
+use rayon::prelude::*;
+use sweep_plan::config::Rounding;
+use sweep_plan::precision::Scaling;
+
+/// Below this many elements the kernel stays on the calling thread.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+/// Elements per parallel task when one scale covers the whole tensor.
+const TENSOR_CHUNK: usize = 1 << 14;
+
+/// Fake-quantises `data` in place: each scaling group is divided by its scale, rounded to the
+/// format, and multiplied back. `row_len` is the length of the last dimension (channel scaling
+/// uses one scale per row; block scaling uses blocks of B consecutive elements within a row, the
+/// last block of a row shorter when B does not divide the row). `counter` selects the stochastic
+/// rounding stream: element i of a call draws its random bits from (seed, counter, i) only, so
+/// results do not depend on the thread count or on earlier calls.
+pub fn quantize_slice(data: &mut [f32], row_len: usize, q: &QuantConfig, counter: u64) -> Result<(), QuantError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    if row_len == 0 || data.len() % row_len != 0 {
+        return Err(QuantError::new(format!(
+            "quantize_slice: {} elements do not form whole rows of length {row_len}",
+            data.len()
+        )));
+    }
+    let key = match q.rounding {
+        Rounding::Nearest => None,
+        Rounding::Stochastic => Some(call_key(q.seed, counter)),
+    };
+    let ctx = Ctx { format: q.format, rule: q.scale_rule, key, nearest: NearestKernel::of(&q.format) };
+    let parallel = data.len() >= PARALLEL_MIN_ELEMENTS;
+    match q.scaling {
+        Scaling::Tensor => {
+            let amax_bits = if parallel {
+                data.par_chunks(TENSOR_CHUNK).map(finite_amax_bits).max().unwrap_or(0)
+            } else {
+                finite_amax_bits(data)
+            };
+            let scale = GroupScale::new(f32::from_bits(amax_bits), &ctx);
+            if parallel {
+                data.par_chunks_mut(TENSOR_CHUNK)
+                    .enumerate()
+                    .for_each(|(c, chunk)| apply(chunk, (c * TENSOR_CHUNK) as u64, &scale, &ctx));
+            } else {
+                apply(data, 0, &scale, &ctx);
+            }
+        }
+        Scaling::Channel | Scaling::Block(_) => {
+            let block = match q.scaling {
+                Scaling::Block(b) => (b as usize).min(row_len),
+                _ => row_len,
+            };
+            // Whole rows per task, so no group straddles two tasks.
+            let rows_per_task = (TENSOR_CHUNK / row_len).max(1);
+            let task = rows_per_task * row_len;
+            if parallel {
+                data.par_chunks_mut(task)
+                    .enumerate()
+                    .for_each(|(t, chunk)| groups(chunk, (t * task) as u64, row_len, block, &ctx));
+            } else {
+                groups(data, 0, row_len, block, &ctx);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (the element loops
+/// then vectorise 8 wide) and compiled for the baseline target otherwise. Same results either way.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 support was detected just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// Bits of the largest finite |x| (ordering of non-negative floats equals that of their bits);
+    /// infinities and NaN are ignored, an all-non-finite group gives 0.
+    fn finite_amax_bits(xs: &[f32]) -> u32 {
+        amax_bits_inline(xs)
+    }
+}
+
+multiversion! {
+    /// Quantises one task's elements with a scale shared by all of them. `first` is the index of
+    /// the chunk's first element in the call.
+    fn apply(chunk: &mut [f32], first: u64, scale: &GroupScale, ctx: &Ctx) {
+        let bits = random_for(chunk.len(), first, ctx);
+        apply_inline(chunk, bits.as_deref(), scale, ctx)
+    }
+}
+
+multiversion! {
+    /// Quantises whole rows: each row, or each block of `block` elements within a row, gets its
+    /// own scale. `first` is the index of the chunk's first element in the call.
+    fn groups(chunk: &mut [f32], first: u64, row_len: usize, block: usize, ctx: &Ctx) {
+        let bits = random_for(chunk.len(), first, ctx);
+        let mut offset = 0;
+        for row in chunk.chunks_mut(row_len) {
+            for group in row.chunks_mut(block) {
+                let scale = GroupScale::new(f32::from_bits(amax_bits_inline(group)), ctx);
+                let random = bits.as_deref().map(|b| &b[offset..offset + group.len()]);
+                apply_inline(group, random, &scale, ctx);
+                offset += group.len();
+            }
+        }
+    }
+}
+
+/// The random bits of `len` elements from index `first` on, for stochastic rounding (one long
+/// loop, which vectorises; the per-group loops then only round).
+#[inline(always)]
+fn random_for(len: usize, first: u64, ctx: &Ctx) -> Option<Vec<u32>> {
+    let key = ctx.key?;
+    let mut bits = vec![0u32; len];
+    for (i, b) in bits.iter_mut().enumerate() {
+        *b = element_random(key, first + i as u64);
+    }
+    Some(bits)
+}
+
+#[inline(always)]
+fn amax_bits_inline(xs: &[f32]) -> u32 {
+    let mut m = 0u32;
+    for &x in xs {
+        let a = x.to_bits() & 0x7fff_ffff;
+        m = if a < 0x7f80_0000 && a > m { a } else { m };
+    }
+    m
+}
+
+/// A branch-free round-to-nearest-even for the formats it covers: after clamping |y| to the
+/// format's max, adding and subtracting C = 2^(quantum exponent + 23) makes the FPU round |y| to
+/// a multiple of the quantum, ties to even (the even multiple is the even code when M >= 1).
+#[derive(Debug, Clone, Copy)]
+enum NearestKernel {
+    /// ExMy with E <= 7 and M >= 1: C's exponent field is max(exponent field of |y|, that of
+    /// 2^emin) + 23 - M.
+    Float { max: f32, min_exp_field: u32, c_offset: u32 },
+    /// Symmetric integers: C = 2^23 (|y| <= 127 < 2^22).
+    Int { max: f32 },
+    /// Other formats (E = 8, where C would overflow, and M = 0): the scalar kernel.
+    Scalar,
+}
+
+impl NearestKernel {
+    fn of(format: &Format) -> NearestKernel {
+        match format {
+            Format::Float(f) if f.exp_bits <= 7 && f.man_bits >= 1 => NearestKernel::Float {
+                max: f.max,
+                min_exp_field: (f.emin + 127) as u32,
+                c_offset: 23 - f.man_bits,
+            },
+            Format::Float(_) => NearestKernel::Scalar,
+            Format::Int(i) => NearestKernel::Int { max: i.max },
+        }
+    }
+}
+
+/// |y| clamped to `max` (NaN stays NaN: the comparison is false), and y's sign bit.
+#[inline(always)]
+fn clamped_abs(y: f32, max: f32) -> (f32, u32) {
+    let bits = y.to_bits();
+    let a = f32::from_bits(bits & 0x7fff_ffff);
+    (if a > max { max } else { a }, bits & 0x8000_0000)
+}
+
+/// What every group of one call shares.
+struct Ctx {
+    format: Format,
+    rule: ScaleRule,
+    /// The stochastic-rounding key of this call; `None` for round-to-nearest.
+    key: Option<u64>,
+    /// The round-to-nearest kernel of the format.
+    nearest: NearestKernel,
+}
+
+/// A group's scale s (values are divided by s before rounding) and its inverse.
+struct GroupScale {
+    scale: f64,
+    inv: f64,
+    /// Both fit f32 as normal numbers, so the f32 fast path applies.
+    fits_f32: bool,
+}
+
+impl GroupScale {
+    #[inline(always)]
+    fn new(amax: f32, ctx: &Ctx) -> GroupScale {
+        let max = ctx.format.max() as f64;
+        let amax = amax as f64;
+        let scale = if amax == 0.0 {
+            1.0
+        } else {
+            match ctx.rule {
+                ScaleRule::Unit => 1.0,
+                ScaleRule::AbsMax => amax / max,
+                ScaleRule::PowerOfTwo => {
+                    // The smallest power of two s with amax / s <= max.
+                    let mut e = (amax / max).log2().ceil() as i32;
+                    while amax / 2f64.powi(e) > max {
+                        e += 1;
+                    }
+                    while amax / 2f64.powi(e - 1) <= max {
+                        e -= 1;
+                    }
+                    2f64.powi(e)
+                }
+            }
+        };
+        let inv = 1.0 / scale;
+        let normal = |v: f64| (v as f32).is_normal();
+        GroupScale { scale, inv, fits_f32: normal(scale) && normal(inv) }
+    }
+}
+
+/// The random bits that element `index` of call `counter` draws under `seed`: stochastic rounding
+/// rounds that element's magnitude up when these bits, masked to the bits below its quantum, are
+/// below the magnitude's own bits there (see [`super::format::stochastic_magnitude`]).
+pub fn random_bits(seed: u64, counter: u64, index: u64) -> u32 {
+    element_random(call_key(seed, counter), index)
+}
+
+/// The stochastic-rounding key of one call.
+fn call_key(seed: u64, counter: u64) -> u64 {
+    mix64(mix64(seed) ^ counter)
+}
+
+/// The 32 random bits of element `index` of a call with stochastic-rounding `key`: two rounds of
+/// a 32-bit integer hash (lowbias32), cheap enough to vectorise.
+#[inline(always)]
+fn element_random(key: u64, index: u64) -> u32 {
+    #[inline(always)]
+    fn hash32(mut x: u32) -> u32 {
+        x ^= x >> 16;
+        x = x.wrapping_mul(0x7feb_352d);
+        x ^= x >> 15;
+        x = x.wrapping_mul(0x846c_a68b);
+        x ^ (x >> 16)
+    }
+    let high = ((index >> 32) as u32).wrapping_mul(0x9e37_79b9);
+    hash32(hash32(index as u32 ^ key as u32) ^ (key >> 32) as u32 ^ high)
+}
+
+/// Divides a group by its scale, rounds, and multiplies back. `random`: the group's random bits,
+/// for stochastic rounding.
+#[inline(always)]
+fn apply_inline(group: &mut [f32], random: Option<&[u32]>, s: &GroupScale, ctx: &Ctx) {
+    if !s.fits_f32 {
+        // Scales outside f32's normal range (tiny groups of very wide formats): scale in f64.
+        for (i, x) in group.iter_mut().enumerate() {
+            let y = (*x as f64 * s.inv) as f32;
+            *x = (ctx.format.round(y, random.map(|r| r[i])) as f64 * s.scale) as f32;
+        }
+        return;
+    }
+    // Plain `for` loops (not `for_each`, whose fold may stay out of line and miss AVX2).
+    let (scale, inv) = (s.scale as f32, s.inv as f32);
+    match (ctx.nearest, random) {
+        (NearestKernel::Float { max, min_exp_field, c_offset }, None) => {
+            for x in group.iter_mut() {
+                let (a, sign) = clamped_abs(*x * inv, max);
+                let exp_field = a.to_bits() >> 23;
+                let c = f32::from_bits((exp_field.max(min_exp_field) + c_offset) << 23);
+                *x = f32::from_bits(((a + c) - c).to_bits() | sign) * scale;
+            }
+        }
+        (NearestKernel::Int { max }, None) => {
+            const C: f32 = 8_388_608.0; // 2^23
+            for x in group.iter_mut() {
+                let (a, sign) = clamped_abs(*x * inv, max);
+                *x = f32::from_bits(((a + C) - C).to_bits() | sign) * scale;
+            }
+        }
+        (_, None) => {
+            for x in group.iter_mut() {
+                *x = ctx.format.round(*x * inv, None) * scale;
+            }
+        }
+        (_, Some(random)) => {
+            // The branch-free form of FloatFormat::round / IntFormat::round with random bits.
+            let (max, m, q_min) = match ctx.format {
+                Format::Float(f) => (f.max, f.man_bits as i32, f.emin - f.man_bits as i32),
+                Format::Int(n) => (n.max, 31, 0),
+            };
+            for (x, &bits) in group.iter_mut().zip(random) {
+                let (a, sign) = clamped_abs(*x * inv, max);
+                let r = stochastic_magnitude(a, m, q_min, bits);
+                let r = if a.is_nan() { a } else { r };
+                *x = f32::from_bits(r.to_bits() | sign) * scale;
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Simulated low-precision training: fake quantisation (quantise then dequantise) of weights,
+//! activations, activation gradients and attention K/V to any ExMy float or symmetric intN format.
+//!
+//! - Formats and their conventions (OCP E4M3 max 448, E5M2 max 57344, E2M1 max 6, E3M2 max 28,
+//!   E2M3 max 7.5, intN symmetric): see [`format`](mod@format).
+//! - Scaling: one scale per tensor, per channel (per row: all elements sharing every index but the
+//!   last; for a linear weight `[out, in]` one scale per output channel) or per block of B
+//!   consecutive elements along the last dimension (a row's last block is shorter when B does not
+//!   divide it). The scale s maps the group's largest finite |x| to the format's largest finite
+//!   value ([`ScaleRule::AbsMax`], the default: s = amax / max in f64, then x · f32(1/s) is
+//!   rounded and multiplied by f32(s)), or is the smallest power of two that keeps the group in
+//!   range ([`ScaleRule::PowerOfTwo`], MX style, no rounding error in scaling), or is 1
+//!   ([`ScaleRule::Unit`]: a plain saturating cast). Infinities and NaN do not enter amax; an
+//!   all-zero group gets s = 1.
+//! - Rounding: to nearest, ties to even (the even code); or stochastic: up with probability equal
+//!   to the distance to the lower neighbour over the gap (exactly, up to 2^-31 of a gap), using 32
+//!   random bits per element that are a pure function of (seed, call counter, element index)
+//!   ([`random_bits`]), so results do not depend on thread count and a resumed run that restores
+//!   the counter reproduces bit for bit.
+//! - Gradient: [`fake_quant`] uses the identity straight-through estimator everywhere (the
+//!   gradient passes unchanged, also for values that saturated; with AbsMax or PowerOfTwo scaling
+//!   nothing saturates except infinities). [`quant_grad`] is the identity forward and quantises
+//!   the incoming gradient in the backward pass.
+//! - Speed: one fused CPU kernel: branch-free bit arithmetic on the f32 representation that
+//!   vectorises (compiled for AVX2 when the CPU has it), rayon above 32K elements; f32, bf16, f16
+//!   and f64 tensors (non-f32 go through f32). There is no CUDA or Metal kernel: tensors on those
+//!   devices are copied to the CPU and back (correct but slow, and not exercised by the tests).
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use sweep_plan::{config::Rounding, precision::PrecisionSpec};
+//! use sweep_train::quant::{fake_quant, quant_grad, QuantConfig, QuantTargets};
+//!
+//! let spec = PrecisionSpec::parse("fp8-e4m3").unwrap();
+//! let q = QuantConfig::from_spec(&spec, Rounding::Nearest, 0).unwrap().expect("e4m3 is simulated");
+//! let w = Tensor::new(&[[0.1f32, -0.3, 4.0], [1.0, 2.0, 3.0]], &Device::Cpu).unwrap();
+//! let wq = fake_quant(&w, &q).unwrap(); // same shape and dtype; gradient passes straight through
+//! assert_eq!(wq.dims(), &[2, 3]);
+//!
+//! // A linear layer with the targets of a run (normally `QuantTargets::from_resolved(&point.precision, seed)`).
+//! fn linear(x: &Tensor, w: &Tensor, t: &QuantTargets) -> candle_core::Result<Tensor> {
+//!     let x = match &t.activations { Some(q) => fake_quant(x, q)?, None => x.clone() };
+//!     let x = match &t.gradients { Some(q) => quant_grad(&x, q)?, None => x };
+//!     let w = match &t.weights { Some(q) => fake_quant(w, q)?, None => w.clone() };
+//!     x.broadcast_matmul(&w.t()?)
+//! }
+//! let targets = QuantTargets { weights: Some(q.clone()), activations: Some(q), ..Default::default() };
+//! let x = Tensor::new(&[[[1.0f32, 2.0, 3.0]]], &Device::Cpu).unwrap(); // [batch, tokens, in]
+//! assert_eq!(linear(&x, &w, &targets).unwrap().dims(), &[1, 1, 2]);
+//! ```
+
+pub mod format;
+mod kernel;
+mod op;
+
+pub use format::{FloatFormat, Format, IntFormat};
+pub use kernel::{quantize_slice, random_bits};
+pub use op::{fake_quant, fake_quant_at, quant_grad, quant_grad_at};
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use sweep_plan::config::{QuantTarget, Rounding};
+use sweep_plan::precision::{PrecisionSpec, Scaling};
+use sweep_plan::ResolvedPrecision;
+
+/// An invalid quantisation setting or input, with a message that says what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuantError(pub String);
+
+impl QuantError {
+    /// An error with this message.
+    pub fn new(msg: impl Into<String>) -> QuantError {
+        QuantError(msg.into())
+    }
+}
+
+impl fmt::Display for QuantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for QuantError {}
+
+impl From<QuantError> for candle_core::Error {
+    fn from(e: QuantError) -> candle_core::Error {
+        candle_core::Error::Msg(e.0)
+    }
+}
+
+/// How a group's scale is chosen from its largest finite absolute value `amax`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScaleRule {
+    /// scale = amax / format max: the group's largest value lands exactly on the format's max.
+    #[default]
+    AbsMax,
+    /// scale = the smallest power of two with amax / scale <= format max (no rounding in scaling).
+    PowerOfTwo,
+    /// scale = 1: a saturating cast to the format with no scaling.
+    Unit,
+}
+
+/// A fake-quantisation setting: format, scaling, rounding, and the stochastic-rounding stream.
+///
+/// Every call to [`fake_quant`] or [`quant_grad`] takes the next value of the config's call
+/// counter as its random stream (clones share the counter). Save [`QuantConfig::counter`] in a
+/// checkpoint and restore it with [`QuantConfig::set_counter`] to resume bit for bit; or pass
+/// counters explicitly with [`fake_quant_at`] / [`quant_grad_at`].
+#[derive(Debug, Clone)]
+pub struct QuantConfig {
+    /// Canonical precision name, e.g. `e4m3-b32`.
+    pub name: String,
+    /// The simulated number format.
+    pub format: Format,
+    /// Scaling granularity.
+    pub scaling: Scaling,
+    /// How each group's scale is chosen.
+    pub scale_rule: ScaleRule,
+    /// Round to nearest even, or stochastically.
+    pub rounding: Rounding,
+    /// Seed of stochastic rounding.
+    pub seed: u64,
+    calls: Arc<AtomicU64>,
+}
+
+impl QuantConfig {
+    /// The config of a parsed precision name; `None` for native formats (fp32, bf16, fp16).
+    pub fn from_spec(spec: &PrecisionSpec, rounding: Rounding, seed: u64) -> Result<Option<QuantConfig>, QuantError> {
+        let Some(format) = Format::from_number_format(&spec.format)? else {
+            return Ok(None);
+        };
+        QuantConfig::new(format, spec.scaling, rounding, seed).map(|mut q| {
+            q.name = spec.name.clone();
+            Some(q)
+        })
+    }
+
+    /// A config from its parts, with the default AbsMax scale rule.
+    pub fn new(format: Format, scaling: Scaling, rounding: Rounding, seed: u64) -> Result<QuantConfig, QuantError> {
+        if scaling == Scaling::Block(0) {
+            return Err(QuantError::new("block scaling needs a block size of at least 1"));
+        }
+        let base = match format {
+            Format::Float(f) => format!("e{}m{}", f.exp_bits, f.man_bits),
+            Format::Int(i) => format!("int{}", i.bits),
+        };
+        let name = match scaling {
+            Scaling::Tensor => base,
+            Scaling::Channel => format!("{base}-channel"),
+            Scaling::Block(b) => format!("{base}-b{b}"),
+        };
+        Ok(QuantConfig {
+            name,
+            format,
+            scaling,
+            scale_rule: ScaleRule::AbsMax,
+            rounding,
+            seed,
+            calls: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The same config with another scale rule.
+    pub fn with_scale_rule(mut self, rule: ScaleRule) -> QuantConfig {
+        self.scale_rule = rule;
+        self
+    }
+
+    /// The number of counters handed out so far (the next call's stream).
+    pub fn counter(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Sets the call counter, e.g. from a checkpoint.
+    pub fn set_counter(&self, value: u64) {
+        self.calls.store(value, Ordering::SeqCst)
+    }
+
+    /// Hands out the next call counter.
+    pub fn next_counter(&self) -> u64 {
+        self.calls.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+/// The fake-quantisation configs of one run, one per target; `None` leaves that target in the
+/// compute dtype. Each target has its own seed (derived from the run's) and its own call counter.
+#[derive(Debug, Clone, Default)]
+pub struct QuantTargets {
+    /// Linear-layer weights: `fake_quant(&w, q)` before the matmul.
+    pub weights: Option<QuantConfig>,
+    /// Inputs to every linear layer: `fake_quant(&x, q)` before the matmul.
+    pub activations: Option<QuantConfig>,
+    /// Gradients of activations: `quant_grad(&x, q)` on a linear layer's input.
+    pub gradients: Option<QuantConfig>,
+    /// Attention keys and values: `fake_quant(&k, q)`, `fake_quant(&v, q)`.
+    pub kv: Option<QuantConfig>,
+}
+
+impl QuantTargets {
+    const ALL: [QuantTarget; 4] = [QuantTarget::Weights, QuantTarget::Activations, QuantTarget::Gradients, QuantTarget::Kv];
+
+    /// The configs of a planned point's precision (targets it does not list stay `None`).
+    pub fn from_resolved(precision: &ResolvedPrecision, seed: u64) -> Result<QuantTargets, QuantError> {
+        let mut out = QuantTargets::default();
+        for (target, spec) in &precision.targets {
+            let k = Self::ALL.iter().position(|t| t == target).expect("ALL lists every target") as u64;
+            let target_seed = crate::rng::mix64(seed ^ crate::rng::mix64(k + 1));
+            let config = QuantConfig::from_spec(spec, precision.rounding, target_seed)
+                .map_err(|e| QuantError::new(format!("precision for {target:?}: {e}")))?;
+            *out.slot(*target) = config;
+        }
+        Ok(out)
+    }
+
+    /// The config of one target.
+    pub fn get(&self, target: QuantTarget) -> Option<&QuantConfig> {
+        match target {
+            QuantTarget::Weights => self.weights.as_ref(),
+            QuantTarget::Activations => self.activations.as_ref(),
+            QuantTarget::Gradients => self.gradients.as_ref(),
+            QuantTarget::Kv => self.kv.as_ref(),
+        }
+    }
+
+    fn slot(&mut self, target: QuantTarget) -> &mut Option<QuantConfig> {
+        match target {
+            QuantTarget::Weights => &mut self.weights,
+            QuantTarget::Activations => &mut self.activations,
+            QuantTarget::Gradients => &mut self.gradients,
+            QuantTarget::Kv => &mut self.kv,
+        }
+    }
+
+    /// Whether no target is quantised.
+    pub fn is_empty(&self) -> bool {
+        Self::ALL.iter().all(|t| self.get(*t).is_none())
+    }
+
+    /// The call counters (weights, activations, gradients, kv; 0 for absent targets), to save in
+    /// a checkpoint.
+    pub fn counters(&self) -> [u64; 4] {
+        Self::ALL.map(|t| self.get(t).map_or(0, QuantConfig::counter))
+    }
+
+    /// Restores the counters saved by [`QuantTargets::counters`].
+    pub fn set_counters(&self, counters: [u64; 4]) {
+        for (t, c) in Self::ALL.iter().zip(counters) {
+            if let Some(q) = self.get(*t) {
+                q.set_counter(c);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Candle ops: fake quantisation with a straight-through gradient, and gradient quantisation.
+
+use super::kernel::quantize_slice;
+use super::QuantConfig;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Error, Layout, Result, Shape, Tensor};
+use half::{bf16, f16};
+
+/// Fake-quantises `x` with the config's next call counter. Forward: quantise then dequantise
+/// (same shape, dtype and device). Backward: the identity straight-through estimator, everywhere
+/// (saturated values included).
+pub fn fake_quant(x: &Tensor, q: &QuantConfig) -> Result<Tensor> {
+    fake_quant_at(x, q, q.next_counter())
+}
+
+/// [`fake_quant`] with an explicit stochastic-rounding counter (the config's counter is untouched).
+pub fn fake_quant_at(x: &Tensor, q: &QuantConfig, counter: u64) -> Result<Tensor> {
+    via_cpu(x, |x| x.apply_op1(FakeQuant { config: q.clone(), counter }))
+}
+
+/// The identity in the forward pass; in the backward pass the incoming gradient is fake-quantised
+/// (scales from the gradient itself, along its last dimension) with the config's next call
+/// counter, drawn now so the backward's order cannot change the random stream.
+pub fn quant_grad(x: &Tensor, q: &QuantConfig) -> Result<Tensor> {
+    quant_grad_at(x, q, q.next_counter())
+}
+
+/// [`quant_grad`] with an explicit stochastic-rounding counter.
+pub fn quant_grad_at(x: &Tensor, q: &QuantConfig, counter: u64) -> Result<Tensor> {
+    via_cpu(x, |x| x.apply_op1(QuantGrad { config: q.clone(), counter }))
+}
+
+/// Runs `f` on a contiguous CPU copy of `x` and moves the result back to `x`'s device (the
+/// transfers are differentiable in candle).
+fn via_cpu(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        f(&x.contiguous()?)
+    } else {
+        f(&x.to_device(&Device::Cpu)?.contiguous()?)?.to_device(x.device())
+    }
+}
+
+/// Fake-quantises a CPU tensor's storage into a new storage of the same dtype.
+fn quantize_storage(storage: &CpuStorage, layout: &Layout, q: &QuantConfig, counter: u64, op: &str) -> Result<CpuStorage> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| Error::Msg(format!("{op}: the input must be contiguous")))?;
+    let row_len = layout.dims().last().copied().unwrap_or(1);
+    let run = |mut v: Vec<f32>| -> Result<Vec<f32>> {
+        quantize_slice(&mut v, row_len, q, counter)?;
+        Ok(v)
+    };
+    Ok(match storage {
+        CpuStorage::F32(s) => CpuStorage::F32(run(s[start..end].to_vec())?),
+        CpuStorage::BF16(s) => {
+            let v = run(s[start..end].iter().map(|x| x.to_f32()).collect())?;
+            CpuStorage::BF16(v.into_iter().map(bf16::from_f32).collect())
+        }
+        CpuStorage::F16(s) => {
+            let v = run(s[start..end].iter().map(|x| x.to_f32()).collect())?;
+            CpuStorage::F16(v.into_iter().map(f16::from_f32).collect())
+        }
+        CpuStorage::F64(s) => {
+            let v = run(s[start..end].iter().map(|&x| x as f32).collect())?;
+            CpuStorage::F64(v.into_iter().map(f64::from).collect())
+        }
+        other => {
+            let dtype: DType = other.dtype();
+            return Err(Error::Msg(format!("{op}: dtype {dtype:?} is not supported; use f32, bf16, f16 or f64")));
+        }
+    })
+}
+
+/// Quantise-dequantise forward, identity backward.
+struct FakeQuant {
+    config: QuantConfig,
+    counter: u64,
+}
+
+impl CustomOp1 for FakeQuant {
+    fn name(&self) -> &'static str {
+        "fake_quant"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = quantize_storage(storage, layout, &self.config, self.counter, self.name())?;
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.clone()))
+    }
+}
+
+/// Identity forward, gradient-quantising backward.
+struct QuantGrad {
+    config: QuantConfig,
+    counter: u64,
+}
+
+impl CustomOp1 for QuantGrad {
+    fn name(&self) -> &'static str {
+        "quant_grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| Error::Msg("quant_grad: the input must be contiguous".into()))?;
+        let out = match storage {
+            CpuStorage::F32(s) => CpuStorage::F32(s[start..end].to_vec()),
+            CpuStorage::BF16(s) => CpuStorage::BF16(s[start..end].to_vec()),
+            CpuStorage::F16(s) => CpuStorage::F16(s[start..end].to_vec()),
+            CpuStorage::F64(s) => CpuStorage::F64(s[start..end].to_vec()),
+            other => {
+                return Err(Error::Msg(format!(
+                    "quant_grad: dtype {:?} is not supported; use f32, bf16, f16 or f64",
+                    other.dtype()
+                )))
+            }
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = via_cpu(grad_res, |g| g.apply_op1_no_bwd(&FakeQuant { config: self.config.clone(), counter: self.counter }))?;
+        Ok(Some(grad))
+    }
+}
