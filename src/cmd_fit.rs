@@ -73,26 +73,20 @@ pub fn run(a: FitArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// The [fit] section of the config a sweep directory was made from, if any.
+/// The [fit] section of the config a sweep directory was made from (profile applied), if any.
 pub fn sweep_config_fit(store: &Store) -> anyhow::Result<Option<FitConfig>> {
     let m = store.manifest()?;
-    let mut root: toml::Table = toml::from_str(&m.config_text).context("re-reading the sweep's config from manifest.json")?;
-    if let (Some(p), Some(toml::Value::Table(profiles))) = (&m.profile, root.get("profiles").cloned()) {
-        if let Some(toml::Value::Table(over)) = profiles.get(p) {
-            if let Some(fit) = over.get("fit") {
-                root.insert("fit".into(), fit.clone());
-            }
-        }
-    }
-    match root.remove("fit") {
+    let plan = sweep_plan::plan_text(Path::new(&m.config_path), &m.config_text, m.profile.as_deref())?;
+    match &plan.config.fit {
         None => Ok(None),
-        Some(v) => Ok(Some(FitConfig::from_toml(v)?)),
+        Some(t) => Ok(Some(FitConfig::from_toml(toml::Value::Table(t.clone()))?)),
     }
 }
 
 /// Fits the finished points of a sweep and writes laws.json atomically.
 pub fn fit_sweep(store: &Store, config: &FitConfig, out: &Path) -> anyhow::Result<sweep_fit::LawsFile> {
     let (table, curves) = results_tables(store)?;
+    let table = keep_complete_rows(table, &needed_columns(config))?;
     let laws = sweep_fit::fit_all(&table, Some(&curves), config)?;
     sweep_fit::write_laws_json(out, &laws)?;
     Ok(laws)
@@ -149,4 +143,36 @@ pub fn results_tables(store: &Store) -> anyhow::Result<(Table, Table)> {
     let table = Table::from_columns(rows.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), provenance.clone())?;
     let curves = Table::from_columns(curves.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), format!("{provenance}, learning curves"))?;
     Ok((table, curves))
+}
+
+/// The table columns the configured laws read (variables and responses, after `map`).
+fn needed_columns(config: &FitConfig) -> Vec<String> {
+    let mut cols = Vec::new();
+    for law in &config.laws {
+        let (vars, response) = match (&law.variables, &law.response) {
+            (Some(v), Some(r)) => (v.clone(), r.clone()),
+            _ => match sweep_fit::laws::builtin_law(&law.name) {
+                Ok(l) => (l.variables(), l.response()),
+                Err(_) => continue,
+            },
+        };
+        for v in vars.into_iter().chain(std::iter::once(response)) {
+            cols.push(law.map.get(&v).cloned().unwrap_or(v));
+        }
+    }
+    cols
+}
+
+/// Drops points that lack a value a law needs (integer formats have no exponent bits, a sweep
+/// without a domain source has no domain loss), saying how many.
+fn keep_complete_rows(table: Table, needed: &[String]) -> anyhow::Result<Table> {
+    let n = table.columns.values().next().map(|c| c.len()).unwrap_or(0);
+    let keep: Vec<usize> = (0..n).filter(|&i| needed.iter().all(|c| table.columns.get(c).is_none_or(|col| col[i].is_finite()))).collect();
+    if keep.len() == n {
+        return Ok(table);
+    }
+    let missing: Vec<&String> = needed.iter().filter(|c| table.columns.get(*c).is_some_and(|col| col.iter().any(|x| !x.is_finite()))).collect();
+    tracing::warn!("{} of {n} points lack {:?} and are left out of the fit", n - keep.len(), missing);
+    let columns = table.columns.into_iter().map(|(k, v)| (k, keep.iter().map(|&i| v[i]).collect())).collect();
+    Ok(Table::from_columns(columns, table.provenance)?)
 }

@@ -63,7 +63,9 @@ pub fn metrics(point_dir: &Path) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad metrics line {l:?}: {e}"));
-            v.as_object_mut().unwrap().remove("tokens_per_second");
+            let m = v.as_object_mut().unwrap();
+            m.remove("tokens_per_second");
+            m.remove("mfu");
             v
         })
         .collect()

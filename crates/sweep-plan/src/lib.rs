@@ -87,7 +87,18 @@ pub fn plan_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan,
     };
     if let Some(name) = profile {
         match profiles.get(name) {
-            Some(toml::Value::Table(overrides)) => merge(&mut root, overrides),
+            Some(toml::Value::Table(overrides)) => {
+                // `tokens` and `tokens_per_param` are two spellings of one axis: a profile that
+                // sets one replaces the other.
+                if let (Some(toml::Value::Table(g)), Some(toml::Value::Table(base))) = (overrides.get("grid"), root.get_mut("grid")) {
+                    for (a, b) in [("tokens", "tokens_per_param"), ("tokens_per_param", "tokens")] {
+                        if g.contains_key(a) {
+                            base.remove(b);
+                        }
+                    }
+                }
+                merge(&mut root, overrides)
+            }
             Some(_) => return Err(at(KeyError::new(format!("profiles.{name}"), "expected a table of overrides"))),
             None => {
                 let names: Vec<&str> = profiles.keys().map(|k| k.as_str()).collect();
@@ -119,11 +130,12 @@ impl Plan {
     }
 }
 
-/// Deep-merges `over` into `base`: tables merge, everything else replaces.
+/// Deep-merges `over` into `base`: tables merge, everything else replaces. A table with a
+/// `type` key (a data source) is one value and replaces the base's whole table.
 fn merge(base: &mut toml::Table, over: &toml::Table) {
     for (k, v) in over {
         match (base.get_mut(k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if !o.contains_key("type") => merge(b, o),
             _ => {
                 base.insert(k.clone(), v.clone());
             }
