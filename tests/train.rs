@@ -169,8 +169,10 @@ builtin_bytes = 2_000_000
 
 #[test]
 fn loss_ordering_by_precision_beats_seed_noise() {
+    // The same model, data and initialisation per seed in fp32, FP8 E4M3 and FP4 E2M1 (weights
+    // and activations fake-quantised); three seeds give paired differences and their spread.
     let dir = scratch("train-precision");
-    let mut losses: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut by_seed: Vec<BTreeMap<String, f64>> = Vec::new();
     for seed in 0..3 {
         let cfg = write_config(
             &dir,
@@ -183,14 +185,14 @@ trainer = "candle"
 seed = {seed}
 [grid]
 model = ["tiny"]
-tokens = [6e4]
+tokens = [1e5]
 precision = ["fp32", "fp8-e4m3", "fp4-e2m1"]
 [model]
 context = 32
 vocab_size = 256
 [train]
 batch_size = 16
-lr = 3e-3
+lr = 2e-3
 log_every = 20
 eval_batches = 8
 [data]
@@ -203,18 +205,22 @@ builtin_bytes = 1_000_000
         );
         let out = run(sweep().arg("run").arg(&cfg).arg("--out").arg(&dir));
         assert!(out.status.success(), "{}", text(&out));
-        for r in final_of(&dir.join(format!("prec{seed}"))) {
-            losses.entry(r["precision"].as_str().unwrap().to_string()).or_default().push(val(&r, "general"));
-        }
+        by_seed.push(final_of(&dir.join(format!("prec{seed}"))).iter().map(|r| (r["precision"].as_str().unwrap().to_string(), val(r, "general"))).collect());
     }
-    let mean = |k: &str| losses[k].iter().sum::<f64>() / 3.0;
-    let sd = |k: &str| (losses[k].iter().map(|x| (x - mean(k)).powi(2)).sum::<f64>() / 2.0).sqrt();
-    let noise = ["fp32", "e4m3", "e2m1"].iter().map(|k| sd(k)).fold(0.0, f64::max);
-    eprintln!("losses by precision over 3 seeds: {losses:?}; seed noise (largest sd) {noise:.4}");
-    // fp32 <= e4m3 <= e2m1. FP4 is worse than both by more than 3 seed standard deviations;
-    // at this scale E4M3 and FP32 are within seed noise of each other, so the fp32 <= e4m3
-    // step is checked as "not better by more than the noise".
-    assert!(mean("e2m1") > mean("fp32") + 3.0 * noise, "{losses:?}");
-    assert!(mean("e2m1") > mean("e4m3") + 3.0 * noise, "{losses:?}");
-    assert!(mean("e4m3") > mean("fp32") - noise, "{losses:?}");
+    let diffs = |a: &str, b: &str| -> Vec<f64> { by_seed.iter().map(|m| m[a] - m[b]).collect() };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let sd = |v: &[f64]| (v.iter().map(|x| (x - mean(v)).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt();
+    let fp4_fp32 = diffs("e2m1", "fp32");
+    let fp4_fp8 = diffs("e2m1", "e4m3");
+    let fp8_fp32 = diffs("e4m3", "fp32");
+    eprintln!("losses per seed: {by_seed:?}\npaired differences: e2m1-fp32 {fp4_fp32:?}, e2m1-e4m3 {fp4_fp8:?}, e4m3-fp32 {fp8_fp32:?}");
+    // fp32 <= e4m3 <= e2m1: FP4 is worse in every seed, by a mean margin larger than the
+    // seed-to-seed spread (standard deviation) of the paired difference. E4M3 and FP32 differ by less than the seed
+    // noise at this scale, so that step is checked as "E4M3 is not better beyond the noise".
+    for d in fp4_fp32.iter().chain(&fp4_fp8) {
+        assert!(*d > 0.0, "FP4 was not the worst in some seed: {by_seed:?}");
+    }
+    assert!(mean(&fp4_fp32) > sd(&fp4_fp32), "e2m1 - fp32 {fp4_fp32:?} is within seed noise");
+    assert!(mean(&fp4_fp8) > sd(&fp4_fp8), "e2m1 - e4m3 {fp4_fp8:?} is within seed noise");
+    assert!(mean(&fp8_fp32) > -2.0 * sd(&fp8_fp32).max(0.005), "e4m3 beat fp32 beyond seed noise: {fp8_fp32:?}");
 }
