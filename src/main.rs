@@ -218,7 +218,10 @@ fn main() -> ExitCode {
         }
     }
     let quiet = matches!(&cli.command, Command::Worker(w) if w.quiet);
-    init_logging(quiet);
+    // With progress bars, per-point log lines would only repeat the bars: keep the CLI's own
+    // summaries and every warning.
+    let bars = matches!(&cli.command, Command::Run(r) if progress::bars_wanted(r.no_progress));
+    init_logging(quiet, bars);
     let result = match cli.command {
         Command::Plan(a) => cmd_plan(a),
         Command::Run(a) => cmd_run(a),
@@ -245,9 +248,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(quiet: bool) {
+fn init_logging(quiet: bool, bars: bool) {
     use tracing_subscriber::EnvFilter;
-    let default = if quiet { "warn" } else { "info" };
+    let default = if quiet {
+        "warn"
+    } else if bars {
+        "warn,sweep=info,sweep_store=warn,sweep_train=warn,sweep_data=warn,sweep_fit=warn,sweep_plan=warn"
+    } else {
+        "info"
+    };
     let filter = EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(progress::LogWriter).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).compact().init();
 }
