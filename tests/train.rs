@@ -224,3 +224,42 @@ builtin_bytes = 1_000_000
     assert!(mean(&fp4_fp8) > sd(&fp4_fp8), "e2m1 - e4m3 {fp4_fp8:?} is within seed noise");
     assert!(mean(&fp8_fp32) > -2.0 * sd(&fp8_fp32).max(0.005), "e4m3 beat fp32 beyond seed noise: {fp8_fp32:?}");
 }
+
+#[test]
+fn corrupt_checkpoint_is_detected_and_the_previous_one_used() {
+    let dir = scratch("train-corrupt");
+    let cfg = write_config(&dir, "r.toml", &RESUME.replace("model = [\"micro\", \"tiny\"]", "model = [\"tiny\"]").replace("precision = [\"fp32\", \"e4m3\"]", "precision = [\"fp32\"]"));
+    let reference = dir.join("reference");
+    assert!(run(sweep().arg("run").arg(&cfg).arg("--out").arg(&reference)).status.success());
+    let out_dir = dir.join("corrupt");
+    let child = sweep().args(["run", "--no-progress"]).arg(&cfg).arg("--out").arg(&out_dir).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Wait until the point has two checkpoints, then stop it (SIGINT writes a third).
+    let points = out_dir.join("cresume/points");
+    let start = Instant::now();
+    let ckpts = |d: &std::path::Path| std::fs::read_dir(d.join("ckpt")).map(|r| r.count()).unwrap_or(0);
+    let point_dir = loop {
+        let found = std::fs::read_dir(&points).ok().and_then(|mut r| r.next()).map(|e| e.unwrap().path());
+        if let Some(p) = found.filter(|p| ckpts(p) >= 2) {
+            break p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no checkpoints appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(!point_dir.join("result.json").exists(), "the point finished before it could be stopped: {}", String::from_utf8_lossy(&out.stderr));
+    // Corrupt the newest checkpoint's tensors.
+    let mut steps: Vec<_> = std::fs::read_dir(point_dir.join("ckpt")).unwrap().map(|e| e.unwrap().path()).collect();
+    steps.sort();
+    let newest = steps.last().unwrap().join("state.safetensors");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 64..] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&newest, bytes).unwrap();
+    let out = run(sweep().arg("run").arg(&cfg).arg("--out").arg(&out_dir));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("checkpoint unusable"), "the corruption was not reported:\n{}", text(&out));
+    assert_eq!(results(&out_dir.join("cresume")), results(&reference.join("cresume")), "resuming from the previous checkpoint changed the result");
+}
