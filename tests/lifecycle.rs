@@ -115,6 +115,6 @@ fn data_section_errors_are_located_before_work_starts() {
     let cfg = write_config(&dir, "c.toml", &format!("{BASE}\n[data]\ngeneral = {{ type = \"flies\", paths = [\"x\"] }}\n"));
     let out = run(sweep().arg("run").arg(&cfg).arg("--out").arg(&dir));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("c.toml:21:") && text(&out).contains("data.general"), "{}", text(&out));
+    assert!(text(&out).contains("c.toml:17:20:") && text(&out).contains("data.general"), "{}", text(&out));
     assert!(!dir.join("life").exists());
 }
