@@ -211,6 +211,13 @@ impl std::error::Error for Exit {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // candle runs its element-wise ops on a spinning barrier pool beside the rayon pool
+        // that gemm and the trainer's fused kernels use; on few cores the two pools fight
+        // (a step took twice as long under load). One thread there keeps candle's remaining
+        // small element-wise ops inline; matmul and the fused kernels still use every thread.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     if let Command::Bench(BenchCommand::Train(a)) = &cli.command {
         if let Some(t) = a.threads {
             // Before any thread pool starts: candle and gemm size their pools from this.

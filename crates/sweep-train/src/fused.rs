@@ -705,3 +705,232 @@ pub fn scale(t: &Tensor, s: f64) -> Result<Tensor> {
     }
     dispatch!(t.dtype(), run, t, s)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Matrix products (gemm, as candle's CPU matmul uses)
+
+/// A strided read-only matrix: element (r, c) at `data[off + r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    data: &'a [T],
+    off: usize,
+    rs: usize,
+    cs: usize,
+}
+
+fn mat<T>(data: &[T], off: usize, rs: usize, cs: usize) -> Mat<'_, T> {
+    Mat { data, off, rs, cs }
+}
+
+/// dst[m x n] (row-major, row stride `dst_rs`) = a[m x k] b[k x n], on `threads` threads.
+fn matmul_into<T: Real>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, (m, n, k): (usize, usize, usize), threads: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Bounds: the last element each operand addresses lies inside its slice.
+    assert!(k == 0 || (a.off + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len() && b.off + (k - 1) * b.rs + (n - 1) * b.cs < b.data.len()));
+    assert!((m - 1) * dst_rs + n <= dst.len() && n <= dst_rs);
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the asserts above keep every address gemm touches inside the slices; dst is
+    // borrowed mutably, so nothing aliases it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            false,
+            a.data.as_ptr().add(a.off),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.off),
+            b.cs as isize,
+            b.rs as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear layer
+
+/// y = x W^T over the last dimension of x, W [out, in].
+struct Linear;
+
+fn linear_fwd<T: Real>(x: &[T], w: &[T], (rows, inp, out): (usize, usize, usize)) -> Vec<T> {
+    let mut y = vec![T::zero(); rows * out];
+    matmul_into(&mut y, out, mat(x, 0, inp, 1), mat(w, 0, 1, inp), (rows, out, inp), rayon::current_num_threads());
+    y
+}
+
+fn linear_bwd<T: Real>(x: &[T], w: &[T], gy: &[T], (rows, inp, out): (usize, usize, usize)) -> (Vec<T>, Vec<T>) {
+    let threads = rayon::current_num_threads();
+    let mut dx = vec![T::zero(); rows * inp];
+    matmul_into(&mut dx, inp, mat(gy, 0, out, 1), mat(w, 0, inp, 1), (rows, inp, out), threads);
+    let mut dw = vec![T::zero(); out * inp];
+    matmul_into(&mut dw, inp, mat(gy, 0, 1, out), mat(x, 0, inp, 1), (out, inp, rows), threads);
+    (dx, dw)
+}
+
+fn linear_dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {
+    let (out, inp) = w.dims2()?;
+    let xd = x.dims();
+    if xd.is_empty() || xd[xd.len() - 1] != inp {
+        bail!("linear: input {xd:?} does not end in the weight's input size {inp}");
+    }
+    Ok((x.elem_count() / inp, inp, out))
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = linear_dims(l1.shape(), l2.shape())?;
+        fn run<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, dims: (usize, usize, usize)) -> Result<CpuStorage> {
+            Ok(T::to_cpu_storage_owned(linear_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, dims)))
+        }
+        let mut out_dims = l1.dims().to_vec();
+        *out_dims.last_mut().expect("rank >= 1") = dims.2;
+        Ok((dispatch!(s1.dtype(), run, s1, l1, s2, l2, dims)?, Shape::from(out_dims)))
+    }
+    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        fn run<T: Real>(x: &Tensor, w: &Tensor, gy: &Tensor) -> Result<(Tensor, Tensor)> {
+            let dims = linear_dims(x.shape(), w.shape())?;
+            let (dx, dw) = with_slice::<T, _>(x, |xs| with_slice::<T, _>(w, |ws| with_slice::<T, _>(gy, |gs| Ok(linear_bwd(xs, ws, gs, dims)))))?;
+            Ok((to_tensor(dx, x.shape())?, to_tensor(dw, w.shape())?))
+        }
+        let (dx, dw) = dispatch!(x.dtype(), run, x, w, gy)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// Fused y = x W^T over the last dimension (CPU): one graph node instead of reshape, transpose
+/// and matmul nodes.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Causal self-attention core
+
+/// softmax(scale * Q K^T, causal) V per head: q, k, v [B, H, T, hd] -> y [B, T, H*hd] (heads
+/// merged). The [T, T] probabilities live only in per-head scratch; the backward recomputes them.
+struct CausalAttention {
+    scale: f64,
+}
+
+/// Causal softmax of scale * s in place over the rows of a [t, t] block.
+fn softmax_rows_causal<T: Real>(s: &mut [T], t: usize, scale: T) {
+    for (i, row) in s.chunks_exact_mut(t).enumerate() {
+        let (live, dead) = row.split_at_mut(i + 1);
+        let m = live.iter().fold(T::neg_infinity(), |m, &v| num_traits::Float::max(m, v));
+        let mut sum = T::zero();
+        for p in live.iter_mut() {
+            *p = ((*p - m) * scale).exp_();
+            sum = sum + *p;
+        }
+        let inv = T::one() / sum;
+        live.iter_mut().for_each(|p| *p = *p * inv);
+        dead.iter_mut().for_each(|p| *p = T::zero());
+    }
+}
+
+fn attn_fwd<T: Real>(q: &[T], k: &[T], v: &[T], (b, h, t, hd): (usize, usize, usize, usize), scale: f64) -> Vec<T> {
+    let scale = T::of(scale);
+    let blk = t * hd;
+    let mut heads = vec![T::zero(); q.len()];
+    heads.par_chunks_mut(blk).enumerate().for_each_init(
+        || vec![T::zero(); t * t],
+        |p, (bh, o)| {
+            let off = bh * blk;
+            matmul_into(p, t, mat(q, off, hd, 1), mat(k, off, 1, hd), (t, t, hd), 1);
+            softmax_rows_causal(p, t, scale);
+            matmul_into(o, hd, mat(p, 0, t, 1), mat(v, off, hd, 1), (t, hd, t), 1);
+        },
+    );
+    // [B, H, T, hd] -> [B, T, H, hd].
+    let mut y = vec![T::zero(); q.len()];
+    y.par_chunks_mut(h * hd).enumerate().for_each(|(bt, row)| {
+        let (bi, ti) = (bt / t, bt % t);
+        for hi in 0..h {
+            row[hi * hd..][..hd].copy_from_slice(&heads[((bi * h + hi) * t + ti) * hd..][..hd]);
+        }
+    });
+    let _ = b;
+    y
+}
+
+type Grads3<T> = (Vec<T>, Vec<T>, Vec<T>);
+
+fn attn_bwd<T: Real>(q: &[T], k: &[T], v: &[T], gy: &[T], (_b, h, t, hd): (usize, usize, usize, usize), scale: f64) -> Grads3<T> {
+    let sc = T::of(scale);
+    let blk = t * hd;
+    let (mut dq, mut dk, mut dv) = (vec![T::zero(); q.len()], vec![T::zero(); q.len()], vec![T::zero(); q.len()]);
+    dq.par_chunks_mut(blk).zip(dk.par_chunks_mut(blk)).zip(dv.par_chunks_mut(blk)).enumerate().for_each_init(
+        || (vec![T::zero(); t * t], vec![T::zero(); t * t]),
+        |(p, dp), (bh, ((dq, dk), dv))| {
+            let off = bh * blk;
+            let (bi, hi) = (bh / h, bh % h);
+            // The head's output gradient, read in place from [B, T, H, hd].
+            let go = mat(gy, (bi * t * h + hi) * hd, h * hd, 1);
+            matmul_into(p, t, mat(q, off, hd, 1), mat(k, off, 1, hd), (t, t, hd), 1);
+            softmax_rows_causal(p, t, sc);
+            // dV = P^T dO; dP = dO V^T.
+            matmul_into(dv, hd, mat(p, 0, 1, t), go, (t, hd, t), 1);
+            matmul_into(dp, t, go, mat(v, off, 1, hd), (t, t, hd), 1);
+            // dS = scale * P (dP - rowsum(dP P)), zero above the diagonal.
+            for i in 0..t {
+                let (pr, dr) = (&p[i * t..][..=i], &mut dp[i * t..][..t]);
+                let dot = pr.iter().zip(dr.iter()).map(|(&a, &b)| a * b).sum::<T>();
+                for j in 0..=i {
+                    dr[j] = sc * pr[j] * (dr[j] - dot);
+                }
+                dr[i + 1..].iter_mut().for_each(|d| *d = T::zero());
+            }
+            // dQ = dS K; dK = dS^T Q.
+            matmul_into(dq, hd, mat(dp, 0, t, 1), mat(k, off, hd, 1), (t, hd, t), 1);
+            matmul_into(dk, hd, mat(dp, 0, 1, t), mat(q, off, hd, 1), (t, hd, t), 1);
+        },
+    );
+    (dq, dk, dv)
+}
+
+impl CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "fused-causal-attention"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims4()?;
+        if l2.dims() != l1.dims() || l3.dims() != l1.dims() {
+            bail!("causal attention: q {:?}, k {:?}, v {:?} differ in shape", l1.dims(), l2.dims(), l3.dims());
+        }
+        fn run<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout, dims: (usize, usize, usize, usize), scale: f64) -> Result<CpuStorage> {
+            Ok(T::to_cpu_storage_owned(attn_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, cpu_slice::<T>(s3, l3)?, dims, scale)))
+        }
+        let (b, h, t, hd) = dims;
+        Ok((dispatch!(s1.dtype(), run, s1, l1, s2, l2, s3, l3, dims, self.scale)?, Shape::from((b, t, h * hd))))
+    }
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        fn run<T: Real>(q: &Tensor, k: &Tensor, v: &Tensor, gy: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Tensor)> {
+            let dims = q.dims4()?;
+            let (dq, dk, dv) = with_slice::<T, _>(q, |qs| with_slice::<T, _>(k, |ks| with_slice::<T, _>(v, |vs| with_slice::<T, _>(gy, |gs| Ok(attn_bwd(qs, ks, vs, gs, dims, scale))))))?;
+            Ok((to_tensor(dq, q.shape())?, to_tensor(dk, k.shape())?, to_tensor(dv, v.shape())?))
+        }
+        let (dq, dk, dv) = dispatch!(q.dtype(), run, q, k, v, gy, self.scale)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+/// Fused causal attention core (CPU): q, k, v [B, H, T, hd] -> softmax(scale Q K^T) V with
+/// heads merged, [B, T, H*hd].
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, CausalAttention { scale })
+}

@@ -85,10 +85,13 @@ pub trait LinearHooks: Send + Sync {
 pub struct NoHooks;
 impl LinearHooks for NoHooks {}
 
-/// y = x W^T over the last dimension, with hooks.
-fn linear(x: &Tensor, w: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
+/// y = x W^T over the last dimension, with hooks (the fused kernel when `fast`).
+fn linear(x: &Tensor, w: &Tensor, hooks: &dyn LinearHooks, fast: bool) -> Result<Tensor> {
     let x = hooks.input(x)?;
     let w = hooks.weight(w)?;
+    if fast {
+        return hooks.output(&fused::linear(&x, &w)?);
+    }
     let (out, inp) = w.dims2()?;
     let dims = x.dims().to_vec();
     let rows: usize = dims[..dims.len() - 1].iter().product();
@@ -247,7 +250,7 @@ impl Transformer {
             // Attention.
             let hn = norm(&x, self.p(&n("input_layernorm.weight")))?;
             let heads = |w: &str, rotate: bool| -> Result<Tensor> {
-                let y = linear(&hn, self.p(&n(w)), hooks)?;
+                let y = linear(&hn, self.p(&n(w)), hooks, fast)?;
                 if fast {
                     fused::split_heads(&y, &cos, &sin, h, rotate)
                 } else {
@@ -258,24 +261,27 @@ impl Transformer {
             let q = heads("self_attn.q_proj.weight", true)?;
             let k = hooks.kv(&heads("self_attn.k_proj.weight", true)?)?;
             let v = hooks.kv(&heads("self_attn.v_proj.weight", false)?)?;
-            let scores = q.matmul(&k.t()?)?;
-            let att = if fast { fused::causal_softmax(&scores, scale)? } else { causal_softmax(&scores, &mask, scale)? };
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.d_model))?;
-            x = (x + linear(&y, self.p(&n("self_attn.o_proj.weight")), hooks)?)?;
+            let y = if fast {
+                fused::causal_attention(&q, &k, &v, scale)?
+            } else {
+                let att = causal_softmax(&q.matmul(&k.t()?)?, &mask, scale)?;
+                att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.d_model))?
+            };
+            x = (x + linear(&y, self.p(&n("self_attn.o_proj.weight")), hooks, fast)?)?;
             // MLP.
             let hn = norm(&x, self.p(&n("post_attention_layernorm.weight")))?;
             let inner = match c.ffn {
                 Ffn::Swiglu => {
-                    let gate = linear(&hn, self.p(&n("mlp.gate_proj.weight")), hooks)?;
-                    let up = linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks)?;
+                    let gate = linear(&hn, self.p(&n("mlp.gate_proj.weight")), hooks, fast)?;
+                    let up = linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks, fast)?;
                     if fast { fused::swiglu(&gate, &up)? } else { swiglu(&gate, &up)? }
                 }
                 Ffn::Gelu => {
-                    let up = linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks)?;
+                    let up = linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks, fast)?;
                     if fast { fused::gelu(&up)? } else { up.gelu()? }
                 }
             };
-            x = (x + linear(&inner, self.p(&n("mlp.down_proj.weight")), hooks)?)?;
+            x = (x + linear(&inner, self.p(&n("mlp.down_proj.weight")), hooks, fast)?)?;
         }
         norm(&x, self.p("model.norm.weight"))?.reshape((b * t, c.d_model))
     }

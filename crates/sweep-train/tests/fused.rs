@@ -77,6 +77,25 @@ fn cases() -> Vec<Case> {
             composed: |a| split_composed(&a[0], &a[1], &a[2], 2, false),
         },
         Case {
+            name: "linear",
+            shapes: vec![vec![3, 5, 8], vec![6, 8]],
+            amps: vec![2.0, 1.0],
+            constant: vec![],
+            fused: |a| fused::linear(&a[0], &a[1]).unwrap(),
+            composed: |a| a[0].reshape((15, 8)).unwrap().matmul(&a[1].t().unwrap()).unwrap().reshape((3, 5, 6)).unwrap(),
+        },
+        Case {
+            name: "causal_attention",
+            shapes: vec![vec![2, 3, 7, 4], vec![2, 3, 7, 4], vec![2, 3, 7, 4]],
+            amps: vec![2.0, 2.0, 1.0],
+            constant: vec![],
+            fused: |a| fused::causal_attention(&a[0], &a[1], &a[2], 0.5).unwrap(),
+            composed: |a| {
+                let p = model::causal_softmax(&a[0].matmul(&a[1].t().unwrap()).unwrap(), &causal_mask(7, a[0].dtype()), 0.5).unwrap();
+                p.matmul(&a[2]).unwrap().transpose(1, 2).unwrap().reshape((2, 7, 12)).unwrap()
+            },
+        },
+        Case {
             name: "head_cross_entropy",
             shapes: vec![vec![6, 8], vec![11, 8]],
             amps: vec![2.0, 1.0],
