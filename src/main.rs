@@ -211,6 +211,22 @@ impl std::error::Error for Exit {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A training step allocates and frees the same large buffers (activations, gradients, the
+    // 32 MB logits gradient) every step; glibc would return them to the OS and take page faults
+    // to get them back. Keep them in the heap instead (about 10-25% of a step on 2 cores).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // candle runs its element-wise ops on a spinning barrier pool beside the rayon pool
+        // that gemm and the trainer's fused kernels use; on few cores the two pools fight
+        // (a step took twice as long under load). One thread there keeps candle's remaining
+        // small element-wise ops inline; matmul and the fused kernels still use every thread.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     if let Command::Bench(BenchCommand::Train(a)) = &cli.command {
         if let Some(t) = a.threads {
             // Before any thread pool starts: candle and gemm size their pools from this.

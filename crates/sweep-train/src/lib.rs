@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod divergence;
 pub mod export;
+pub mod fused;
 pub mod model;
 pub mod optim;
 pub mod precision;

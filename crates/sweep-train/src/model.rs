@@ -2,10 +2,13 @@
 //! Llama layout (RMSNorm, RoPE, no biases, SwiGLU or GELU MLP), with weights named as Hugging
 //! Face names Llama's, so model.safetensors loads in other tools unchanged.
 //!
-//! Every op here has a backward pass in candle (candle_nn's fused norms, softmax_last_dim and
-//! rope do not; see ../../shared/reference/candle.md), which `tests/gradients.rs` checks.
+//! On the CPU the element-wise parts run as fused kernels with their own backward pass
+//! (`crate::fused`); on other devices, or with `fused` set to false, the model runs the composed
+//! candle ops below, which are the reference the fused kernels are tested against. Every op
+//! has a backward pass (candle_nn's fused norms, softmax_last_dim and rope do not; see
+//! ../../shared/reference/candle.md), which `tests/gradients.rs` checks.
 
-use crate::rng;
+use crate::{fused, rng};
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -82,10 +85,13 @@ pub trait LinearHooks: Send + Sync {
 pub struct NoHooks;
 impl LinearHooks for NoHooks {}
 
-/// y = x W^T over the last dimension, with hooks.
-fn linear(x: &Tensor, w: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
+/// y = x W^T over the last dimension, with hooks (the fused kernel when `fast`).
+fn linear(x: &Tensor, w: &Tensor, hooks: &dyn LinearHooks, fast: bool) -> Result<Tensor> {
     let x = hooks.input(x)?;
     let w = hooks.weight(w)?;
+    if fast {
+        return hooks.output(&fused::linear(&x, &w)?);
+    }
     let (out, inp) = w.dims2()?;
     let dims = x.dims().to_vec();
     let rows: usize = dims[..dims.len() - 1].iter().product();
@@ -95,13 +101,13 @@ fn linear(x: &Tensor, w: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
     hooks.output(&y.reshape(out_dims)?)
 }
 
-/// RMSNorm: x / sqrt(mean(x^2) + eps) * weight.
+/// RMSNorm: x / sqrt(mean(x^2) + eps) * weight (composed reference).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight)
 }
 
-/// Rotary embedding (rotate-half form, as Hugging Face Llama): x is [B, H, T, hd].
+/// Rotary embedding (rotate-half form, as Hugging Face Llama): x is [B, H, T, hd] (composed reference).
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let hd = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
@@ -111,12 +117,31 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Tensor::cat(&[&a, &b], D::Minus1)
 }
 
+/// Causal softmax(scale * scores + mask) over the last dimension, mask [T, T] with -inf above
+/// the diagonal (composed reference).
+pub fn causal_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(mask)?, D::Minus1)
+}
+
+/// silu(gate) * up (composed reference).
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.silu()? * up
+}
+
+/// Mean cross-entropy of logits [N, V] against targets (composed reference).
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    candle_nn::loss::cross_entropy(logits, &targets.flatten_all()?)
+}
+
 /// The model's parameters, named as Hugging Face Llama names them.
 pub struct Transformer {
     /// Hyperparameters.
     pub config: ModelConfig,
     /// Parameters by name, in a fixed order.
     pub params: BTreeMap<String, Var>,
+    /// Use the fused CPU kernels where the parameters are on the CPU (true by default); false
+    /// runs the composed reference ops everywhere.
+    pub fused: bool,
     cos: Tensor,
     sin: Tensor,
     mask: Tensor,
@@ -194,6 +219,7 @@ impl Transformer {
             mask: Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)?,
             config,
             params,
+            fused: true,
         })
     }
 
@@ -201,12 +227,19 @@ impl Transformer {
         self.params.get(name).unwrap_or_else(|| panic!("parameter {name} exists by construction")).as_tensor()
     }
 
-    /// Logits [B*T, V] for token ids [B, T].
-    pub fn forward(&self, tokens: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
+    /// Whether this forward pass runs the fused kernels (CPU, f32/f64, and `fused` set).
+    fn fused_for(&self, t: &Tensor) -> bool {
+        self.fused && fused::use_fused(t)
+    }
+
+    /// The final normalised hidden states [B*T, d] for token ids [B, T].
+    fn hidden(&self, tokens: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
         let c = &self.config;
         let (b, t) = tokens.dims2()?;
         let (h, hd) = (c.n_heads, c.head_dim());
         let embed = self.p("model.embed_tokens.weight");
+        let fast = self.fused_for(embed);
+        let norm = |x: &Tensor, w: &Tensor| if fast { fused::rms_norm(x, w, c.norm_eps) } else { rms_norm(x, w, c.norm_eps) };
         let mut x = embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, c.d_model))?;
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
@@ -215,33 +248,63 @@ impl Transformer {
         for i in 0..c.n_layers {
             let n = |rest: &str| layer_name(i, rest);
             // Attention.
-            let hn = rms_norm(&x, self.p(&n("input_layernorm.weight")), c.norm_eps)?;
-            let heads = |w: &str| -> Result<Tensor> { linear(&hn, self.p(&n(w)), hooks)?.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous() };
-            let q = rope(&heads("self_attn.q_proj.weight")?, &cos, &sin)?;
-            let k = hooks.kv(&rope(&heads("self_attn.k_proj.weight")?, &cos, &sin)?)?;
-            let v = hooks.kv(&heads("self_attn.v_proj.weight")?)?;
-            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.d_model))?;
-            x = (x + linear(&y, self.p(&n("self_attn.o_proj.weight")), hooks)?)?;
-            // MLP.
-            let hn = rms_norm(&x, self.p(&n("post_attention_layernorm.weight")), c.norm_eps)?;
-            let inner = match c.ffn {
-                Ffn::Swiglu => (linear(&hn, self.p(&n("mlp.gate_proj.weight")), hooks)?.silu()? * linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks)?)?,
-                Ffn::Gelu => linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks)?.gelu()?,
+            let hn = norm(&x, self.p(&n("input_layernorm.weight")))?;
+            let heads = |w: &str, rotate: bool| -> Result<Tensor> {
+                let y = linear(&hn, self.p(&n(w)), hooks, fast)?;
+                if fast {
+                    fused::split_heads(&y, &cos, &sin, h, rotate)
+                } else {
+                    let y = y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?;
+                    if rotate { rope(&y, &cos, &sin) } else { Ok(y) }
+                }
             };
-            x = (x + linear(&inner, self.p(&n("mlp.down_proj.weight")), hooks)?)?;
+            let q = heads("self_attn.q_proj.weight", true)?;
+            let k = hooks.kv(&heads("self_attn.k_proj.weight", true)?)?;
+            let v = hooks.kv(&heads("self_attn.v_proj.weight", false)?)?;
+            let y = if fast {
+                fused::causal_attention(&q, &k, &v, scale)?
+            } else {
+                let att = causal_softmax(&q.matmul(&k.t()?)?, &mask, scale)?;
+                att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.d_model))?
+            };
+            x = (x + linear(&y, self.p(&n("self_attn.o_proj.weight")), hooks, fast)?)?;
+            // MLP.
+            let hn = norm(&x, self.p(&n("post_attention_layernorm.weight")))?;
+            let inner = match c.ffn {
+                Ffn::Swiglu => {
+                    let gate = linear(&hn, self.p(&n("mlp.gate_proj.weight")), hooks, fast)?;
+                    let up = linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks, fast)?;
+                    if fast { fused::swiglu(&gate, &up)? } else { swiglu(&gate, &up)? }
+                }
+                Ffn::Gelu => {
+                    let up = linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks, fast)?;
+                    if fast { fused::gelu(&up)? } else { up.gelu()? }
+                }
+            };
+            x = (x + linear(&inner, self.p(&n("mlp.down_proj.weight")), hooks, fast)?)?;
         }
-        let x = rms_norm(&x, self.p("model.norm.weight"), c.norm_eps)?;
-        let head = if c.tied_embeddings { embed } else { self.p("lm_head.weight") };
+        norm(&x, self.p("model.norm.weight"))?.reshape((b * t, c.d_model))
+    }
+
+    /// The output projection: the embedding when tied, else lm_head.
+    fn head(&self) -> &Tensor {
+        if self.config.tied_embeddings { self.p("model.embed_tokens.weight") } else { self.p("lm_head.weight") }
+    }
+
+    /// Logits [B*T, V] for token ids [B, T].
+    pub fn forward(&self, tokens: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
         // The logits layer is not quantised (as in the quantised-training literature).
-        x.reshape((b * t, c.d_model))?.matmul(&head.t()?)
+        self.hidden(tokens, hooks)?.matmul(&self.head().t()?)
     }
 
     /// Mean cross-entropy (nats per token) of next-token prediction.
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
-        let logits = self.forward(inputs, hooks)?;
-        candle_nn::loss::cross_entropy(&logits, &targets.flatten_all()?)
+        let x = self.hidden(inputs, hooks)?;
+        if self.fused_for(&x) {
+            fused::head_cross_entropy(&x, self.head(), targets)
+        } else {
+            cross_entropy(&x.matmul(&self.head().t()?)?, targets)
+        }
     }
 
     /// Parameters as plain tensors by name (for saving).

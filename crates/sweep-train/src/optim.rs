@@ -1,5 +1,6 @@
 //! AdamW with decoupled weight decay on matrices only, and global gradient-norm clipping.
 
+use crate::fused;
 use candle_core::{backprop::GradStore, Result, Tensor, Var};
 use std::collections::BTreeMap;
 
@@ -26,6 +27,9 @@ pub struct AdamW {
     pub v: BTreeMap<String, Tensor>,
     /// Updates applied so far.
     pub t: u64,
+    /// Update CPU parameters in place with the fused kernel (true by default); false runs the
+    /// composed tensor ops, the reference the fused update is tested against.
+    pub fused: bool,
 }
 
 impl AdamW {
@@ -37,7 +41,7 @@ impl AdamW {
             m.insert(k.clone(), p.as_tensor().zeros_like()?);
             v.insert(k.clone(), p.as_tensor().zeros_like()?);
         }
-        Ok(AdamW { config, m, v, t: 0 })
+        Ok(AdamW { config, m, v, t: 0, fused: true })
     }
 
     /// One update with learning rate `lr` and (already clipped) gradients by name.
@@ -48,11 +52,23 @@ impl AdamW {
         let bc2 = 1.0 - c.beta2.powi(self.t as i32);
         for (name, p) in params {
             let Some(g) = grads.get(name) else { continue };
+            let decay = if p.rank() >= 2 { c.weight_decay } else { 0.0 };
+            let (pt, mt, vt) = (p.as_tensor(), &self.m[name], &self.v[name]);
+            let g = &g.contiguous()?;
+            let in_place = self.fused
+                && fused::use_fused(pt)
+                && [mt, vt, g].iter().all(|t| t.is_contiguous() && t.dtype() == pt.dtype() && t.device().is_cpu())
+                && pt.is_contiguous()
+                && ![(pt, mt), (pt, vt), (mt, vt), (g, pt), (g, mt), (g, vt)].iter().any(|(a, b)| fused::shares_storage(a, b));
+            if in_place {
+                let s = fused::AdamWStep { beta1: c.beta1, beta2: c.beta2, eps: c.eps, bias_correction1: bc1, bias_correction2: bc2, lr, weight_decay: decay };
+                fused::adamw_in_place(pt, mt, vt, g, s)?;
+                continue;
+            }
             let m = (self.m[name].affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
             let v = (self.v[name].affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
             let denom = (v.affine(1.0 / bc2, 0.0)?.sqrt()? + c.eps)?;
             let update = m.affine(1.0 / bc1, 0.0)?.div(&denom)?;
-            let decay = if p.rank() >= 2 { c.weight_decay } else { 0.0 };
             let new = (p.as_tensor().affine(1.0 - lr * decay, 0.0)? - update.affine(lr, 0.0)?)?;
             p.set(&new)?;
             self.m.insert(name.clone(), m);
@@ -76,7 +92,7 @@ pub fn named_grads(params: &BTreeMap<String, Var>, store: &GradStore) -> Result<
 pub fn grad_norm(grads: &BTreeMap<String, Tensor>) -> Result<f64> {
     let mut total = 0f64;
     for g in grads.values() {
-        total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        total += if fused::use_fused(g) { fused::sum_of_squares(g)? } else { g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? };
     }
     Ok(total.sqrt())
 }
@@ -88,7 +104,7 @@ pub fn clip_grads(grads: &mut BTreeMap<String, Tensor>, max_norm: f64) -> Result
     if max_norm > 0.0 && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         for g in grads.values_mut() {
-            *g = g.affine(scale, 0.0)?;
+            *g = if fused::use_fused(g) { fused::scale(g, scale)? } else { g.affine(scale, 0.0)? };
         }
     }
     Ok(norm)

@@ -1,5 +1,5 @@
 //! The model's gradients: every parameter receives one, and they match central finite
-//! differences in f64 on a tiny model.
+//! differences in f64 on a tiny model, with the fused CPU kernels and with the composed ops.
 
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ fn batch(dev: &Device) -> (Tensor, Tensor) {
     (Tensor::from_vec(x, (2, 5), dev).unwrap(), Tensor::from_vec(y, (2, 5), dev).unwrap())
 }
 
-fn model_f64(cfg: ModelConfig) -> Transformer {
+fn model_f64(cfg: ModelConfig, fused: bool) -> Transformer {
     let dev = Device::Cpu;
     let m = Transformer::new(cfg.clone(), 11, &dev).unwrap();
     // Larger weights than the 0.02 init so every path contributes measurably; norms not all 1.
@@ -30,7 +30,9 @@ fn model_f64(cfg: ModelConfig) -> Transformer {
             (k.clone(), Var::from_tensor(&t).unwrap())
         })
         .collect();
-    Transformer::with_params(cfg, params, &dev).unwrap()
+    let mut m = Transformer::with_params(cfg, params, &dev).unwrap();
+    m.fused = fused;
+    m
 }
 
 #[test]
@@ -49,8 +51,8 @@ fn every_parameter_receives_a_nonzero_gradient() {
 
 #[test]
 fn gradients_match_finite_differences_in_f64() {
-    for (ffn, tied) in [(Ffn::Swiglu, true), (Ffn::Gelu, false)] {
-        let m = model_f64(tiny(ffn, tied));
+    for (ffn, tied, fused) in [(Ffn::Swiglu, true, true), (Ffn::Gelu, false, true), (Ffn::Swiglu, false, false), (Ffn::Gelu, true, false)] {
+        let m = model_f64(tiny(ffn, tied), fused);
         let (x, y) = batch(&Device::Cpu);
         let loss = |m: &Transformer| m.loss(&x, &y, &NoHooks).unwrap().to_scalar::<f64>().unwrap();
         let grads = named_grads(&m.params, &m.loss(&x, &y, &NoHooks).unwrap().backward().unwrap()).unwrap();
@@ -73,7 +75,7 @@ fn gradients_match_finite_differences_in_f64() {
                 var.set(&Tensor::from_vec(base.clone(), shape.clone(), &Device::Cpu).unwrap()).unwrap();
                 let fd = (lp - lm) / (2.0 * h);
                 let tol = 1e-6 + 1e-5 * fd.abs().max(g[idx].abs());
-                assert!((fd - g[idx]).abs() <= tol, "{ffn:?} {name}[{idx}]: autograd {} vs finite difference {fd}", g[idx]);
+                assert!((fd - g[idx]).abs() <= tol, "{ffn:?} fused={fused} {name}[{idx}]: autograd {} vs finite difference {fd}", g[idx]);
                 checked += 1;
             }
         }
