@@ -185,7 +185,7 @@ trainer = "candle"
 seed = {seed}
 [grid]
 model = ["tiny"]
-tokens = [1e5]
+tokens = [3e5]
 precision = ["fp32", "fp8-e4m3", "fp4-e2m1"]
 [model]
 context = 32
