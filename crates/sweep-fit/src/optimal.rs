@@ -99,16 +99,7 @@ pub fn dcpt_best_ratio(
     // Refine at the boundary of the feasible set when the best ratio sits on it.
     let next = (r + 1.0 / steps as f64).min(1.0);
     if next > r && !feasible(next) && ld(next) < ld(r) {
-        let (mut a, mut b) = (r, next);
-        for _ in 0..50 {
-            let m = 0.5 * (a + b);
-            if feasible(m) {
-                a = m;
-            } else {
-                b = m;
-            }
-        }
-        r = a;
+        r = last_feasible(r, next, &feasible);
     }
     Some((r, ld(r), lg(r)))
 }
@@ -129,18 +120,22 @@ pub fn critical_mixture_ratio(general: &dyn Law, g_theta: &[f64], n: f64, d: f64
         }
     }
     if last < 1.0 {
-        let (mut a, mut b) = (last, (last + 1.0 / steps as f64).min(1.0));
-        for _ in 0..50 {
-            let m = 0.5 * (a + b);
-            if feasible(m) {
-                a = m;
-            } else {
-                b = m;
-            }
-        }
-        last = a;
+        last = last_feasible(last, (last + 1.0 / steps as f64).min(1.0), &feasible);
     }
     last
+}
+
+/// Bisection between a feasible `a` and an infeasible `b`: the last feasible point (50 halvings).
+fn last_feasible(mut a: f64, mut b: f64, feasible: &dyn Fn(f64) -> bool) -> f64 {
+    for _ in 0..50 {
+        let m = 0.5 * (a + b);
+        if feasible(m) {
+            a = m;
+        } else {
+            b = m;
+        }
+    }
+    a
 }
 
 /// Optimal vocabulary for the vocabulary law (inputs N_nv, N_v, D): minimises the predicted
