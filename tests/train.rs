@@ -62,7 +62,7 @@ trainer = "candle"
 seed = 5
 [grid]
 model = ["micro", "tiny"]
-tokens = [3e4]
+tokens = [6e4]
 mixture_ratio = [0.3]
 precision = ["fp32", "e4m3"]
 [model]
@@ -96,7 +96,7 @@ fn candle_sweep_killed_at_random_moments_resumes_bit_for_bit() {
     let start = Instant::now();
     while kills < 8 && start.elapsed() < Duration::from_secs(120) {
         let mut child = sweep().args(["run", "--no-progress"]).arg(&cfg).arg("--out").arg(&killed).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.range(300, 2500)));
+        std::thread::sleep(Duration::from_millis(rng.range(150, 1000)));
         if child.try_wait().unwrap().is_some() {
             break;
         }
