@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds `sweep` with --features cuda on a machine without a system CUDA toolkit or GPU driver,
+# from PyPI's CUDA 13.0 wheels (see ../shared/reference/candle.md). The binary goes to
+# target-cuda/release/sweep; run it on a GPU machine with the printed LD_LIBRARY_PATH.
+# Usage: scripts/build-cuda.sh [compute capability, default 90 = H100/H200]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CAP=${1:-90}
+VENV=.venv-cuda
+if [ ! -x "$VENV/bin/nvcc-ready" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet "nvidia-cuda-nvcc==13.0.*" "nvidia-cuda-crt==13.0.*" "nvidia-nvvm==13.0.*" \
+    "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-nvrtc==13.0.*" "nvidia-cuda-cccl==13.0.*" "nvidia-cublas==13.0.*" nvidia-curand
+  touch "$VENV/bin/nvcc-ready"
+fi
+ROOT=$(realpath "$VENV"/lib/python3*/site-packages/nvidia/cu13)
+# The linker wants unversioned names.
+for l in cudart cublas cublasLt curand nvrtc; do
+  f=$(cd "$ROOT/lib" && ls lib$l.so.* 2>/dev/null | head -1)
+  [ -n "$f" ] && ln -sf "$f" "$ROOT/lib/lib$l.so"
+done
+export CUDA_ROOT=$ROOT CUDA_HOME=$ROOT PATH=$ROOT/bin:$PATH CUDA_COMPUTE_CAP=$CAP LIBRARY_PATH=$ROOT/lib
+# No wheel ships the driver library: link against a stub with the driver's soname (the real
+# libcuda.so.1 is used at run time). The stub grows by the symbols the linker asks for.
+STUB_SYMS=$VENV/stub-symbols.txt
+touch "$STUB_SYMS"; grep -q '^cuInit$' "$STUB_SYMS" || echo cuInit >> "$STUB_SYMS"
+for attempt in 1 2 3 4 5 6 7 8; do
+  sed 's/.*/void &(void){}/' "$STUB_SYMS" > "$VENV/stub.c"
+  gcc -shared -Wl,-soname,libcuda.so.1 -o "$ROOT/lib/libcuda.so" "$VENV/stub.c"
+  if cargo build --release --features cuda --target-dir target-cuda 2> "$VENV/build.log"; then
+    echo "built target-cuda/release/sweep; on the GPU machine run it with"
+    echo "  LD_LIBRARY_PATH=<copy of $ROOT/lib without libcuda.so> target-cuda/release/sweep ..."
+    exit 0
+  fi
+  grep -o "undefined symbol: [A-Za-z0-9_]*" "$VENV/build.log" | awk '{print $3}' >> "$STUB_SYMS" || true
+  sort -u "$STUB_SYMS" -o "$STUB_SYMS"
+  grep -q "undefined symbol" "$VENV/build.log" || { tail -30 "$VENV/build.log"; exit 1; }
+done
+tail -30 "$VENV/build.log"; exit 1
