@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CAP=${1:-90}
 VENV=.venv-cuda
-if [ ! -x "$VENV/bin/nvcc-ready" ]; then
+if [ ! -f "$VENV/bin/nvcc-ready" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet "nvidia-cuda-nvcc==13.0.*" "nvidia-cuda-crt==13.0.*" "nvidia-nvvm==13.0.*" \
     "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-nvrtc==13.0.*" "nvidia-cuda-cccl==13.0.*" "nvidia-cublas==13.0.*" nvidia-curand
