@@ -72,13 +72,7 @@ pub fn plan_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan,
         message: format!("TOML syntax: {}", e.message().trim()),
     })?;
     let at = |err: KeyError| -> PlanError {
-        let in_profile = profile.map(|p| format!("profiles.{p}.{}", err.key));
-        let location = in_profile
-            .as_deref()
-            .filter(|k| locator.has(k))
-            .and_then(|k| locator.locate(k))
-            .or_else(|| locator.locate(&err.key));
-        PlanError { file: path.to_path_buf(), location, key: err.key, message: err.message }
+        PlanError { file: path.to_path_buf(), location: locate_key(&locator, profile, &err.key), key: err.key, message: err.message }
     };
     let profiles = match root.remove("profiles") {
         None => toml::Table::new(),
@@ -124,10 +118,15 @@ impl Plan {
     /// override when the profile sets that key). For sections validated by other crates.
     pub fn error_at(&self, key: &str, message: impl Into<String>) -> PlanError {
         let locator = Locator::new(&self.config_text);
-        let in_profile = self.profile.as_ref().map(|p| format!("profiles.{p}.{key}"));
-        let location = in_profile.as_deref().filter(|k| locator.has(k)).and_then(|k| locator.locate(k)).or_else(|| locator.locate(key));
+        let location = locate_key(&locator, self.profile.as_deref(), key);
         PlanError { file: self.config_path.clone(), location, key: key.to_string(), message: message.into() }
     }
+}
+
+/// Where `key` is written: in the profile's override when the profile sets it, else in the base.
+fn locate_key(locator: &Locator, profile: Option<&str>, key: &str) -> Option<(usize, usize)> {
+    let in_profile = profile.map(|p| format!("profiles.{p}.{key}"));
+    in_profile.as_deref().filter(|k| locator.has(k)).and_then(|k| locator.locate(k)).or_else(|| locator.locate(key))
 }
 
 /// Deep-merges `over` into `base`: tables merge, everything else replaces. A table with a

@@ -1,12 +1,9 @@
 //! Counter-based random numbers: the value for (seed, stream, index) never depends on what was
 //! drawn before, so a resumed run draws exactly what an uninterrupted one would.
 
-/// SplitMix64's finaliser: a bijective 64-bit mix.
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// One SplitMix64 step: the golden-ratio increment, then the finaliser sweep-data also uses.
+pub fn mix64(z: u64) -> u64 {
+    sweep_data::rng::mix64(z.wrapping_add(0x9E37_79B9_7F4A_7C15))
 }
 
 /// A uniform number in (0, 1) for the given coordinates.

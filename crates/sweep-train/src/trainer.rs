@@ -44,11 +44,7 @@ pub fn open_device(name: &str) -> anyhow::Result<Device> {
 
 /// The point's `[data]` section as sweep-data's config.
 pub fn data_config(point: &Point) -> anyhow::Result<DataConfig> {
-    let value: toml::Value = match &point.data {
-        serde_json::Value::Null => toml::Value::Table(Default::default()),
-        other => toml::Value::try_from(other).context("converting [data] for sweep-data")?,
-    };
-    Ok(DataConfig::from_toml(value)?)
+    Ok(DataConfig::from_json(&point.data)?)
 }
 
 /// Checkpoint bookkeeping beside the tensors.
