@@ -2,7 +2,7 @@
 //! implementations (benches/ runs it beside a PyTorch model of the same architecture).
 
 use crate::model::{ModelConfig, Transformer};
-use crate::optim::{clip_grads, named_grads, AdamW, AdamWConfig};
+use crate::optim::{clip_grads, AdamW, AdamWConfig};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::time::Instant;
@@ -89,7 +89,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
         let loss = model.loss(&x, &y, &hooks)?;
         final_loss = loss.to_scalar::<f32>()? as f64;
         let t1 = Instant::now();
-        let mut grads = named_grads(&model.params, &loss.backward()?)?;
+        let mut grads = model.backward(&loss)?;
         device.synchronize()?;
         let t2 = Instant::now();
         clip_grads(&mut grads, 1.0)?;

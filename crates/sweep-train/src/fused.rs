@@ -89,6 +89,49 @@ fn rows_per_task(width: usize) -> usize {
     (16_384 / width.max(1)).max(1)
 }
 
+/// Accumulator lanes of the vectorisable reductions below: a fixed order (so results are the
+/// same run to run), wide enough for one AVX-512 register of f32.
+const LANES: usize = 16;
+
+/// sum_i f(i) over 0..n with LANES partial sums; the compiler vectorises this where a single
+/// running sum (which fixes the order of additions) stays scalar.
+#[inline(always)]
+fn lane_reduce<T: Real>(n: usize, init: T, f: impl Fn(usize) -> T, op: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; LANES];
+    let full = n - n % LANES;
+    let mut i = 0;
+    while i < full {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a = op(*a, f(i + l));
+        }
+        i += LANES;
+    }
+    let mut out = acc.iter().fold(init, |a, &b| op(a, b));
+    for j in full..n {
+        out = op(out, f(j));
+    }
+    out
+}
+
+/// Sum of the elements (vectorised, fixed order).
+#[inline(always)]
+fn lane_sum<T: Real>(x: &[T]) -> T {
+    lane_reduce(x.len(), T::zero(), |i| x[i], |a, b| a + b)
+}
+
+/// Dot product (vectorised, fixed order).
+#[inline(always)]
+fn lane_dot<T: Real>(x: &[T], y: &[T]) -> T {
+    let y = &y[..x.len()];
+    lane_reduce(x.len(), T::zero(), |i| x[i] * y[i], |a, b| a + b)
+}
+
+/// Largest element (vectorised); -inf for an empty slice.
+#[inline(always)]
+fn lane_max<T: Real>(x: &[T]) -> T {
+    lane_reduce(x.len(), T::neg_infinity(), |i| x[i], |a, b| if b > a { b } else { a })
+}
+
 /// The contiguous slice a storage and layout describe.
 fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
@@ -146,7 +189,7 @@ fn rms_fwd<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let rows = rows_per_task(d) * d;
     y.par_chunks_mut(rows).zip(x.par_chunks(rows)).for_each(|(y, x)| {
         for (y, x) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-            let ms = x.iter().map(|&v| v * v).sum::<T>() / T::of(d as f64);
+            let ms = lane_dot(x, x) / T::of(d as f64);
             let r = T::one() / (ms + T::of(eps)).sqrt();
             for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
                 *y = x * r * w;
@@ -167,13 +210,9 @@ fn rms_bwd<T: Real>(x: &[T], w: &[T], gy: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
         .map(|((dx, x), gy)| {
             let mut dw = vec![T::zero(); d];
             for ((dx, x), gy) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(gy.chunks_exact(d)) {
-                let ms = x.iter().map(|&v| v * v).sum::<T>() / T::of(d as f64);
+                let ms = lane_dot(x, x) / T::of(d as f64);
                 let r = T::one() / (ms + T::of(eps)).sqrt();
-                let mut c = T::zero();
-                for i in 0..d {
-                    c = c + gy[i] * w[i] * x[i];
-                }
-                let c = c * r / T::of(d as f64);
+                let c = lane_reduce(d, T::zero(), |i| gy[i] * w[i] * x[i], |a, b| a + b) * r / T::of(d as f64);
                 for i in 0..d {
                     let xhat = x[i] * r;
                     dw[i] = dw[i] + gy[i] * xhat;
@@ -226,13 +265,11 @@ fn csm_fwd<T: Real>(s: &[T], t: usize, scale: f64) -> Vec<T> {
     p.par_chunks_mut(t * t).zip(s.par_chunks(t * t)).for_each(|(p, s)| {
         for (i, (p, s)) in p.chunks_exact_mut(t).zip(s.chunks_exact(t)).enumerate() {
             let (p, s) = (&mut p[..=i], &s[..=i]);
-            let m = s.iter().fold(T::neg_infinity(), |m, &v| num_traits::Float::max(m, v));
-            let mut sum = T::zero();
+            let m = lane_max(s);
             for (p, &s) in p.iter_mut().zip(s) {
                 *p = ((s - m) * scale).exp_();
-                sum = sum + *p;
             }
-            let inv = T::one() / sum;
+            let inv = T::one() / lane_sum(p);
             p.iter_mut().for_each(|p| *p = *p * inv);
         }
     });
@@ -245,7 +282,7 @@ fn csm_bwd<T: Real>(p: &[T], gp: &[T], t: usize, scale: f64) -> Vec<T> {
     ds.par_chunks_mut(t * t).zip(p.par_chunks(t * t)).zip(gp.par_chunks(t * t)).for_each(|((ds, p), gp)| {
         for (i, ((ds, p), gp)) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).zip(gp.chunks_exact(t)).enumerate() {
             let (ds, p, gp) = (&mut ds[..=i], &p[..=i], &gp[..=i]);
-            let dot = p.iter().zip(gp).map(|(&p, &g)| p * g).sum::<T>();
+            let dot = lane_dot(p, gp);
             for ((ds, &p), &g) in ds.iter_mut().zip(p).zip(gp) {
                 *ds = scale * p * (g - dot);
             }
@@ -510,84 +547,116 @@ pub fn split_heads(x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize, rotate:
 // ---------------------------------------------------------------------------------------------
 // Cross-entropy fused with the output projection
 
-/// Mean cross-entropy of logits = x W^T against targets; the logits are computed outside (a
-/// constant argument) so they never become a graph node, and the backward returns dx and dW.
+/// Mean cross-entropy of logits = x W^T against targets. The [N, V] logits are not a graph
+/// node: the forward pass computes them into a buffer the op keeps and replaces them by their
+/// softmax, the backward pass turns that into their gradient in place and returns dx and dW. The buffer (the largest of a step:
+/// 32 MiB on the reference shape) comes from and goes back to a [`Scratch`] pool, so steady-
+/// state training allocates and page-faults it once rather than twice a step.
 struct HeadCrossEntropy {
     targets: Vec<u32>,
-    /// Per-row log-sum-exp from the forward pass, reused by the backward.
-    lse: Mutex<Vec<f64>>,
+    scratch: Scratch,
+    /// The softmax of the logits (a `Vec<T>` from the scratch pool), from the forward pass.
+    state: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
-fn ce_fwd<T: Real>(logits: &[T], targets: &[u32], v: usize) -> Result<(f64, Vec<f64>)> {
+/// A reusable buffer shared by the ops of one model (any element type; the last one returned).
+pub type Scratch = std::sync::Arc<Mutex<Option<Box<dyn std::any::Any + Send>>>>;
+
+/// A buffer of `n` elements from the pool (contents unspecified but initialised), or a new one.
+fn scratch_take<T: Real>(pool: &Scratch, n: usize) -> Vec<T> {
+    let reused = pool.lock().expect("scratch lock").take().and_then(|b| b.downcast::<Vec<T>>().ok());
+    let mut v = reused.map(|b| *b).unwrap_or_default();
+    // Only a larger buffer is reallocated (zero-filled once); same-size reuse touches nothing.
+    v.resize(n, T::zero());
+    v
+}
+
+fn scratch_give<T: Real>(pool: &Scratch, v: Vec<T>) {
+    *pool.lock().expect("scratch lock") = Some(Box::new(v));
+}
+
+/// Mean cross-entropy of the rows of `logits` [N, V]; replaces each row by its softmax (what
+/// the backward needs) and returns the loss.
+fn ce_fwd_in_place<T: Real>(logits: &mut [T], targets: &[u32], v: usize) -> Result<f64> {
     if targets.iter().any(|&t| t as usize >= v) {
         bail!("cross-entropy: a target is outside the vocabulary of {v}");
     }
-    let per_row: Vec<(f64, f64)> = logits
-        .par_chunks(v)
+    let per_row: Vec<f64> = logits
+        .par_chunks_mut(v)
         .zip(targets.par_iter())
         .map(|(row, &t)| {
-            let m = row.iter().fold(T::neg_infinity(), |m, &x| num_traits::Float::max(m, x));
-            let s = row.iter().map(|&x| (x - m).exp_()).sum::<T>();
-            let lse = m.to_f64() + s.to_f64().ln();
-            (lse - row[t as usize].to_f64(), lse)
+            let m = lane_max(row);
+            let target = row[t as usize];
+            for x in row.iter_mut() {
+                *x = (*x - m).exp_();
+            }
+            let s = lane_sum(row);
+            let inv = T::one() / s;
+            row.iter_mut().for_each(|x| *x = *x * inv);
+            m.to_f64() + s.to_f64().ln() - target.to_f64()
         })
         .collect();
-    let n = per_row.len() as f64;
-    let loss = per_row.iter().map(|p| p.0).sum::<f64>() / n;
-    Ok((loss, per_row.into_iter().map(|p| p.1).collect()))
+    Ok(per_row.iter().sum::<f64>() / per_row.len() as f64)
 }
 
-fn ce_bwd<T: Real>(logits: &[T], targets: &[u32], lse: &[f64], v: usize, g: f64) -> Vec<T> {
-    let mut d = vec![T::zero(); logits.len()];
+/// Turns softmax rows into d(loss)/d(logits) in place: g/N (softmax - onehot(target)).
+fn ce_bwd_in_place<T: Real>(probs: &mut [T], targets: &[u32], v: usize, g: f64) {
     let scale = T::of(g / targets.len() as f64);
-    d.par_chunks_mut(v).zip(logits.par_chunks(v)).zip(targets.par_iter().zip(lse.par_iter())).for_each(|((d, row), (&t, &lse))| {
-        let lse = T::of(lse);
-        for (d, &x) in d.iter_mut().zip(row) {
-            *d = scale * (x - lse).exp_();
-        }
-        d[t as usize] = d[t as usize] - scale;
+    probs.par_chunks_mut(v).zip(targets.par_iter()).for_each(|(row, &t)| {
+        row.iter_mut().for_each(|x| *x = *x * scale);
+        row[t as usize] = row[t as usize] - scale;
     });
-    d
 }
 
-impl CustomOp3 for HeadCrossEntropy {
+impl CustomOp2 for HeadCrossEntropy {
     fn name(&self) -> &'static str {
         "fused-head-cross-entropy"
     }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, v) = l3.shape().dims2()?;
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, d) = l1.shape().dims2()?;
+        let (v, d2) = l2.shape().dims2()?;
+        if d != d2 {
+            bail!("cross-entropy: hidden size {d} but the output projection is [{v}, {d2}]");
+        }
         if n != self.targets.len() {
-            bail!("cross-entropy: {n} rows of logits but {} targets", self.targets.len());
+            bail!("cross-entropy: {n} rows but {} targets", self.targets.len());
         }
-        fn run<T: Real>(s: &CpuStorage, l: &Layout, targets: &[u32], v: usize) -> Result<(CpuStorage, Vec<f64>)> {
-            let (loss, lse) = ce_fwd(cpu_slice::<T>(s, l)?, targets, v)?;
-            Ok((T::to_cpu_storage_owned(vec![T::of(loss)]), lse))
+        fn run<T: Real>(op: &HeadCrossEntropy, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, (n, d, v): (usize, usize, usize)) -> Result<CpuStorage> {
+            let (x, w) = (cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?);
+            let mut logits = scratch_take::<T>(&op.scratch, n * v);
+            matmul_into(&mut logits, v, mat(x, 0, d, 1), mat(w, 0, 1, d), (n, v, d), rayon::current_num_threads());
+            let loss = ce_fwd_in_place(&mut logits, &op.targets, v)?;
+            *op.state.lock().expect("ce state lock") = Some(Box::new(logits));
+            Ok(T::to_cpu_storage_owned(vec![T::of(loss)]))
         }
-        let (out, lse) = dispatch!(s3.dtype(), run, s3, l3, &self.targets, v)?;
-        *self.lse.lock().expect("lse lock") = lse;
-        Ok((out, Shape::from(())))
+        Ok((dispatch!(s1.dtype(), run, self, s1, l1, s2, l2, (n, d, v))?, Shape::from(())))
     }
-    fn bwd(&self, x: &Tensor, w: &Tensor, logits: &Tensor, _loss: &Tensor, gl: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _loss: &Tensor, gl: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = gl.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let lse = self.lse.lock().expect("lse lock");
-        fn run<T: Real>(logits: &Tensor, targets: &[u32], lse: &[f64], g: f64) -> Result<Tensor> {
-            let (_, v) = logits.dims2()?;
-            let d = with_slice::<T, _>(logits, |l| Ok(ce_bwd(l, targets, lse, v, g)))?;
-            to_tensor(d, logits.shape())
+        let probs = self.state.lock().expect("ce state lock").take().ok_or_else(|| candle_core::Error::Msg("cross-entropy: backward without a forward pass".into()))?;
+        fn run<T: Real>(op: &HeadCrossEntropy, x: &Tensor, w: &Tensor, probs: Box<dyn std::any::Any + Send>, g: f64) -> Result<(Tensor, Tensor)> {
+            let (n, d) = x.dims2()?;
+            let v = w.dim(0)?;
+            let mut dl = *probs.downcast::<Vec<T>>().map_err(|_| candle_core::Error::Msg("cross-entropy: dtype changed between forward and backward".into()))?;
+            ce_bwd_in_place(&mut dl, &op.targets, v, g);
+            // dx = dlogits W [n x d]; dW = dlogits^T x [v x d].
+            let (dx, dw) = with_slice::<T, _>(x, |xs| {
+                with_slice::<T, _>(w, |ws| Ok(matmul_pair((mat(&dl, 0, v, 1), mat(ws, 0, d, 1), (n, d, v)), (mat(&dl, 0, 1, v), mat(xs, 0, d, 1), (v, d, n)))))
+            })?;
+            scratch_give(&op.scratch, dl);
+            Ok((to_tensor(dx, x.shape())?, to_tensor(dw, w.shape())?))
         }
-        let dlogits = dispatch!(logits.dtype(), run, logits, &self.targets, &lse, g)?;
-        let dx = dlogits.matmul(&w.detach())?;
-        let dw = dlogits.t()?.matmul(&x.detach())?;
-        Ok((Some(dx), Some(dw), None))
+        let (dx, dw) = dispatch!(x.dtype(), run, self, x, w, probs, g)?;
+        Ok((Some(dx), Some(dw)))
     }
 }
 
 /// Mean cross-entropy of the logits x W^T (x [N, d], W [V, d]) against `targets` [N], fused so
-/// the [N, V] logits are not a graph node; gradients flow to x and W (CPU).
-pub fn head_cross_entropy(x: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let logits = x.detach().matmul(&w.detach().t()?)?;
+/// the [N, V] logits are not a graph node; gradients flow to x and W (CPU). `scratch` holds the
+/// logits buffer between steps.
+pub fn head_cross_entropy(x: &Tensor, w: &Tensor, targets: &Tensor, scratch: &Scratch) -> Result<Tensor> {
     let targets: Vec<u32> = targets.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
-    x.apply_op3(w, &logits, HeadCrossEntropy { targets, lse: Mutex::new(Vec::new()) })
+    x.contiguous()?.apply_op2(&w.contiguous()?, HeadCrossEntropy { targets, scratch: scratch.clone(), state: Mutex::new(None) })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -727,18 +796,44 @@ fn matmul_into<T: Real>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, (m, 
     if m == 0 || n == 0 {
         return;
     }
+    assert!((m - 1) * dst_rs + n <= dst.len() && n <= dst_rs);
+    // SAFETY: the assert keeps every row of dst inside the slice, which is borrowed mutably.
+    unsafe { matmul_raw(dst.as_mut_ptr(), dst_rs, a, b, (m, n, k), threads) }
+}
+
+/// a[m x k] b[k x n] as a new row-major [m x n] buffer, written by gemm without zero-filling it
+/// first.
+fn matmul_new<T: Real>(a: Mat<T>, b: Mat<T>, (m, n, k): (usize, usize, usize), threads: usize) -> Vec<T> {
+    if k == 0 {
+        return vec![T::zero(); m * n];
+    }
+    let mut out = Vec::with_capacity(m * n);
+    // SAFETY: with k > 0 and read_dst false, gemm writes each of the m * n elements of the
+    // buffer (row stride n) before set_len exposes them.
+    unsafe {
+        matmul_raw(out.spare_capacity_mut().as_mut_ptr().cast::<T>(), n, a, b, (m, n, k), threads);
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// gemm into `dst` (row stride `dst_rs`, m rows of n). Safety: dst must be valid for writes
+/// of (m - 1) * dst_rs + n elements and not aliased.
+unsafe fn matmul_raw<T: Real>(dst: *mut T, dst_rs: usize, a: Mat<T>, b: Mat<T>, (m, n, k): (usize, usize, usize), threads: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
     // Bounds: the last element each operand addresses lies inside its slice.
     assert!(k == 0 || (a.off + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len() && b.off + (k - 1) * b.rs + (n - 1) * b.cs < b.data.len()));
-    assert!((m - 1) * dst_rs + n <= dst.len() && n <= dst_rs);
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the asserts above keep every address gemm touches inside the slices; dst is
-    // borrowed mutably, so nothing aliases it.
+    // SAFETY: the assert above keeps every operand address inside its slice; the caller
+    // guarantees dst.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             false,
@@ -758,6 +853,19 @@ fn matmul_into<T: Real>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, (m, 
     }
 }
 
+/// Two independent products side by side, one thread each when the pool has two or more
+/// (the backward's input and weight gradients have equal FLOPs, so the halves balance and each
+/// gemm runs without synchronisation); one after the other on all threads otherwise.
+fn matmul_pair<T: Real>(p: (Mat<T>, Mat<T>, (usize, usize, usize)), q: (Mat<T>, Mat<T>, (usize, usize, usize))) -> (Vec<T>, Vec<T>) {
+    let threads = rayon::current_num_threads();
+    if threads >= 2 {
+        let (half, rest) = (threads / 2, threads - threads / 2);
+        rayon::join(|| matmul_new(p.0, p.1, p.2, half), || matmul_new(q.0, q.1, q.2, rest))
+    } else {
+        (matmul_new(p.0, p.1, p.2, threads), matmul_new(q.0, q.1, q.2, threads))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Linear layer
 
@@ -765,18 +873,12 @@ fn matmul_into<T: Real>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, (m, 
 struct Linear;
 
 fn linear_fwd<T: Real>(x: &[T], w: &[T], (rows, inp, out): (usize, usize, usize)) -> Vec<T> {
-    let mut y = vec![T::zero(); rows * out];
-    matmul_into(&mut y, out, mat(x, 0, inp, 1), mat(w, 0, 1, inp), (rows, out, inp), rayon::current_num_threads());
-    y
+    matmul_new(mat(x, 0, inp, 1), mat(w, 0, 1, inp), (rows, out, inp), rayon::current_num_threads())
 }
 
 fn linear_bwd<T: Real>(x: &[T], w: &[T], gy: &[T], (rows, inp, out): (usize, usize, usize)) -> (Vec<T>, Vec<T>) {
-    let threads = rayon::current_num_threads();
-    let mut dx = vec![T::zero(); rows * inp];
-    matmul_into(&mut dx, inp, mat(gy, 0, out, 1), mat(w, 0, inp, 1), (rows, inp, out), threads);
-    let mut dw = vec![T::zero(); out * inp];
-    matmul_into(&mut dw, inp, mat(gy, 0, 1, out), mat(x, 0, inp, 1), (out, inp, rows), threads);
-    (dx, dw)
+    // dx = gy W [rows x inp]; dW = gy^T x [out x inp].
+    matmul_pair((mat(gy, 0, out, 1), mat(w, 0, inp, 1), (rows, inp, out)), (mat(gy, 0, 1, out), mat(x, 0, inp, 1), (out, inp, rows)))
 }
 
 fn linear_dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {
@@ -831,13 +933,11 @@ struct CausalAttention {
 fn softmax_rows_causal<T: Real>(s: &mut [T], t: usize, scale: T) {
     for (i, row) in s.chunks_exact_mut(t).enumerate() {
         let (live, dead) = row.split_at_mut(i + 1);
-        let m = live.iter().fold(T::neg_infinity(), |m, &v| num_traits::Float::max(m, v));
-        let mut sum = T::zero();
+        let m = lane_max(live);
         for p in live.iter_mut() {
             *p = ((*p - m) * scale).exp_();
-            sum = sum + *p;
         }
-        let inv = T::one() / sum;
+        let inv = T::one() / lane_sum(live);
         live.iter_mut().for_each(|p| *p = *p * inv);
         dead.iter_mut().for_each(|p| *p = T::zero());
     }
@@ -889,7 +989,7 @@ fn attn_bwd<T: Real>(q: &[T], k: &[T], v: &[T], gy: &[T], (_b, h, t, hd): (usize
             // dS = scale * P (dP - rowsum(dP P)), zero above the diagonal.
             for i in 0..t {
                 let (pr, dr) = (&p[i * t..][..=i], &mut dp[i * t..][..t]);
-                let dot = pr.iter().zip(dr.iter()).map(|(&a, &b)| a * b).sum::<T>();
+                let dot = lane_dot(pr, dr);
                 for j in 0..=i {
                     dr[j] = sc * pr[j] * (dr[j] - dot);
                 }
@@ -934,3 +1034,5 @@ impl CustomOp3 for CausalAttention {
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
     q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, CausalAttention { scale })
 }
+
+pub mod block;

@@ -79,11 +79,20 @@ pub trait LinearHooks: Send + Sync {
     fn kv(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())
     }
+    /// True when every hook is the identity (full precision), which lets the CPU run each
+    /// transformer block as one fused op.
+    fn is_identity(&self) -> bool {
+        false
+    }
 }
 
 /// No hooks: full precision.
 pub struct NoHooks;
-impl LinearHooks for NoHooks {}
+impl LinearHooks for NoHooks {
+    fn is_identity(&self) -> bool {
+        true
+    }
+}
 
 /// y = x W^T over the last dimension, with hooks (the fused kernel when `fast`).
 fn linear(x: &Tensor, w: &Tensor, hooks: &dyn LinearHooks, fast: bool) -> Result<Tensor> {
@@ -142,10 +151,37 @@ pub struct Transformer {
     /// Use the fused CPU kernels where the parameters are on the CPU (true by default); false
     /// runs the composed reference ops everywhere.
     pub fused: bool,
+    /// Weight gradients of fused blocks, merged into candle's by [`Transformer::backward`].
+    side_grads: fused::block::SideGrads,
+    /// The fused cross-entropy's logits buffer, reused from step to step.
+    scratch: fused::Scratch,
     cos: Tensor,
     sin: Tensor,
     mask: Tensor,
 }
+
+/// A block's parameters in the fused block's order (names after `model.layers.{i}.`).
+const BLOCK_PARAMS_SWIGLU: [&str; 9] = [
+    "input_layernorm.weight",
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+    "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+];
+const BLOCK_PARAMS_GELU: [&str; 8] = [
+    "input_layernorm.weight",
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+    "post_attention_layernorm.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+];
 
 fn layer_name(i: usize, rest: &str) -> String {
     format!("model.layers.{i}.{rest}")
@@ -220,6 +256,8 @@ impl Transformer {
             config,
             params,
             fused: true,
+            side_grads: Default::default(),
+            scratch: Default::default(),
         })
     }
 
@@ -245,8 +283,19 @@ impl Transformer {
         let sin = self.sin.narrow(0, 0, t)?;
         let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
         let scale = 1.0 / (hd as f64).sqrt();
+        let whole_blocks = fast && hooks.is_identity();
         for i in 0..c.n_layers {
             let n = |rest: &str| layer_name(i, rest);
+            if whole_blocks {
+                let names: &[&str] = match c.ffn {
+                    Ffn::Swiglu => &BLOCK_PARAMS_SWIGLU,
+                    Ffn::Gelu => &BLOCK_PARAMS_GELU,
+                };
+                let weights = names.iter().map(|r| (n(r), self.p(&n(r)).clone())).collect();
+                let params = fused::block::BlockParams { weights, swiglu: c.ffn == Ffn::Swiglu };
+                x = fused::block::transformer_block(&x, params, &cos, &sin, h, c.d_ff, c.norm_eps, &self.side_grads)?;
+                continue;
+            }
             // Attention.
             let hn = norm(&x, self.p(&n("input_layernorm.weight")))?;
             let heads = |w: &str, rotate: bool| -> Result<Tensor> {
@@ -301,10 +350,29 @@ impl Transformer {
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
         let x = self.hidden(inputs, hooks)?;
         if self.fused_for(&x) {
-            fused::head_cross_entropy(&x, self.head(), targets)
+            fused::head_cross_entropy(&x, self.head(), targets, &self.scratch)
         } else {
             cross_entropy(&x.matmul(&self.head().t()?)?, targets)
         }
+    }
+
+    /// Gradients of `loss` for every parameter, by name: candle's backward pass plus the weight
+    /// gradients of fused blocks. Errors if a parameter received none.
+    pub fn backward(&self, loss: &Tensor) -> Result<BTreeMap<String, Tensor>> {
+        self.side_grads.lock().expect("side grads lock").clear();
+        let store = loss.backward()?;
+        let mut side = std::mem::take(&mut *self.side_grads.lock().expect("side grads lock"));
+        let mut out = BTreeMap::new();
+        for (name, p) in &self.params {
+            let g = match (store.get(p.as_tensor()), side.remove(name)) {
+                (Some(a), Some(b)) => (a + b)?,
+                (Some(a), None) => a.clone(),
+                (None, Some(b)) => b,
+                (None, None) => return Err(candle_core::Error::Msg(format!("parameter {name} received no gradient"))),
+            };
+            out.insert(name.clone(), g);
+        }
+        Ok(out)
     }
 
     /// Parameters as plain tensors by name (for saving).

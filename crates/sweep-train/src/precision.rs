@@ -57,6 +57,10 @@ impl LinearHooks for PrecisionHooks {
             None => Ok(x),
         }
     }
+    fn is_identity(&self) -> bool {
+        let t = &self.targets;
+        self.autocast.is_none() && t.weights.is_none() && t.activations.is_none() && t.gradients.is_none() && t.kv.is_none()
+    }
     fn kv(&self, t: &Tensor) -> Result<Tensor> {
         match self.targets.get(QuantTarget::Kv) {
             Some(q) => fake_quant(t, q),

@@ -3,7 +3,7 @@
 
 use crate::divergence::DivergenceCheck;
 use crate::model::{LinearHooks, ModelConfig, Transformer};
-use crate::optim::{clip_grads, named_grads, AdamW, AdamWConfig};
+use crate::optim::{clip_grads, AdamW, AdamWConfig};
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -232,7 +232,7 @@ impl Trainer for CandleTrainer {
                 let loss = model.loss(&x, &y, &hooks)?;
                 loss_sum += loss.to_scalar::<f32>()? as f64;
                 let scaled = if t.grad_accum > 1 { loss.affine(1.0 / t.grad_accum as f64, 0.0)? } else { loss };
-                let g = named_grads(&model.params, &scaled.backward()?)?;
+                let g = model.backward(&scaled)?;
                 grads = Some(match grads {
                     None => g,
                     Some(mut acc) => {

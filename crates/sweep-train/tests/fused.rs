@@ -7,8 +7,13 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::BTreeMap;
 use sweep_plan::shape::Ffn;
 use sweep_train::fused;
-use sweep_train::model::{self, ModelConfig, NoHooks, Transformer};
-use sweep_train::optim::{named_grads, AdamW, AdamWConfig};
+use sweep_train::model::{self, LinearHooks, ModelConfig, NoHooks, Transformer};
+use sweep_train::optim::{AdamW, AdamWConfig};
+
+/// Identity hooks that do not say so: the model runs the fused per-op kernels instead of whole
+/// fused blocks.
+struct PerOp;
+impl LinearHooks for PerOp {}
 
 const DEV: Device = Device::Cpu;
 
@@ -100,7 +105,7 @@ fn cases() -> Vec<Case> {
             shapes: vec![vec![6, 8], vec![11, 8]],
             amps: vec![2.0, 1.0],
             constant: vec![],
-            fused: |a| fused::head_cross_entropy(&a[0], &a[1], &targets()).unwrap(),
+            fused: |a| fused::head_cross_entropy(&a[0], &a[1], &targets(), &Default::default()).unwrap(),
             composed: |a| model::cross_entropy(&a[0].matmul(&a[1].t().unwrap()).unwrap(), &targets()).unwrap(),
         },
     ]
@@ -220,20 +225,25 @@ fn fused_model_equals_the_composed_model_in_f32() {
             let t = v.as_tensor();
             v.set(&if t.rank() == 1 { (t + 0.3).unwrap() } else { (t * 20.0).unwrap() }).unwrap();
         }
-        let run = |m: &Transformer| {
-            let loss = m.loss(&x, &y, &NoHooks).unwrap();
-            let logits = m.forward(&x, &NoHooks).unwrap();
-            (loss.to_scalar::<f32>().unwrap(), logits, named_grads(&m.params, &loss.backward().unwrap()).unwrap())
+        let run = |m: &Transformer, hooks: &dyn LinearHooks| {
+            let loss = m.loss(&x, &y, hooks).unwrap();
+            let logits = m.forward(&x, hooks).unwrap();
+            (loss.to_scalar::<f32>().unwrap(), logits, m.backward(&loss).unwrap())
         };
-        let (lf, logits_f, gf) = run(&m);
+        // Whole fused blocks (NoHooks), fused per-op kernels (hooks that are not known to be
+        // the identity), and the composed reference.
+        let (lb, logits_b, gb) = run(&m, &NoHooks);
+        let (lf, logits_f, gf) = run(&m, &PerOp);
         m.fused = false;
-        let (lc, logits_c, gc) = run(&m);
-        assert!((lf - lc).abs() <= 1e-5 * lc.abs(), "{ffn:?}: loss {lf} fused vs {lc} composed");
-        let d = max_rel_diff(&logits_f, &logits_c);
-        assert!(d < 1e-5, "{ffn:?}: logits differ by {d:e}");
-        for (name, g) in &gc {
-            let d = max_rel_diff(&gf[name], g);
-            assert!(d < 1e-4, "{ffn:?} {name}: fused gradient differs from composed by {d:e} (relative to its largest entry)");
+        let (lc, logits_c, gc) = run(&m, &NoHooks);
+        for (what, l, logits, g) in [("blocks", lb, &logits_b, &gb), ("per-op", lf, &logits_f, &gf)] {
+            assert!((l - lc).abs() <= 1e-5 * lc.abs(), "{ffn:?} {what}: loss {l} fused vs {lc} composed");
+            let d = max_rel_diff(logits, &logits_c);
+            assert!(d < 1e-5, "{ffn:?} {what}: logits differ by {d:e}");
+            for (name, gcn) in &gc {
+                let d = max_rel_diff(&g[name], gcn);
+                assert!(d < 1e-4, "{ffn:?} {what} {name}: fused gradient differs from composed by {d:e} (relative to its largest entry)");
+            }
         }
     }
 }

@@ -1,0 +1,254 @@
+//! A whole transformer block as one graph node (CPU, full precision): RMSNorm, Q/K/V
+//! projections with RoPE, causal attention, output projection and residual, RMSNorm, MLP
+//! (SwiGLU or GELU) and residual, with a hand-written backward built from the fused kernels of
+//! the parent module.
+//!
+//! Why: candle's backward gives every tensor in the graph a zero-filled gradient buffer and adds
+//! each contribution into it, about 40 ms a step on the reference shape (three full passes over
+//! every activation). Inside the block the backward passes gradients directly, and only the
+//! block's input gets a candle gradient.
+//!
+//! The weights are not arguments of the op (candle's custom ops take at most three); their
+//! gradients go to a side store that [`crate::model::Transformer::backward`] merges with
+//! candle's. The activations the backward needs are kept from the forward pass.
+
+use super::*;
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Weight gradients computed by block backward passes, by parameter name.
+pub type SideGrads = Arc<Mutex<BTreeMap<String, Tensor>>>;
+
+/// The block's parameters, named as in the model.
+pub struct BlockParams {
+    /// (name, tensor) in the order attn_norm, q, k, v, o, mlp_norm, [gate,] up, down.
+    pub weights: Vec<(String, Tensor)>,
+    /// SwiGLU (gate and up) rather than GELU (up only).
+    pub swiglu: bool,
+}
+
+/// Shape and constants of one block application.
+#[derive(Clone, Copy)]
+struct Dims {
+    b: usize,
+    t: usize,
+    h: usize,
+    hd: usize,
+    d_ff: usize,
+    eps: f64,
+    scale: f64,
+}
+
+struct Block {
+    params: BlockParams,
+    cos: Tensor,
+    sin: Tensor,
+    dims: Dims,
+    side: SideGrads,
+    /// Activations from the forward pass (`Saved<T>` for the dtype it ran in).
+    saved: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+/// What the backward needs from the forward pass.
+struct Saved<T> {
+    hn: Vec<T>,
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+    attn: Vec<T>,
+    x1: Vec<T>,
+    hn2: Vec<T>,
+    gate: Vec<T>,
+    up: Vec<T>,
+    act: Vec<T>,
+}
+
+/// a += b, on several threads.
+fn add_into<T: Real>(a: &mut [T], b: &[T]) {
+    a.par_chunks_mut(ELEMS_PER_TASK).zip(b.par_chunks(ELEMS_PER_TASK)).for_each(|(a, b)| {
+        for (a, &b) in a.iter_mut().zip(b) {
+            *a = *a + b;
+        }
+    });
+}
+
+/// Runs `f` on CPU slices of the tensors (all contiguous, all of dtype T).
+fn with_slices<T: WithDType, R>(ts: &[&Tensor], f: impl FnOnce(&[&[T]]) -> Result<R>) -> Result<R> {
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(ts.len());
+    for (s, l) in &guards {
+        match &**s {
+            Storage::Cpu(c) => slices.push(cpu_slice::<T>(c, l)?),
+            _ => bail!("fused block: tensor is not on the CPU"),
+        }
+    }
+    f(&slices)
+}
+
+impl Block {
+    fn weight_refs(&self) -> Vec<&Tensor> {
+        let mut v: Vec<&Tensor> = self.params.weights.iter().map(|(_, t)| t).collect();
+        v.push(&self.cos);
+        v.push(&self.sin);
+        v
+    }
+
+    fn forward<T: Real>(&self, x: &[T]) -> Result<Vec<T>> {
+        let Dims { b, t, h, hd, d_ff, eps, scale } = self.dims;
+        let d = h * hd;
+        let rows = b * t;
+        let sw = self.params.swiglu;
+        with_slices::<T, _>(&self.weight_refs(), |w| {
+            let (an, wq, wk, wv, wo, mn) = (w[0], w[1], w[2], w[3], w[4], w[5]);
+            let (wg, wu, wd) = if sw { (Some(w[6]), w[7], w[8]) } else { (None, w[6], w[7]) };
+            let (cos, sin) = (w[w.len() - 2], w[w.len() - 1]);
+            let hn = rms_fwd(x, an, eps);
+            let heads = |wm: &[T], rotate: bool| split_fwd(&linear_fwd(&hn, wm, (rows, d, d)), cos, sin, b, t, h, hd, rotate);
+            let (q, k, v) = (heads(wq, true), heads(wk, true), heads(wv, false));
+            let attn = attn_fwd(&q, &k, &v, (b, h, t, hd), scale);
+            let mut x1 = linear_fwd(&attn, wo, (rows, d, d));
+            add_into(&mut x1, x);
+            let hn2 = rms_fwd(&x1, mn, eps);
+            let up = linear_fwd(&hn2, wu, (rows, d, d_ff));
+            let (gate, act) = match wg {
+                Some(wg) => {
+                    let gate = linear_fwd(&hn2, wg, (rows, d, d_ff));
+                    let act = swiglu_fwd(&gate, &up);
+                    (gate, act)
+                }
+                None => (Vec::new(), gelu_fwd(&up)),
+            };
+            let mut y = linear_fwd(&act, wd, (rows, d_ff, d));
+            add_into(&mut y, &x1);
+            let saved: Box<dyn Any + Send> = Box::new(Saved { hn, q, k, v, attn, x1, hn2, gate, up, act });
+            *self.saved.lock().expect("saved lock") = Some(saved);
+            Ok(y)
+        })
+    }
+
+    /// dx for the block's input; the weight gradients go to the side store.
+    fn backward<T: Real>(&self, x: &[T], gy: &[T]) -> Result<Vec<T>> {
+        let Dims { b, t, h, hd, d_ff, eps, scale } = self.dims;
+        let d = h * hd;
+        let rows = b * t;
+        let sw = self.params.swiglu;
+        let saved = self.saved.lock().expect("saved lock").take().ok_or_else(|| candle_core::Error::Msg("fused block: backward without a forward pass".into()))?;
+        let s = saved.downcast::<Saved<T>>().map_err(|_| candle_core::Error::Msg("fused block: dtype changed between forward and backward".into()))?;
+        let mut grads: Vec<Vec<T>> = Vec::with_capacity(self.params.weights.len());
+        let dx = with_slices::<T, _>(&self.weight_refs(), |w| {
+            let (an, wq, wk, wv, wo, mn) = (w[0], w[1], w[2], w[3], w[4], w[5]);
+            let (wg, wu, wd) = if sw { (Some(w[6]), w[7], w[8]) } else { (None, w[6], w[7]) };
+            let (cos, sin) = (w[w.len() - 2], w[w.len() - 1]);
+            // MLP.
+            let (dact, dwd) = linear_bwd(&s.act, wd, gy, (rows, d_ff, d));
+            let (dhn2, dwg, dwu) = match wg {
+                Some(wg) => {
+                    let (dg, du) = swiglu_bwd(&s.gate, &s.up, &dact);
+                    let (mut dhn2, dwg) = linear_bwd(&s.hn2, wg, &dg, (rows, d, d_ff));
+                    let (dhn2_u, dwu) = linear_bwd(&s.hn2, wu, &du, (rows, d, d_ff));
+                    add_into(&mut dhn2, &dhn2_u);
+                    (dhn2, Some(dwg), dwu)
+                }
+                None => {
+                    let du = gelu_bwd(&s.up, &dact);
+                    let (dhn2, dwu) = linear_bwd(&s.hn2, wu, &du, (rows, d, d_ff));
+                    (dhn2, None, dwu)
+                }
+            };
+            let (mut dx1, dmn) = rms_bwd(&s.x1, mn, &dhn2, eps);
+            add_into(&mut dx1, gy);
+            // Attention.
+            let (dattn, dwo) = linear_bwd(&s.attn, wo, &dx1, (rows, d, d));
+            let (dq, dk, dv) = attn_bwd(&s.q, &s.k, &s.v, &dattn, (b, h, t, hd), scale);
+            let mut dhn = vec![T::zero(); 0];
+            let mut dqkv = Vec::with_capacity(3);
+            for (dh, wm, rotate) in [(&dq, wq, true), (&dk, wk, true), (&dv, wv, false)] {
+                let dlin = split_bwd(dh, cos, sin, t, h, hd, rotate);
+                let (dpart, dw) = linear_bwd(&s.hn, wm, &dlin, (rows, d, d));
+                if dhn.is_empty() {
+                    dhn = dpart;
+                } else {
+                    add_into(&mut dhn, &dpart);
+                }
+                dqkv.push(dw);
+            }
+            let (mut dx, dan) = rms_bwd(x, an, &dhn, eps);
+            add_into(&mut dx, &dx1);
+            grads.push(dan);
+            grads.extend(dqkv);
+            grads.push(dwo);
+            grads.push(dmn);
+            grads.extend(dwg);
+            grads.push(dwu);
+            grads.push(dwd);
+            Ok(dx)
+        })?;
+        let mut side = self.side.lock().expect("side grads lock");
+        for ((name, w), g) in self.params.weights.iter().zip(grads) {
+            let g = to_tensor(g, w.shape())?;
+            let g = match side.remove(name) {
+                Some(prev) => (prev + g)?,
+                None => g,
+            };
+            side.insert(name.clone(), g);
+        }
+        Ok(dx)
+    }
+}
+
+impl CustomOp1 for Block {
+    fn name(&self) -> &'static str {
+        "fused-transformer-block"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Dims { b, t, h, hd, .. } = self.dims;
+        if l.dims() != [b, t, h * hd] {
+            bail!("fused block: input {:?}, expected [{b}, {t}, {}]", l.dims(), h * hd);
+        }
+        fn run<T: Real>(op: &Block, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
+            Ok(T::to_cpu_storage_owned(op.forward(cpu_slice::<T>(s, l)?)?))
+        }
+        Ok((dispatch!(s.dtype(), run, self, s, l)?, l.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
+        fn run<T: Real>(op: &Block, x: &Tensor, gy: &Tensor) -> Result<Tensor> {
+            let dx = with_slice::<T, _>(x, |xs| with_slice::<T, _>(gy, |gs| op.backward(xs, gs)))?;
+            to_tensor(dx, x.shape())
+        }
+        Ok(Some(dispatch!(x.dtype(), run, self, x, gy)?))
+    }
+}
+
+/// One transformer block on x [B, T, d] (CPU, f32 or f64): x + attn(norm(x)), then + mlp(norm(.)).
+/// `cos` and `sin` are the RoPE tables [T, hd/2]; weight gradients land in `side`.
+#[allow(clippy::too_many_arguments)]
+pub fn transformer_block(x: &Tensor, params: BlockParams, cos: &Tensor, sin: &Tensor, heads: usize, d_ff: usize, eps: f64, side: &SideGrads) -> Result<Tensor> {
+    let (b, t, d) = x.dims3()?;
+    if heads == 0 || d % heads != 0 || (d / heads) % 2 != 0 {
+        bail!("fused block: d_model {d} does not split into {heads} heads of even size");
+    }
+    let hd = d / heads;
+    let mut want: Vec<Vec<usize>> = vec![vec![d], vec![d, d], vec![d, d], vec![d, d], vec![d, d], vec![d]];
+    if params.swiglu {
+        want.push(vec![d_ff, d]);
+    }
+    want.extend([vec![d_ff, d], vec![d, d_ff]]);
+    if params.weights.len() != want.len() || params.weights.iter().zip(&want).any(|((_, w), s)| w.dims() != s.as_slice()) {
+        let got: Vec<_> = params.weights.iter().map(|(n, w)| format!("{n} {:?}", w.dims())).collect();
+        bail!("fused block: weights {got:?} do not have the shapes {want:?}");
+    }
+    if cos.dims() != [t, hd / 2] || sin.dims() != [t, hd / 2] {
+        bail!("fused block: RoPE tables {:?} {:?}, expected [{t}, {}]", cos.dims(), sin.dims(), hd / 2);
+    }
+    let weights = params.weights.iter().map(|(n, w)| Ok((n.clone(), w.contiguous()?))).collect::<Result<Vec<_>>>()?;
+    let op = Block {
+        params: BlockParams { weights, swiglu: params.swiglu },
+        cos: cos.contiguous()?,
+        sin: sin.contiguous()?,
+        dims: Dims { b, t, h: heads, hd, d_ff, eps, scale: 1.0 / (hd as f64).sqrt() },
+        side: side.clone(),
+        saved: Mutex::new(None),
+    };
+    x.contiguous()?.apply_op1(op)
+}
