@@ -943,19 +943,47 @@ fn softmax_rows_causal<T: Real>(s: &mut [T], t: usize, scale: T) {
     }
 }
 
-fn attn_fwd<T: Real>(q: &[T], k: &[T], v: &[T], (b, h, t, hd): (usize, usize, usize, usize), scale: f64) -> Vec<T> {
+/// The sub-matrix of `m` starting at row r0, column c0.
+fn sub<T>(m: Mat<'_, T>, r0: usize, c0: usize) -> Mat<'_, T> {
+    Mat { off: m.off + r0 * m.rs + c0 * m.cs, ..m }
+}
+
+/// Causal products skip the zero upper-right block of P: rows below `s = t / 2` only involve
+/// columns below s, so each product is two gemms covering 3/4 of the full one.
+fn causal_split(t: usize) -> usize {
+    t / 2
+}
+
+/// One head's probabilities into `p` [t, t] (row stride t): causal softmax(scale Q K^T).
+fn attn_head_probs<T: Real>(p: &mut [T], q: Mat<T>, kt: Mat<T>, t: usize, hd: usize, scale: T) {
+    let s = causal_split(t);
+    matmul_into(p, t, q, kt, (s, s, hd), 1);
+    matmul_into(&mut p[s * t..], t, sub(q, s, 0), kt, (t - s, t, hd), 1);
+    softmax_rows_causal(p, t, scale);
+}
+
+/// Attention forward: y [B, T, H*hd], and the probabilities [B, H, T, T] when `keep`.
+fn attn_fwd<T: Real>(q: &[T], k: &[T], v: &[T], (_b, h, t, hd): (usize, usize, usize, usize), scale: f64, keep: bool) -> (Vec<T>, Option<Vec<T>>) {
     let scale = T::of(scale);
     let blk = t * hd;
+    let s = causal_split(t);
     let mut heads = vec![T::zero(); q.len()];
-    heads.par_chunks_mut(blk).enumerate().for_each_init(
-        || vec![T::zero(); t * t],
-        |p, (bh, o)| {
-            let off = bh * blk;
-            matmul_into(p, t, mat(q, off, hd, 1), mat(k, off, 1, hd), (t, t, hd), 1);
-            softmax_rows_causal(p, t, scale);
-            matmul_into(o, hd, mat(p, 0, t, 1), mat(v, off, hd, 1), (t, hd, t), 1);
-        },
-    );
+    let head = |p: &mut [T], bh: usize, o: &mut [T]| {
+        let off = bh * blk;
+        attn_head_probs(p, mat(q, off, hd, 1), mat(k, off, 1, hd), t, hd, scale);
+        // O = P V: rows below s use only the first s rows of V.
+        let (pm, vm) = (mat(p, 0, t, 1), mat(v, off, hd, 1));
+        matmul_into(o, hd, pm, vm, (s, hd, s), 1);
+        matmul_into(&mut o[s * hd..], hd, sub(pm, s, 0), vm, (t - s, hd, t), 1);
+    };
+    let kept = if keep {
+        let mut all = vec![T::zero(); q.len() / hd * t];
+        heads.par_chunks_mut(blk).zip(all.par_chunks_mut(t * t)).enumerate().for_each(|(bh, (o, p))| head(p, bh, o));
+        Some(all)
+    } else {
+        heads.par_chunks_mut(blk).enumerate().for_each_init(|| vec![T::zero(); t * t], |p, (bh, o)| head(p, bh, o));
+        None
+    };
     // [B, H, T, hd] -> [B, T, H, hd].
     let mut y = vec![T::zero(); q.len()];
     y.par_chunks_mut(h * hd).enumerate().for_each(|(bt, row)| {
@@ -964,28 +992,41 @@ fn attn_fwd<T: Real>(q: &[T], k: &[T], v: &[T], (b, h, t, hd): (usize, usize, us
             row[hi * hd..][..hd].copy_from_slice(&heads[((bi * h + hi) * t + ti) * hd..][..hd]);
         }
     });
-    let _ = b;
-    y
+    (y, kept)
 }
 
 type Grads3<T> = (Vec<T>, Vec<T>, Vec<T>);
 
-fn attn_bwd<T: Real>(q: &[T], k: &[T], v: &[T], gy: &[T], (_b, h, t, hd): (usize, usize, usize, usize), scale: f64) -> Grads3<T> {
+/// Attention backward; `probs` are the forward pass's [B, H, T, T] probabilities if it kept
+/// them (otherwise they are recomputed per head).
+#[allow(clippy::too_many_arguments)]
+fn attn_bwd<T: Real>(q: &[T], k: &[T], v: &[T], gy: &[T], (_b, h, t, hd): (usize, usize, usize, usize), scale: f64, probs: Option<&[T]>) -> Grads3<T> {
     let sc = T::of(scale);
     let blk = t * hd;
+    let s = causal_split(t);
     let (mut dq, mut dk, mut dv) = (vec![T::zero(); q.len()], vec![T::zero(); q.len()], vec![T::zero(); q.len()]);
     dq.par_chunks_mut(blk).zip(dk.par_chunks_mut(blk)).zip(dv.par_chunks_mut(blk)).enumerate().for_each_init(
-        || (vec![T::zero(); t * t], vec![T::zero(); t * t]),
-        |(p, dp), (bh, ((dq, dk), dv))| {
+        || (vec![T::zero(); if probs.is_some() { 0 } else { t * t }], vec![T::zero(); t * t]),
+        |(scratch, dp), (bh, ((dq, dk), dv))| {
             let off = bh * blk;
             let (bi, hi) = (bh / h, bh % h);
             // The head's output gradient, read in place from [B, T, H, hd].
             let go = mat(gy, (bi * t * h + hi) * hd, h * hd, 1);
-            matmul_into(p, t, mat(q, off, hd, 1), mat(k, off, 1, hd), (t, t, hd), 1);
-            softmax_rows_causal(p, t, sc);
-            // dV = P^T dO; dP = dO V^T.
-            matmul_into(dv, hd, mat(p, 0, 1, t), go, (t, hd, t), 1);
-            matmul_into(dp, t, go, mat(v, off, 1, hd), (t, t, hd), 1);
+            let (qm, km, vt) = (mat(q, off, hd, 1), mat(k, off, hd, 1), mat(v, off, 1, hd));
+            let p: &[T] = match probs {
+                Some(all) => &all[bh * t * t..][..t * t],
+                None => {
+                    attn_head_probs(scratch, qm, mat(k, off, 1, hd), t, hd, sc);
+                    scratch
+                }
+            };
+            let pt = mat(p, 0, 1, t);
+            // dV = P^T dO: rows below s see all of P's rows; rows from s only P's rows from s.
+            matmul_into(dv, hd, pt, go, (s, hd, t), 1);
+            matmul_into(&mut dv[s * hd..], hd, sub(pt, s, s), sub(go, s, 0), (t - s, hd, t - s), 1);
+            // dP = dO V^T on the lower triangle's blocks.
+            matmul_into(dp, t, go, vt, (s, s, hd), 1);
+            matmul_into(&mut dp[s * t..], t, sub(go, s, 0), vt, (t - s, t, hd), 1);
             // dS = scale * P (dP - rowsum(dP P)), zero above the diagonal.
             for i in 0..t {
                 let (pr, dr) = (&p[i * t..][..=i], &mut dp[i * t..][..t]);
@@ -995,9 +1036,12 @@ fn attn_bwd<T: Real>(q: &[T], k: &[T], v: &[T], gy: &[T], (_b, h, t, hd): (usize
                 }
                 dr[i + 1..].iter_mut().for_each(|d| *d = T::zero());
             }
-            // dQ = dS K; dK = dS^T Q.
-            matmul_into(dq, hd, mat(dp, 0, t, 1), mat(k, off, hd, 1), (t, hd, t), 1);
-            matmul_into(dk, hd, mat(dp, 0, 1, t), mat(q, off, hd, 1), (t, hd, t), 1);
+            let (dsm, dst) = (mat(dp, 0, t, 1), mat(dp, 0, 1, t));
+            // dQ = dS K; dK = dS^T Q, split like O and dV.
+            matmul_into(dq, hd, dsm, km, (s, hd, s), 1);
+            matmul_into(&mut dq[s * hd..], hd, sub(dsm, s, 0), km, (t - s, hd, t), 1);
+            matmul_into(dk, hd, dst, qm, (s, hd, t), 1);
+            matmul_into(&mut dk[s * hd..], hd, sub(dst, s, s), sub(qm, s, 0), (t - s, hd, t - s), 1);
         },
     );
     (dq, dk, dv)
@@ -1013,7 +1057,7 @@ impl CustomOp3 for CausalAttention {
             bail!("causal attention: q {:?}, k {:?}, v {:?} differ in shape", l1.dims(), l2.dims(), l3.dims());
         }
         fn run<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout, dims: (usize, usize, usize, usize), scale: f64) -> Result<CpuStorage> {
-            Ok(T::to_cpu_storage_owned(attn_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, cpu_slice::<T>(s3, l3)?, dims, scale)))
+            Ok(T::to_cpu_storage_owned(attn_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, cpu_slice::<T>(s3, l3)?, dims, scale, false).0))
         }
         let (b, h, t, hd) = dims;
         Ok((dispatch!(s1.dtype(), run, s1, l1, s2, l2, s3, l3, dims, self.scale)?, Shape::from((b, t, h * hd))))
@@ -1021,7 +1065,7 @@ impl CustomOp3 for CausalAttention {
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         fn run<T: Real>(q: &Tensor, k: &Tensor, v: &Tensor, gy: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Tensor)> {
             let dims = q.dims4()?;
-            let (dq, dk, dv) = with_slice::<T, _>(q, |qs| with_slice::<T, _>(k, |ks| with_slice::<T, _>(v, |vs| with_slice::<T, _>(gy, |gs| Ok(attn_bwd(qs, ks, vs, gs, dims, scale))))))?;
+            let (dq, dk, dv) = with_slice::<T, _>(q, |qs| with_slice::<T, _>(k, |ks| with_slice::<T, _>(v, |vs| with_slice::<T, _>(gy, |gs| Ok(attn_bwd(qs, ks, vs, gs, dims, scale, None))))))?;
             Ok((to_tensor(dq, q.shape())?, to_tensor(dk, k.shape())?, to_tensor(dv, v.shape())?))
         }
         let (dq, dk, dv) = dispatch!(q.dtype(), run, q, k, v, gy, self.scale)?;

@@ -17,6 +17,10 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Largest attention-probability tensor [B, H, T, T] a block keeps for its backward pass (per
+/// block); above it the backward recomputes the probabilities.
+const KEEP_PROBS_BYTES: usize = 64 << 20;
+
 /// Weight gradients computed by block backward passes, by parameter name.
 pub type SideGrads = Arc<Mutex<BTreeMap<String, Tensor>>>;
 
@@ -56,6 +60,7 @@ struct Saved<T> {
     q: Vec<T>,
     k: Vec<T>,
     v: Vec<T>,
+    probs: Option<Vec<T>>,
     attn: Vec<T>,
     x1: Vec<T>,
     hn2: Vec<T>,
@@ -106,7 +111,9 @@ impl Block {
             let hn = rms_fwd(x, an, eps);
             let heads = |wm: &[T], rotate: bool| split_fwd(&linear_fwd(&hn, wm, (rows, d, d)), cos, sin, b, t, h, hd, rotate);
             let (q, k, v) = (heads(wq, true), heads(wk, true), heads(wv, false));
-            let attn = attn_fwd(&q, &k, &v, (b, h, t, hd), scale);
+            // Keep the attention probabilities for the backward unless they are large.
+            let keep = b * h * t * t * std::mem::size_of::<T>() <= KEEP_PROBS_BYTES;
+            let (attn, probs) = attn_fwd(&q, &k, &v, (b, h, t, hd), scale, keep);
             let mut x1 = linear_fwd(&attn, wo, (rows, d, d));
             add_into(&mut x1, x);
             let hn2 = rms_fwd(&x1, mn, eps);
@@ -121,7 +128,7 @@ impl Block {
             };
             let mut y = linear_fwd(&act, wd, (rows, d_ff, d));
             add_into(&mut y, &x1);
-            let saved: Box<dyn Any + Send> = Box::new(Saved { hn, q, k, v, attn, x1, hn2, gate, up, act });
+            let saved: Box<dyn Any + Send> = Box::new(Saved { hn, q, k, v, probs, attn, x1, hn2, gate, up, act });
             *self.saved.lock().expect("saved lock") = Some(saved);
             Ok(y)
         })
@@ -160,7 +167,7 @@ impl Block {
             add_into(&mut dx1, gy);
             // Attention.
             let (dattn, dwo) = linear_bwd(&s.attn, wo, &dx1, (rows, d, d));
-            let (dq, dk, dv) = attn_bwd(&s.q, &s.k, &s.v, &dattn, (b, h, t, hd), scale);
+            let (dq, dk, dv) = attn_bwd(&s.q, &s.k, &s.v, &dattn, (b, h, t, hd), scale, s.probs.as_deref());
             let mut dhn = vec![T::zero(); 0];
             let mut dqkv = Vec::with_capacity(3);
             for (dh, wm, rotate) in [(&dq, wq, true), (&dk, wk, true), (&dv, wv, false)] {
