@@ -2,8 +2,9 @@
 # Trainer speed: `sweep bench train` (candle) beside scripts/torch_reference.py (PyTorch) on the
 # reference shape (d 256, 4 layers, 4 heads, ctx 128, batch 16, vocab 4096, f32), GELU and SwiGLU,
 # back to back on the same machine, with the load average printed beside each pair.
-# PyTorch runs twice, with OpenMP's default (spinning) wait policy and with OMP_WAIT_POLICY=PASSIVE
-# (much faster when other processes share the cores); the ratio uses the faster of the two.
+# PyTorch runs three times: eager attention with OpenMP's default (spinning) wait policy, the same
+# with OMP_WAIT_POLICY=PASSIVE (much faster when other processes share the cores), and with its
+# fused scaled_dot_product_attention (--sdpa); the ratio uses the fastest of the three.
 # Usage: benches/train.sh [threads] [steps]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +21,15 @@ for FFN in gelu swiglu; do
   C=$(./target/release/sweep bench train "${ARGS[@]}" --ffn "$FFN" --json)
   T1=$(.venv-bench/bin/python scripts/torch_reference.py "${ARGS[@]}" --ffn "$FFN")
   T2=$(OMP_WAIT_POLICY=PASSIVE .venv-bench/bin/python scripts/torch_reference.py "${ARGS[@]}" --ffn "$FFN")
+  T3=$(.venv-bench/bin/python scripts/torch_reference.py "${ARGS[@]}" --ffn "$FFN" --sdpa)
   echo "candle:                 $C"
   echo "pytorch:                $T1"
   echo "pytorch (omp passive):  $T2"
-  python3 - "$C" "$T1" "$T2" <<'PY'
+  echo "pytorch (sdpa):         $T3"
+  python3 - "$C" "$T1" "$T2" "$T3" <<'PY'
 import json, sys
-c, t1, t2 = (json.loads(a) for a in sys.argv[1:])
-t = max(t1["tokens_per_second"], t2["tokens_per_second"])
+c, *ts = (json.loads(a) for a in sys.argv[1:])
+t = max(x["tokens_per_second"] for x in ts)
 print(f"candle {c['tokens_per_second']:.0f} tok/s, pytorch {t:.0f} tok/s: ratio candle/pytorch {c['tokens_per_second'] / t:.2f}")
 PY
   echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -70,6 +70,12 @@ pub fn run(a: FitArgs) -> anyhow::Result<u8> {
     let laws = fit_sweep(&store, &config, &out)?;
     print!("{}", sweep_fit::render_text(&laws));
     println!("wrote {}", out.display());
+    if a.out.is_none() {
+        match crate::cmd_report::write_sweep_report(&store, &dir.join("report")) {
+            Ok(r) => println!("wrote {}", r.dir.join("index.html").display()),
+            Err(e) => eprintln!("warning: writing the report failed: {e:#}"),
+        }
+    }
     Ok(0)
 }
 

@@ -3,6 +3,7 @@
 
 mod cmd_data;
 mod cmd_fit;
+mod cmd_report;
 mod fmt;
 mod progress;
 
@@ -40,6 +41,8 @@ enum Command {
     Status(StatusArgs),
     /// Fit scaling laws to a sweep's finished points (or to a CSV) and write laws.json.
     Fit(cmd_fit::FitArgs),
+    /// Plots and index.html of a sweep directory (written after every fit too).
+    Report(cmd_report::ReportArgs),
     /// Sample the built-in languages; prepare a sweep's tokenizers and token shards.
     Data(cmd_data::DataArgs),
     /// Benchmarks.
@@ -247,6 +250,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Train(a)) => cmd_bench_train(a),
         Command::Data(a) => cmd_data::run(a).map(|()| 0),
         Command::Fit(a) => cmd_fit::run(a),
+        Command::Report(a) => cmd_report::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -536,6 +540,7 @@ fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
     }
     tracing::info!("{}/{} done, {} failed ({})", c.done, c.total, c.failed, store.dir.display());
     if c.failed > 0 {
+        write_report(store);
         eprintln!("{} point(s) failed; see failed.json in their directories, and `sweep run --retry-failed` to run them again", c.failed);
         return Ok(EXIT_FAILED_POINTS);
     }
@@ -553,6 +558,7 @@ fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
             Err(e) => tracing::warn!("reading [fit]: {e:#}"),
         }
     }
+    write_report(store);
     if c.done < c.total {
         bail!("{} point(s) are neither done nor failed; another worker may still hold them (see `sweep status {}`)", c.total - c.done - c.failed, store.dir.display());
     }
@@ -645,4 +651,13 @@ fn cmd_bench_train(a: BenchTrainArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// Writes DIR/report. The report is a view of the directory: a problem drawing it is a warning,
+/// never a failed sweep.
+fn write_report(store: &Store) {
+    match cmd_report::write_sweep_report(store, &store.dir.join("report")) {
+        Ok(r) => tracing::info!("report: {}", r.dir.join("index.html").display()),
+        Err(e) => tracing::warn!("writing the report failed: {e:#}; run `sweep report {}` to retry", store.dir.display()),
+    }
 }
