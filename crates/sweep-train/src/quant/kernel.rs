@@ -241,8 +241,8 @@ pub fn random_bits(seed: u64, counter: u64, index: u64) -> u32 {
     element_random(call_key(seed, counter), index)
 }
 
-/// The stochastic-rounding key of one call.
-fn call_key(seed: u64, counter: u64) -> u64 {
+/// The stochastic-rounding key of one call (what the CUDA kernel receives).
+pub fn call_key(seed: u64, counter: u64) -> u64 {
     mix64(mix64(seed) ^ counter)
 }
 

@@ -23,8 +23,10 @@
 //!   the incoming gradient in the backward pass.
 //! - Speed: one fused CPU kernel: branch-free bit arithmetic on the f32 representation that
 //!   vectorises (compiled for AVX2 when the CPU has it), rayon above 32K elements; f32, bf16, f16
-//!   and f64 tensors (non-f32 go through f32). There is no CUDA or Metal kernel: tensors on those
-//!   devices are copied to the CPU and back (correct but slow, and not exercised by the tests).
+//!   and f64 tensors (non-f32 go through f32). CUDA (feature `cuda`): the kernels of
+//!   `fake_quant.cu`, compiled at run time with NVRTC, on the tensor's device for f32 tensors; their
+//!   arithmetic is checked against the CPU kernel on the host (`tests/quant_cuda_math.rs`), the
+//!   launches have not yet run on a GPU. Metal, and other dtypes on CUDA, copy to the CPU and back.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -49,12 +51,13 @@
 //! assert_eq!(linear(&x, &w, &targets).unwrap().dims(), &[1, 1, 2]);
 //! ```
 
+pub mod cuda;
 pub mod format;
 mod kernel;
 mod op;
 
 pub use format::{FloatFormat, Format, IntFormat};
-pub use kernel::{quantize_slice, random_bits};
+pub use kernel::{call_key, quantize_slice, random_bits};
 pub use op::{fake_quant, fake_quant_at, quant_grad, quant_grad_at};
 
 use std::fmt;

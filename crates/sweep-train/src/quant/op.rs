@@ -30,10 +30,12 @@ pub fn quant_grad_at(x: &Tensor, q: &QuantConfig, counter: u64) -> Result<Tensor
     via_cpu(x, |x| x.apply_op1(QuantGrad { config: q.clone(), counter }))
 }
 
-/// Runs `f` on a contiguous CPU copy of `x` and moves the result back to `x`'s device (the
-/// transfers are differentiable in candle).
+/// Runs `f` on `x` made contiguous: in place on the CPU, and on CUDA for f32 tensors when built
+/// with the `cuda` feature (the kernels of `fake_quant.cu`); other devices and dtypes go through
+/// a CPU copy that is moved back to `x`'s device (the transfers are differentiable in candle).
 fn via_cpu(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-    if x.device().is_cpu() {
+    let on_device = x.device().is_cpu() || (cfg!(feature = "cuda") && x.device().is_cuda() && x.dtype() == DType::F32);
+    if on_device {
         f(&x.contiguous()?)
     } else {
         f(&x.to_device(&Device::Cpu)?.contiguous()?)?.to_device(x.device())
@@ -87,6 +89,11 @@ impl CustomOp1 for FakeQuant {
         Ok((out, layout.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, storage: &candle_core::CudaStorage, layout: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::fake_quant_cuda(storage, layout, &self.config, self.counter)
+    }
+
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(grad_res.clone()))
     }
@@ -120,6 +127,18 @@ impl CustomOp1 for QuantGrad {
             }
         };
         Ok((out, layout.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, storage: &candle_core::CudaStorage, layout: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendDevice;
+        // The identity: a copy of the layout's elements.
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| Error::Msg("quant_grad: the input must be contiguous".into()))?;
+        let x = storage.as_cuda_slice::<f32>().map_err(|_| Error::Msg(format!("quant_grad on CUDA: dtype {:?} is not supported; use f32", storage.dtype())))?;
+        let dev = &storage.device;
+        let mut y = dev.zeros_impl(layout.shape(), DType::F32)?;
+        dev.memcpy_dtod(&x.slice(start..end), y.as_cuda_slice_mut::<f32>()?)?;
+        Ok((y, layout.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
