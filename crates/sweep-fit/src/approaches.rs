@@ -189,3 +189,34 @@ pub fn approach1(run: &[f64], n: &[f64], c: &[f64], loss: &[f64]) -> Result<Fron
     }
     frontier_from(points)
 }
+
+/// Extrapolation check of a frontier: refit the power law without the points at the highest
+/// budgets (the largest one for approach 2's IsoFLOP minima; the top tenth of the budgets when
+/// there are many, as approach 1's envelope has) and compare its N_opt prediction there with the
+/// N_opt the held-out points found. None when fewer than 2 budgets would remain.
+pub fn frontier_extrapolation(f: &Frontier) -> Option<crate::output::Extrapolation> {
+    let mut budgets: Vec<f64> = f.points.iter().map(|p| p.0).collect();
+    budgets.sort_by(f64::total_cmp);
+    budgets.dedup();
+    let k = (budgets.len() / 10).max(1);
+    if budgets.len() < k + 2 {
+        return None;
+    }
+    let cut = budgets[budgets.len() - k];
+    let (held, train): (Vec<(f64, f64)>, Vec<(f64, f64)>) = f.points.iter().partition(|p| p.0 >= cut);
+    let refit = frontier_from(train.clone()).ok()?;
+    let points: Vec<crate::output::HeldOutPoint> = held
+        .iter()
+        .map(|&(c, n)| crate::output::HeldOutPoint { inputs: [("C".to_string(), c)].into_iter().collect(), observed: n, predicted: refit.optimal(c).0 })
+        .collect();
+    let rel: Vec<f64> = points.iter().map(|p| ((p.predicted - p.observed) / p.observed).abs()).collect();
+    Some(crate::output::Extrapolation {
+        held_out: format!("C >= {cut:.4e} (highest compute; N_opt predicted by the refit frontier)"),
+        n_train: train.len(),
+        n_held_out: held.len(),
+        params: [("a", refit.a), ("b", refit.b), ("k_N", refit.k_n), ("k_D", refit.k_d)].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        mean_abs_rel_error: rel.iter().sum::<f64>() / rel.len() as f64,
+        max_abs_rel_error: rel.iter().copied().fold(0.0, f64::max),
+        points,
+    })
+}

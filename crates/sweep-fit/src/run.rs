@@ -386,7 +386,7 @@ fn frontier_entry(
                 failed: boot.iter().filter(|t| t.is_none()).count(),
             }),
         },
-        extrapolation: None,
+        extrapolation: if config.extrapolation { crate::approaches::frontier_extrapolation(&frontier) } else { None },
         optimal,
     })
 }

@@ -198,6 +198,17 @@ fn chinchilla_approach2_recovers_frontier_exponent() {
     assert!((a - want).abs() < 0.02, "a = {a}, want {want}");
     assert!((laws.laws[0].params["b"].estimate - (1.0 - want)).abs() < 0.02);
     assert_eq!(laws.laws[0].optimal.len(), 1);
+    // Extrapolation: the frontier refit without the largest budget predicts its N_opt (noise-free
+    // data, so within a few per cent: the minima are parabola fits, not exact).
+    let x = laws.laws[0].extrapolation.as_ref().expect("approach 2 has an extrapolation check");
+    assert_eq!(x.n_held_out, 1, "{x:?}");
+    assert!(x.mean_abs_rel_error < 0.05, "{x:?}");
+    // A top budget whose minimum sits far off the trend is reported as a large error.
+    let mut f = sweep_fit::approaches::approach2(t.column("N").unwrap(), t.column("C").unwrap(), t.column("loss").unwrap()).unwrap();
+    let last = f.points.len() - 1;
+    f.points[last].1 *= 3.0;
+    let off = sweep_fit::approaches::frontier_extrapolation(&f).unwrap();
+    assert!((off.mean_abs_rel_error - 2.0 / 3.0).abs() < 0.05, "{off:?}");
 }
 
 #[test]
@@ -218,4 +229,8 @@ fn chinchilla_approach1_recovers_frontier_exponent() {
     let a = laws.laws[0].params["a"].estimate;
     let want = 0.366 / (0.348 + 0.366);
     assert!((a - want).abs() < 0.05, "a = {a}, want {want}");
+    // Extrapolation over the envelope's top tenth of budgets (10 of 100).
+    let x = laws.laws[0].extrapolation.as_ref().expect("approach 1 has an extrapolation check");
+    assert_eq!(x.n_held_out, 10, "{x:?}");
+    assert!(x.mean_abs_rel_error.is_finite() && x.max_abs_rel_error >= x.mean_abs_rel_error, "{x:?}");
 }
