@@ -84,6 +84,21 @@ pub trait LinearHooks: Send + Sync {
     fn is_identity(&self) -> bool {
         false
     }
+    /// The 16-bit type the composed path (CUDA, Metal) runs matrix products in, with f32
+    /// master weights and f32 element-wise ops (autocast); None for f32 products.
+    fn compute_dtype(&self) -> Option<DType> {
+        None
+    }
+}
+
+/// a b in `dtype` when given (the 16-bit product of autocast: inputs cast, f32 accumulation in
+/// the BLAS, the product rounded to `dtype`), returned in a's dtype; plain a b otherwise.
+/// Differentiable: the casts pass gradients through.
+pub fn autocast_matmul(a: &Tensor, b: &Tensor, dtype: Option<DType>) -> Result<Tensor> {
+    match dtype {
+        Some(d) if d != a.dtype() => a.to_dtype(d)?.matmul(&b.to_dtype(d)?)?.to_dtype(a.dtype()),
+        _ => a.matmul(b),
+    }
 }
 
 /// No hooks: full precision.
@@ -104,7 +119,7 @@ fn linear(x: &Tensor, w: &Tensor, hooks: &dyn LinearHooks, fast: bool) -> Result
     let (out, inp) = w.dims2()?;
     let dims = x.dims().to_vec();
     let rows: usize = dims[..dims.len() - 1].iter().product();
-    let y = x.reshape((rows, inp))?.matmul(&w.t()?)?;
+    let y = autocast_matmul(&x.reshape((rows, inp))?, &w.t()?, hooks.compute_dtype())?;
     let mut out_dims = dims;
     *out_dims.last_mut().expect("rank >= 1") = out;
     hooks.output(&y.reshape(out_dims)?)
@@ -313,8 +328,10 @@ impl Transformer {
             let y = if fast {
                 fused::causal_attention(&q, &k, &v, scale)?
             } else {
-                let att = causal_softmax(&q.matmul(&k.t()?)?, &mask, scale)?;
-                att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.d_model))?
+                // Products in the autocast type, softmax in f32 (as PyTorch's autocast does).
+                let cd = hooks.compute_dtype();
+                let att = causal_softmax(&autocast_matmul(&q, &k.t()?, cd)?, &mask, scale)?;
+                autocast_matmul(&att, &v, cd)?.transpose(1, 2)?.reshape((b, t, c.d_model))?
             };
             x = (x + linear(&y, self.p(&n("self_attn.o_proj.weight")), hooks, fast)?)?;
             // MLP.

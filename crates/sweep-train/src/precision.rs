@@ -2,9 +2,12 @@
 //! and activations, quantised activation gradients, and quantised attention K/V.
 //!
 //! bf16 and fp16 are autocast semantics on every device: the inputs and weights of each linear
-//! layer are rounded to the 16-bit type (a differentiable cast), the product accumulates in f32,
-//! and the master weights stay f32. The arithmetic itself runs in f32, so this is exact in
-//! numerics but gains no 16-bit speed.
+//! layer are rounded to the 16-bit type (a differentiable cast) and the master weights stay f32.
+//! On the CPU's fused kernels the products then run in f32 on the rounded values (the same
+//! numbers as a 16-bit product with f32 accumulation, up to the rounding of the output; no 16-bit
+//! speed). The composed path (CUDA, Metal, or `fused = false`) runs the linear layers' and the
+//! attention's matrix products in the 16-bit type itself (cuBLAS accumulates in f32), with
+//! softmax, norms and the loss in f32, as PyTorch's autocast does.
 
 use crate::model::LinearHooks;
 use crate::quant::{fake_quant, quant_grad, QuantTargets};
@@ -61,6 +64,9 @@ impl LinearHooks for PrecisionHooks {
         let t = &self.targets;
         self.autocast.is_none() && t.weights.is_none() && t.activations.is_none() && t.gradients.is_none() && t.kv.is_none()
     }
+    fn compute_dtype(&self) -> Option<DType> {
+        self.autocast
+    }
     fn kv(&self, t: &Tensor) -> Result<Tensor> {
         match self.targets.get(QuantTarget::Kv) {
             Some(q) => fake_quant(t, q),
@@ -112,5 +118,56 @@ mod tests {
         let gx: Vec<f32> = g.get(x.as_tensor()).unwrap().to_vec1().unwrap();
         assert_eq!(gx, vec![1.0; 3]);
         assert!(hooks_for("fp32", Rounding::Nearest, 0).unwrap().autocast.is_none());
+    }
+
+    #[test]
+    fn autocast_products_run_in_bf16_with_f32_master_weights() {
+        use crate::model::{autocast_matmul, ModelConfig, NoHooks, Transformer};
+        use sweep_plan::shape::Ffn;
+        let dev = Device::Cpu;
+        // The product itself is bf16: every output value is a bf16 number, returned as f32.
+        let a = Tensor::new(&[[1.0f32 + 1.0 / 256.0, 3.14159], [2.5, -7.1]], &dev).unwrap();
+        let b = Tensor::new(&[[0.3f32, 1.7], [-2.2, 0.01]], &dev).unwrap();
+        let y = autocast_matmul(&a, &b, Some(DType::BF16)).unwrap();
+        assert_eq!(y.dtype(), DType::F32);
+        for v in y.flatten_all().unwrap().to_vec1::<f32>().unwrap() {
+            assert_eq!(half::bf16::from_f32(v).to_f32(), v, "{v} is not a bf16 value");
+        }
+        // A composed model (the path CUDA takes) trains in autocast: same loss to bf16 accuracy,
+        // f32 gradients for every parameter, which differ from the f32 run's.
+        let cfg = ModelConfig { d_model: 16, n_layers: 2, n_heads: 2, d_ff: 24, context: 6, vocab_size: 13, ffn: Ffn::Swiglu, tied_embeddings: true, rope_theta: 10_000.0, norm_eps: 1e-5 };
+        let mut m = Transformer::new(cfg, 5, &dev).unwrap();
+        m.fused = false;
+        let x = Tensor::from_vec(vec![1u32, 4, 2, 9, 3, 0, 7, 7, 12, 5, 11, 6], (2, 6), &dev).unwrap();
+        let t = Tensor::from_vec(vec![4u32, 2, 9, 3, 0, 7, 7, 12, 5, 11, 6, 1], (2, 6), &dev).unwrap();
+        let h = hooks_for("bf16", Rounding::Nearest, 0).unwrap();
+        let (l16, l32) = (m.loss(&x, &t, &h).unwrap(), m.loss(&x, &t, &NoHooks).unwrap());
+        let (f16, f32_) = (l16.to_scalar::<f32>().unwrap(), l32.to_scalar::<f32>().unwrap());
+        assert!((f16 - f32_).abs() < 0.01 * f32_, "bf16 loss {f16} vs f32 {f32_}");
+        let (g16, g32) = (m.backward(&l16).unwrap(), m.backward(&l32).unwrap());
+        let mut differ = 0;
+        for (name, g) in &g16 {
+            assert_eq!(g.dtype(), DType::F32, "{name}");
+            let (a, b) = (g.flatten_all().unwrap().to_vec1::<f32>().unwrap(), g32[name].flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            let norm = b.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let diff = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt();
+            assert!(diff <= 0.05 * norm + 1e-6, "{name}: bf16 gradient off by {diff} (norm {norm})");
+            differ += usize::from(diff > 0.0);
+        }
+        assert!(differ > g16.len() / 2, "bf16 products left most gradients bit-identical to f32");
+        // The same rounding of inputs and weights with f32 products gives a different loss: the
+        // products themselves ran in bf16.
+        struct F32Products(PrecisionHooks);
+        impl LinearHooks for F32Products {
+            fn weight(&self, w: &Tensor) -> Result<Tensor> {
+                self.0.weight(w)
+            }
+            fn input(&self, x: &Tensor) -> Result<Tensor> {
+                self.0.input(x)
+            }
+        }
+        let rounded_only = m.loss(&x, &t, &F32Products(hooks_for("bf16", Rounding::Nearest, 0).unwrap())).unwrap().to_scalar::<f32>().unwrap();
+        assert_ne!(rounded_only, f16, "bf16 products and f32 products of the same rounded inputs agree exactly");
+        assert!((rounded_only - f16).abs() < 0.01 * f16);
     }
 }
