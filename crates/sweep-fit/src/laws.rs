@@ -117,8 +117,6 @@ pub fn builtin_law(name: &str) -> Result<Box<dyn Law>, FitError> {
             )?
             .with_positive_variables(),
         ),
-        // D-CPT (Que et al. 2024). r is the domain mixture ratio; the domain loss uses r, the
-        // general loss the general corpus's own share 1 - r (each loss falls with its corpus's share).
         "dcpt_domain" | "dcpt_general" => {
             // Que et al. 2024 (arXiv 2406.01375), Figure 1: the general-corpus loss L_g is a law in
             // r_g, the general corpus's share of the training data, and the domain loss L_d in
