@@ -203,7 +203,8 @@ pub fn frontier_extrapolation(f: &Frontier) -> Option<crate::output::Extrapolati
         return None;
     }
     let cut = budgets[budgets.len() - k];
-    let (held, train): (Vec<(f64, f64)>, Vec<(f64, f64)>) = f.points.iter().partition(|p| p.0 >= cut);
+    type Points = Vec<(f64, f64)>;
+    let (held, train): (Points, Points) = f.points.iter().partition(|p| p.0 >= cut);
     let refit = frontier_from(train.clone()).ok()?;
     let points: Vec<crate::output::HeldOutPoint> = held
         .iter()

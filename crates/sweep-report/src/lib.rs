@@ -349,7 +349,7 @@ fn index_html(title: &str, points: &[PointSummary], laws: Option<&LawsFile>, ima
         Some(laws) => {
             h.push_str("<h2>Laws</h2>\n");
             for l in &laws.laws {
-                let _ = writeln!(h, "<h3>{}</h3>\n<p><code>{}</code> ({}; {} points, objective {}{})</p>", esc(&l.name), esc(&l.formula), esc(&l.kind), l.fit.n_points, esc(&l.fit.objective), format!(", R² {:.4}", l.fit.r2));
+                let _ = writeln!(h, "<h3>{}</h3>\n<p><code>{}</code> ({}; {} points, objective {}, R² {:.4})</p>", esc(&l.name), esc(&l.formula), esc(&l.kind), l.fit.n_points, esc(&l.fit.objective), l.fit.r2);
                 h.push_str("<table><tr><th class=\"l\">parameter</th><th>estimate</th><th>interval</th></tr>\n");
                 for (name, e) in l.params.iter().chain(l.derived.iter()) {
                     let ci = e.ci.map(|[a, b]| format!("[{}, {}]", num(a), num(b))).unwrap_or_else(|| "–".into());
