@@ -84,6 +84,11 @@ pub trait LinearHooks: Send + Sync {
     fn is_identity(&self) -> bool {
         false
     }
+    /// The fake quantisation these hooks apply, when it can run inside the fused transformer
+    /// block (the same function and random streams as the hooks between per-op kernels).
+    fn block_quant(&self) -> Option<crate::quant::QuantTargets> {
+        None
+    }
     /// The 16-bit type the composed path (CUDA, Metal) runs matrix products in, with f32
     /// master weights and f32 element-wise ops (autocast); None for f32 products.
     fn compute_dtype(&self) -> Option<DType> {
@@ -298,7 +303,11 @@ impl Transformer {
         let sin = self.sin.narrow(0, 0, t)?;
         let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let whole_blocks = fast && hooks.is_identity();
+        // Whole fused blocks for full precision and for fake-quantised precisions; the hooks
+        // between per-op kernels otherwise (16-bit autocast, or hooks that are not quantisation).
+        let block_quant = if hooks.is_identity() { Some(crate::quant::QuantTargets::default()) } else { hooks.block_quant() };
+        let whole_blocks = fast && block_quant.is_some();
+        let block_quant = block_quant.unwrap_or_default();
         for i in 0..c.n_layers {
             let n = |rest: &str| layer_name(i, rest);
             if whole_blocks {
@@ -308,7 +317,7 @@ impl Transformer {
                 };
                 let weights = names.iter().map(|r| (n(r), self.p(&n(r)).clone())).collect();
                 let params = fused::block::BlockParams { weights, swiglu: c.ffn == Ffn::Swiglu };
-                x = fused::block::transformer_block(&x, params, &cos, &sin, h, c.d_ff, c.norm_eps, &self.side_grads)?;
+                x = fused::block::transformer_block(&x, params, &cos, &sin, h, c.d_ff, c.norm_eps, &block_quant, &self.side_grads)?;
                 continue;
             }
             // Attention.

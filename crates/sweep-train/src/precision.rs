@@ -67,6 +67,9 @@ impl LinearHooks for PrecisionHooks {
     fn compute_dtype(&self) -> Option<DType> {
         self.autocast
     }
+    fn block_quant(&self) -> Option<QuantTargets> {
+        self.autocast.is_none().then(|| self.targets.clone())
+    }
     fn kv(&self, t: &Tensor) -> Result<Tensor> {
         match self.targets.get(QuantTarget::Kv) {
             Some(q) => fake_quant(t, q),

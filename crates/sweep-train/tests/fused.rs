@@ -275,3 +275,71 @@ fn the_model_uses_fused_kernels_only_where_they_apply() {
     assert!(!fused::use_fused(&Tensor::zeros(3, DType::BF16, &DEV).unwrap()));
     let _ = D::Minus1;
 }
+
+/// Hooks that delegate to precision hooks but do not offer their quantisation to the fused
+/// block, so the model runs the per-op kernels with the hooks between them.
+struct PerOpPrecision(sweep_train::precision::PrecisionHooks);
+impl LinearHooks for PerOpPrecision {
+    fn weight(&self, w: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.weight(w)
+    }
+    fn input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.input(x)
+    }
+    fn output(&self, y: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.output(y)
+    }
+    fn kv(&self, t: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.kv(t)
+    }
+}
+
+#[test]
+fn quantised_fused_blocks_equal_the_per_op_path() {
+    use sweep_plan::config::Rounding;
+    use sweep_plan::precision::Scaling;
+    use sweep_train::precision::PrecisionHooks;
+    use sweep_train::quant::{FloatFormat, Format, IntFormat, QuantConfig, QuantTargets};
+    let x = Tensor::from_vec(vec![1u32, 4, 2, 9, 3, 0, 7, 7, 12, 5, 11, 6], (2, 6), &DEV).unwrap();
+    let y = Tensor::from_vec(vec![4u32, 2, 9, 3, 0, 7, 7, 12, 5, 11, 6, 1], (2, 6), &DEV).unwrap();
+    let e4m3 = Format::Float(FloatFormat::new(4, 3).unwrap());
+    let e2m1 = Format::Float(FloatFormat::new(2, 1).unwrap());
+    let int8 = Format::Int(IntFormat::new(8).unwrap());
+    // Fresh hooks (own call counters) for each run: weights and activations; or all four targets
+    // with stochastic rounding and block scaling.
+    let make = |all: bool| -> PrecisionHooks {
+        let q = |f: Format, s: Scaling, r: Rounding, seed: u64| Some(QuantConfig::new(f, s, r, seed).unwrap());
+        let targets = if all {
+            QuantTargets {
+                weights: q(e4m3, Scaling::Block(8), Rounding::Stochastic, 1),
+                activations: q(e2m1, Scaling::Channel, Rounding::Stochastic, 2),
+                gradients: q(int8, Scaling::Channel, Rounding::Stochastic, 3),
+                kv: q(e4m3, Scaling::Tensor, Rounding::Stochastic, 4),
+            }
+        } else {
+            QuantTargets { weights: q(e4m3, Scaling::Tensor, Rounding::Nearest, 1), activations: q(e4m3, Scaling::Tensor, Rounding::Nearest, 2), ..Default::default() }
+        };
+        PrecisionHooks { targets, autocast: None }
+    };
+    for ffn in [Ffn::Swiglu, Ffn::Gelu] {
+        let mut m = Transformer::new(tiny(ffn), 4, &DEV).unwrap();
+        for v in m.params.values() {
+            let t = v.as_tensor();
+            v.set(&if t.rank() == 1 { (t + 0.3).unwrap() } else { (t * 20.0).unwrap() }).unwrap();
+        }
+        m.fused = true;
+        for all in [false, true] {
+            let (hb, hp) = (make(all), PerOpPrecision(make(all)));
+            let (lb, lp) = (m.loss(&x, &y, &hb).unwrap(), m.loss(&x, &y, &hp).unwrap());
+            let (gb, gp) = (m.backward(&lb).unwrap(), m.backward(&lp).unwrap());
+            // The same kernels and random streams: the forward pass is bit for bit the same.
+            assert_eq!(lb.to_scalar::<f32>().unwrap(), lp.to_scalar::<f32>().unwrap(), "{ffn:?} all={all}: losses differ");
+            assert_eq!(hb.counters(), hp.0.counters(), "{ffn:?} all={all}: random streams drawn differently");
+            assert!(hb.counters().iter().any(|&c| c > 0));
+            for (name, g) in &gp {
+                let d = max_rel_diff(&gb[name], g);
+                assert!(d < 1e-4, "{ffn:?} all={all} {name}: fused-block gradient differs from per-op by {d:e}");
+            }
+        }
+    }
+}

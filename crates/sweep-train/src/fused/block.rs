@@ -13,6 +13,7 @@
 //! candle's. The activations the backward needs are kept from the forward pass.
 
 use super::*;
+use crate::quant::{quantize_slice, QuantConfig, QuantTargets};
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ struct Block {
     sin: Tensor,
     dims: Dims,
     side: SideGrads,
+    /// Fake quantisation of weights, linear inputs, their gradients and K/V (none: full precision).
+    quant: QuantTargets,
     /// Activations from the forward pass (`Saved<T>` for the dtype it ran in).
     saved: Mutex<Option<Box<dyn Any + Send>>>,
 }
@@ -67,6 +70,24 @@ struct Saved<T> {
     gate: Vec<T>,
     up: Vec<T>,
     act: Vec<T>,
+    /// Per linear layer, in forward order: what its fake quantisation produced.
+    sites: Vec<Site<T>>,
+}
+
+/// One linear layer's quantised operands (None: the unquantised tensor was used) and the
+/// stochastic-rounding counter of its gradient quantisation, drawn in the forward pass.
+struct Site<T> {
+    x: Option<Vec<T>>,
+    w: Option<Vec<T>>,
+    grad_counter: Option<u64>,
+}
+
+/// Fake-quantises a copy of `x` (rows of `row_len`) with `q` as call `counter`: the CPU kernel
+/// of [`crate::quant::fake_quant`], in f32.
+fn fq<T: Real>(x: &[T], row_len: usize, q: &QuantConfig, counter: u64) -> Result<Vec<T>> {
+    let mut v: Vec<f32> = x.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
+    quantize_slice(&mut v, row_len, q, counter)?;
+    Ok(v.into_iter().map(|v| T::of(v as f64)).collect())
 }
 
 /// a += b, on several threads.
@@ -99,6 +120,28 @@ impl Block {
         v
     }
 
+    /// A linear layer's forward with the fake quantisation of its input and weight (counters
+    /// drawn in the per-op path's order: activations, gradients, weights).
+    fn site_fwd<T: Real>(&self, x: &[T], w: &[T], (rows, inp, out): (usize, usize, usize)) -> Result<(Vec<T>, Site<T>)> {
+        let q = &self.quant;
+        let xq = q.activations.as_ref().map(|c| fq(x, inp, c, c.next_counter())).transpose()?;
+        let grad_counter = q.gradients.as_ref().map(|c| c.next_counter());
+        let wq = q.weights.as_ref().map(|c| fq(w, inp, c, c.next_counter())).transpose()?;
+        let y = linear_fwd(xq.as_deref().unwrap_or(x), wq.as_deref().unwrap_or(w), (rows, inp, out));
+        Ok((y, Site { x: xq, w: wq, grad_counter }))
+    }
+
+    /// A linear layer's backward: (dx, dW) with the quantised input and weight the forward used
+    /// (straight-through), dx fake-quantised when gradients are.
+    fn site_bwd<T: Real>(&self, site: &Site<T>, x: &[T], w: &[T], gy: &[T], dims: (usize, usize, usize)) -> Result<(Vec<T>, Vec<T>)> {
+        let (dx, dw) = linear_bwd(site.x.as_deref().unwrap_or(x), site.w.as_deref().unwrap_or(w), gy, dims);
+        let dx = match (&self.quant.gradients, site.grad_counter) {
+            (Some(c), Some(counter)) => fq(&dx, dims.1, c, counter)?,
+            _ => dx,
+        };
+        Ok((dx, dw))
+    }
+
     fn forward<T: Real>(&self, x: &[T]) -> Result<Vec<T>> {
         let Dims { b, t, h, hd, d_ff, eps, scale } = self.dims;
         let d = h * hd;
@@ -108,27 +151,47 @@ impl Block {
             let (an, wq, wk, wv, wo, mn) = (w[0], w[1], w[2], w[3], w[4], w[5]);
             let (wg, wu, wd) = if sw { (Some(w[6]), w[7], w[8]) } else { (None, w[6], w[7]) };
             let (cos, sin) = (w[w.len() - 2], w[w.len() - 1]);
+            let mut sites = Vec::with_capacity(7);
             let hn = rms_fwd(x, an, eps);
-            let heads = |wm: &[T], rotate: bool| split_fwd(&linear_fwd(&hn, wm, (rows, d, d)), cos, sin, b, t, h, hd, rotate);
-            let (q, k, v) = (heads(wq, true), heads(wk, true), heads(wv, false));
+            let mut heads = |wm: &[T], rotate: bool, kv: bool| -> Result<Vec<T>> {
+                let (y, site) = self.site_fwd(&hn, wm, (rows, d, d))?;
+                sites.push(site);
+                let y = split_fwd(&y, cos, sin, b, t, h, hd, rotate);
+                match (&self.quant.kv, kv) {
+                    (Some(c), true) => fq(&y, hd, c, c.next_counter()),
+                    _ => Ok(y),
+                }
+            };
+            let q = heads(wq, true, false)?;
+            let k = heads(wk, true, true)?;
+            let v = heads(wv, false, true)?;
             // Keep the attention probabilities for the backward unless they are large.
             let keep = b * h * t * t * std::mem::size_of::<T>() <= KEEP_PROBS_BYTES;
             let (attn, probs) = attn_fwd(&q, &k, &v, (b, h, t, hd), scale, keep);
-            let mut x1 = linear_fwd(&attn, wo, (rows, d, d));
+            let (mut x1, site) = self.site_fwd(&attn, wo, (rows, d, d))?;
+            sites.push(site);
             add_into(&mut x1, x);
             let hn2 = rms_fwd(&x1, mn, eps);
-            let up = linear_fwd(&hn2, wu, (rows, d, d_ff));
-            let (gate, act) = match wg {
+            let (gate, up, act) = match wg {
                 Some(wg) => {
-                    let gate = linear_fwd(&hn2, wg, (rows, d, d_ff));
+                    let (gate, site) = self.site_fwd(&hn2, wg, (rows, d, d_ff))?;
+                    sites.push(site);
+                    let (up, site) = self.site_fwd(&hn2, wu, (rows, d, d_ff))?;
+                    sites.push(site);
                     let act = swiglu_fwd(&gate, &up);
-                    (gate, act)
+                    (gate, up, act)
                 }
-                None => (Vec::new(), gelu_fwd(&up)),
+                None => {
+                    let (up, site) = self.site_fwd(&hn2, wu, (rows, d, d_ff))?;
+                    sites.push(site);
+                    let act = gelu_fwd(&up);
+                    (Vec::new(), up, act)
+                }
             };
-            let mut y = linear_fwd(&act, wd, (rows, d_ff, d));
+            let (mut y, site) = self.site_fwd(&act, wd, (rows, d_ff, d))?;
+            sites.push(site);
             add_into(&mut y, &x1);
-            let saved: Box<dyn Any + Send> = Box::new(Saved { hn, q, k, v, probs, attn, x1, hn2, gate, up, act });
+            let saved: Box<dyn Any + Send> = Box::new(Saved { hn, q, k, v, probs, attn, x1, hn2, gate, up, act, sites });
             *self.saved.lock().expect("saved lock") = Some(saved);
             Ok(y)
         })
@@ -147,32 +210,35 @@ impl Block {
             let (an, wq, wk, wv, wo, mn) = (w[0], w[1], w[2], w[3], w[4], w[5]);
             let (wg, wu, wd) = if sw { (Some(w[6]), w[7], w[8]) } else { (None, w[6], w[7]) };
             let (cos, sin) = (w[w.len() - 2], w[w.len() - 1]);
+            // Sites in forward order: q, k, v, o, [gate,] up, down.
+            let site = |i: usize| &s.sites[i];
+            let last = s.sites.len() - 1;
             // MLP.
-            let (dact, dwd) = linear_bwd(&s.act, wd, gy, (rows, d_ff, d));
+            let (dact, dwd) = self.site_bwd(site(last), &s.act, wd, gy, (rows, d_ff, d))?;
             let (dhn2, dwg, dwu) = match wg {
                 Some(wg) => {
                     let (dg, du) = swiglu_bwd(&s.gate, &s.up, &dact);
-                    let (mut dhn2, dwg) = linear_bwd(&s.hn2, wg, &dg, (rows, d, d_ff));
-                    let (dhn2_u, dwu) = linear_bwd(&s.hn2, wu, &du, (rows, d, d_ff));
+                    let (mut dhn2, dwg) = self.site_bwd(site(4), &s.hn2, wg, &dg, (rows, d, d_ff))?;
+                    let (dhn2_u, dwu) = self.site_bwd(site(5), &s.hn2, wu, &du, (rows, d, d_ff))?;
                     add_into(&mut dhn2, &dhn2_u);
                     (dhn2, Some(dwg), dwu)
                 }
                 None => {
                     let du = gelu_bwd(&s.up, &dact);
-                    let (dhn2, dwu) = linear_bwd(&s.hn2, wu, &du, (rows, d, d_ff));
+                    let (dhn2, dwu) = self.site_bwd(site(4), &s.hn2, wu, &du, (rows, d, d_ff))?;
                     (dhn2, None, dwu)
                 }
             };
             let (mut dx1, dmn) = rms_bwd(&s.x1, mn, &dhn2, eps);
             add_into(&mut dx1, gy);
             // Attention.
-            let (dattn, dwo) = linear_bwd(&s.attn, wo, &dx1, (rows, d, d));
+            let (dattn, dwo) = self.site_bwd(site(3), &s.attn, wo, &dx1, (rows, d, d))?;
             let (dq, dk, dv) = attn_bwd(&s.q, &s.k, &s.v, &dattn, (b, h, t, hd), scale, s.probs.as_deref());
             let mut dhn = vec![T::zero(); 0];
             let mut dqkv = Vec::with_capacity(3);
-            for (dh, wm, rotate) in [(&dq, wq, true), (&dk, wk, true), (&dv, wv, false)] {
+            for (i, (dh, wm, rotate)) in [(&dq, wq, true), (&dk, wk, true), (&dv, wv, false)].into_iter().enumerate() {
                 let dlin = split_bwd(dh, cos, sin, t, h, hd, rotate);
-                let (dpart, dw) = linear_bwd(&s.hn, wm, &dlin, (rows, d, d));
+                let (dpart, dw) = self.site_bwd(site(i), &s.hn, wm, &dlin, (rows, d, d))?;
                 if dhn.is_empty() {
                     dhn = dpart;
                 } else {
@@ -228,9 +294,11 @@ impl CustomOp1 for Block {
 }
 
 /// One transformer block on x [B, T, d] (CPU, f32 or f64): x + attn(norm(x)), then + mlp(norm(.)).
-/// `cos` and `sin` are the RoPE tables [T, hd/2]; weight gradients land in `side`.
+/// `cos` and `sin` are the RoPE tables [T, hd/2]; `quant` the fake quantisation of the point's
+/// precision (the same function, random streams included, as the per-op path's hooks); weight
+/// gradients land in `side`.
 #[allow(clippy::too_many_arguments)]
-pub fn transformer_block(x: &Tensor, params: BlockParams, cos: &Tensor, sin: &Tensor, heads: usize, d_ff: usize, eps: f64, side: &SideGrads) -> Result<Tensor> {
+pub fn transformer_block(x: &Tensor, params: BlockParams, cos: &Tensor, sin: &Tensor, heads: usize, d_ff: usize, eps: f64, quant: &QuantTargets, side: &SideGrads) -> Result<Tensor> {
     let (b, t, d) = x.dims3()?;
     if heads == 0 || d % heads != 0 || (d / heads) % 2 != 0 {
         bail!("fused block: d_model {d} does not split into {heads} heads of even size");
@@ -255,6 +323,7 @@ pub fn transformer_block(x: &Tensor, params: BlockParams, cos: &Tensor, sin: &Te
         sin: sin.contiguous()?,
         dims: Dims { b, t, h: heads, hd, d_ff, eps, scale: 1.0 / (hd as f64).sqrt() },
         side: side.clone(),
+        quant: quant.clone(),
         saved: Mutex::new(None),
     };
     x.contiguous()?.apply_op1(op)
