@@ -25,6 +25,7 @@ fn run_writes_plots_and_an_index_of_points_and_laws() {
     assert_eq!(count(&curves, ">\nN = "), 6, "one legend entry per model size");
     let finals = read("final_loss.svg");
     assert_eq!(count(&finals, "<circle"), n_points + 6, "a marker per point and per legend entry");
+    assert!(finals.contains("fitted chinchilla"), "the fitted law's curves are drawn and named in the legend");
     let law = read("law-chinchilla.svg");
     assert_eq!(count(&law, "<circle"), n_points + 1, "a marker per fitted point and one in the legend");
     assert!(law.contains("chinchilla: 30 points"), "caption names the law and its points");

@@ -91,9 +91,9 @@ pub fn write_report(dir: &Path, title: &str, points: &[PointSummary], table: Opt
         images.push(("loss_curves.svg".into(), "Validation loss against training tokens, one line per point".into()));
     }
     if points.iter().any(|p| p.final_loss.is_some()) {
-        let svg = final_loss(points, &sizes)?;
+        let svg = final_loss(points, &sizes, laws.and_then(nd_law))?;
         files.push(write_atomic(dir, "final_loss.svg", &svg)?);
-        images.push(("final_loss.svg".into(), "Final loss against training compute 6ND".into()));
+        images.push(("final_loss.svg".into(), "Final loss against training compute 6ND, with the fitted law's curve for each model size when one was fitted".into()));
     }
     if let (Some(table), Some(laws)) = (table, laws) {
         for entry in &laws.laws {
@@ -227,7 +227,22 @@ fn loss_curves(points: &[PointSummary], sizes: &[f64]) -> Result<String, ReportE
     Ok(svg)
 }
 
-fn final_loss(points: &[PointSummary], sizes: &[f64]) -> Result<String, ReportError> {
+/// The first fitted parametric built-in law of N and D alone (chinchilla, kaplan), with its
+/// parameters in the law's order, for drawing its curves over the final losses.
+fn nd_law(laws: &LawsFile) -> Option<(String, Box<dyn sweep_fit::Law>, Vec<f64>)> {
+    laws.laws.iter().filter(|e| e.kind == "parametric").find_map(|e| {
+        let law = sweep_fit::laws::builtin_law(&e.name).ok()?;
+        let mut vars = law.variables();
+        vars.sort();
+        if vars != ["D", "N"] {
+            return None;
+        }
+        let theta = law.params().iter().map(|p| e.params.get(&p.name).map(|v| v.estimate)).collect::<Option<Vec<f64>>>()?;
+        Some((e.name.clone(), law, theta))
+    })
+}
+
+fn final_loss(points: &[PointSummary], sizes: &[f64], law: Option<(String, Box<dyn sweep_fit::Law>, Vec<f64>)>) -> Result<String, ReportError> {
     let what = "final_loss.svg";
     let done: Vec<(f64, f64, f64)> = points.iter().filter_map(|p| Some((6.0 * p.n * p.d, p.final_loss?, p.n))).filter(|(c, l, _)| *c > 0.0 && l.is_finite()).collect();
     let (Some((x0, x1)), Some((y0, y1))) = (span(done.iter().map(|d| d.0), true), span(done.iter().map(|d| d.1), false)) else {
@@ -247,6 +262,31 @@ fn final_loss(points: &[PointSummary], sizes: &[f64]) -> Result<String, ReportEr
                 .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
         );
         tryp!(what, chart.configure_mesh().x_labels(8).light_line_style(BLACK.mix(0.04)).x_desc("training compute 6ND (FLOPs)").y_desc("final validation loss").x_label_formatter(&|x| format!("{x:.0e}")).draw());
+        // The fitted law's loss for each model size across the compute range (D = C / 6N).
+        if let Some((name, law, theta)) = &law {
+            let vars = law.variables();
+            let mut labelled = false;
+            for (i, &n) in sizes.iter().enumerate() {
+                let c = colour(i, sizes.len());
+                let curve: Vec<(f64, f64)> = (0..=60)
+                    .map(|k| x0 * (x1 / x0).powf(k as f64 / 60.0))
+                    .filter_map(|cx| {
+                        let x: Vec<f64> = vars.iter().map(|v| if v == "N" { n } else { cx / (6.0 * n) }).collect();
+                        let y = law.predict(theta, &x);
+                        (y.is_finite() && y >= y0 && y <= y1).then_some((cx, y))
+                    })
+                    .collect();
+                if curve.len() < 2 {
+                    continue;
+                }
+                let series = tryp!(what, chart.draw_series(LineSeries::new(curve, c.mix(0.9).stroke_width(1))));
+                if !labelled {
+                    labelled = true;
+                    let label = format!("fitted {name}");
+                    series.label(label).legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+                }
+            }
+        }
         for (i, &n) in sizes.iter().enumerate() {
             let c = colour(i, sizes.len());
             let mut pts: Vec<(f64, f64)> = done.iter().filter(|d| d.2 == n).map(|d| (d.0, d.1)).collect();
@@ -254,7 +294,9 @@ fn final_loss(points: &[PointSummary], sizes: &[f64]) -> Result<String, ReportEr
                 continue;
             }
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            tryp!(what, chart.draw_series(LineSeries::new(pts.iter().copied(), c.mix(0.5).stroke_width(1))));
+            if law.is_none() {
+                tryp!(what, chart.draw_series(LineSeries::new(pts.iter().copied(), c.mix(0.5).stroke_width(1))));
+            }
             tryp!(what, chart.draw_series(pts.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled()))))
                 .label(format!("N = {}", si(n)))
                 .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
