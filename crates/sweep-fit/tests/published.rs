@@ -68,6 +68,33 @@ fn vocab_law_reproduces_published_coefficients() {
 }
 
 #[test]
+fn published_vocab_coefficients_lie_inside_the_bootstrap_intervals() {
+    // The published A2 and alpha2 sit a little off the converged optimum (where scipy stopped;
+    // see above), but well inside the fit's own 95% bootstrap intervals, as all six do.
+    let path = repo_root().join("../shared/data/vocab_scaling_exp_data.csv");
+    if !path.exists() {
+        eprintln!("\n*** SKIP published_vocab_coefficients_lie_inside_the_bootstrap_intervals: {} is absent; this check did NOT run ***\n", path.display());
+        return;
+    }
+    let raw = Table::from_csv(&path, &[]).unwrap();
+    let col = |n: &str| raw.column(n).unwrap().to_vec();
+    let (v, d, h, nnv, flops, lossu) = (col("vocab_size"), col("embed_dim"), col("num_characters"), col("Non_vocab_parameters"), col("FLOPs"), col("Lossu"));
+    let rows: Vec<Vec<f64>> = (0..v.len())
+        .filter(|&i| flops[i] >= 2.18e17)
+        .map(|i| vec![nnv[i], v[i] * d[i], h[i] * tokens_per_character(v[i]), lossu[i]])
+        .collect();
+    let table = Table::from_rows(&["N_nv", "N_v", "D", "loss"], &rows, path.display().to_string()).unwrap();
+    let config = FitConfig::from_toml_str("laws = [{ name = \"vocab\" }]\nbootstrap = { resamples = 100, level = 0.95 }\nextrapolation = false").unwrap();
+    let laws = fit_all(&table, None, &config).unwrap();
+    let p = &laws.laws[0].params;
+    for (name, published) in [("A1", 1.83139), ("A2", 0.195842), ("B", 2.12411), ("E", 5.53278), ("beta", 0.446606), ("alpha2", 0.670737)] {
+        let [lo, hi] = p[name].ci.expect("bootstrap interval");
+        eprintln!("vocab {name}: published {published} in [{lo:.5}, {hi:.5}]?");
+        assert!(lo <= published && published <= hi, "{name}: published {published} outside the 95% interval [{lo}, {hi}]");
+    }
+}
+
+#[test]
 fn fp_quant_optimal_formats_match_published() {
     // Sun et al.: E2M1 at 4 bits, E4M3 at 8, E8M7 at 16 with delta = 3.1926, nu = 2.9543.
     let (delta, nu) = (3.1926, 2.9543);
