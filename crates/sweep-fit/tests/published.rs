@@ -14,24 +14,30 @@ fn tokens_per_character(vocab_size: f64) -> f64 {
     0.00639222 * logv * logv - 0.15811069 * logv + 1.20470122
 }
 
-#[test]
-fn vocab_law_reproduces_published_coefficients() {
+/// The public vocabulary-law data as the law's table, by the procedure of laws.md and the public
+/// code: drop points with FLOPs < 2.18e17; N_v = V d; tokens D = H * tokens_per_character(V);
+/// units N/1e6 and D/1e9 are part of the law. None (with a loud SKIP for `test`) when the file
+/// is absent.
+fn vocab_table(test: &str) -> Option<Table> {
     let path = repo_root().join("../shared/data/vocab_scaling_exp_data.csv");
     if !path.exists() {
-        eprintln!("\n*** SKIP vocab_law_reproduces_published_coefficients: {} is absent; this check did NOT run ***\n", path.display());
-        return;
+        eprintln!("\n*** SKIP {test}: {} is absent; this check did NOT run ***\n", path.display());
+        return None;
     }
     let raw = Table::from_csv(&path, &[]).unwrap();
     let col = |n: &str| raw.column(n).unwrap().to_vec();
     let (v, d, h, nnv, flops, lossu) = (col("vocab_size"), col("embed_dim"), col("num_characters"), col("Non_vocab_parameters"), col("FLOPs"), col("Lossu"));
-    // Procedure of laws.md / the public code: drop points with FLOPs < 2.18e17; N_v = V d;
-    // tokens D = H * tokens_per_character(V); units N/1e6 and D/1e9 are part of the law.
     let rows: Vec<Vec<f64>> = (0..v.len())
         .filter(|&i| flops[i] >= 2.18e17)
         .map(|i| vec![nnv[i], v[i] * d[i], h[i] * tokens_per_character(v[i]), lossu[i]])
         .collect();
-    assert_eq!(rows.len(), 1054, "points kept after the FLOPs cut");
-    let table = Table::from_rows(&["N_nv", "N_v", "D", "loss"], &rows, path.display().to_string()).unwrap();
+    Some(Table::from_rows(&["N_nv", "N_v", "D", "loss"], &rows, path.display().to_string()).unwrap())
+}
+
+#[test]
+fn vocab_law_reproduces_published_coefficients() {
+    let Some(table) = vocab_table("vocab_law_reproduces_published_coefficients") else { return };
+    assert_eq!(table.len(), 1054, "points kept after the FLOPs cut");
     let config = FitConfig::from_toml_str("laws = [{ name = \"vocab\" }]\nbootstrap = { resamples = 0 }\nextrapolation = false").unwrap();
     let laws = fit_all(&table, None, &config).unwrap();
     let p = &laws.laws[0].params;
@@ -71,19 +77,7 @@ fn vocab_law_reproduces_published_coefficients() {
 fn published_vocab_coefficients_lie_inside_the_bootstrap_intervals() {
     // The published A2 and alpha2 sit a little off the converged optimum (where scipy stopped;
     // see above), but well inside the fit's own 95% bootstrap intervals, as all six do.
-    let path = repo_root().join("../shared/data/vocab_scaling_exp_data.csv");
-    if !path.exists() {
-        eprintln!("\n*** SKIP published_vocab_coefficients_lie_inside_the_bootstrap_intervals: {} is absent; this check did NOT run ***\n", path.display());
-        return;
-    }
-    let raw = Table::from_csv(&path, &[]).unwrap();
-    let col = |n: &str| raw.column(n).unwrap().to_vec();
-    let (v, d, h, nnv, flops, lossu) = (col("vocab_size"), col("embed_dim"), col("num_characters"), col("Non_vocab_parameters"), col("FLOPs"), col("Lossu"));
-    let rows: Vec<Vec<f64>> = (0..v.len())
-        .filter(|&i| flops[i] >= 2.18e17)
-        .map(|i| vec![nnv[i], v[i] * d[i], h[i] * tokens_per_character(v[i]), lossu[i]])
-        .collect();
-    let table = Table::from_rows(&["N_nv", "N_v", "D", "loss"], &rows, path.display().to_string()).unwrap();
+    let Some(table) = vocab_table("published_vocab_coefficients_lie_inside_the_bootstrap_intervals") else { return };
     let config = FitConfig::from_toml_str("laws = [{ name = \"vocab\" }]\nbootstrap = { resamples = 100, level = 0.95 }\nextrapolation = false").unwrap();
     let laws = fit_all(&table, None, &config).unwrap();
     let p = &laws.laws[0].params;

@@ -12,6 +12,7 @@
 //! The input comes from the caller (the CLI reads the sweep directory); this crate only draws.
 //! Every file is written to a temporary name and renamed into place.
 
+use plotters::coord::ranged1d::AsRangedCoord;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -193,25 +194,34 @@ macro_rules! tryp {
     };
 }
 
+/// A chart's SVG text: a white canvas, the caption, axes over `x` by `y`, what `draw` adds
+/// (mesh and series), then the legend at `legend`.
+fn svg_chart<X: AsRangedCoord, Y: AsRangedCoord>(
+    what: &str,
+    caption: &str,
+    (x, y): (X, Y),
+    legend: SeriesLabelPosition,
+    draw: impl FnOnce(&mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X::CoordDescType, Y::CoordDescType>>) -> Result<(), ReportError>,
+) -> Result<String, ReportError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        tryp!(what, root.fill(&WHITE));
+        let mut chart = tryp!(what, ChartBuilder::on(&root).caption(caption, ("sans-serif", 20)).margin(12).x_label_area_size(42).y_label_area_size(56).build_cartesian_2d(x, y));
+        draw(&mut chart)?;
+        tryp!(what, chart.configure_series_labels().position(legend).background_style(WHITE.mix(0.85)).border_style(BLACK).draw());
+        tryp!(what, root.present());
+    }
+    Ok(svg)
+}
+
 fn loss_curves(points: &[PointSummary], sizes: &[f64]) -> Result<String, ReportError> {
     let what = "loss_curves.svg";
     let all = || points.iter().flat_map(|p| p.curve.iter().copied());
     let (Some((x0, x1)), Some((y0, y1))) = (span(all().map(|c| c.0), true), span(all().map(|c| c.1), false)) else {
         return Err(ReportError::Plot { what: what.into(), msg: "no finite losses".into() });
     };
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        tryp!(what, root.fill(&WHITE));
-        let mut chart = tryp!(
-            what,
-            ChartBuilder::on(&root)
-                .caption("Validation loss during training", ("sans-serif", 20))
-                .margin(12)
-                .x_label_area_size(42)
-                .y_label_area_size(56)
-                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
-        );
+    svg_chart(what, "Validation loss during training", ((x0..x1).log_scale(), y0..y1), SeriesLabelPosition::UpperRight, |chart| {
         tryp!(what, chart.configure_mesh().x_labels(8).light_line_style(BLACK.mix(0.04)).x_desc("training tokens").y_desc("validation loss (nats/token)").x_label_formatter(&|x| si(*x)).draw());
         let mut labelled = std::collections::BTreeSet::new();
         for p in points.iter().filter(|p| !p.curve.is_empty()) {
@@ -221,10 +231,8 @@ fn loss_curves(points: &[PointSummary], sizes: &[f64]) -> Result<String, ReportE
                 series.label(format!("N = {}", si(p.n))).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
             }
         }
-        tryp!(what, chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw());
-        tryp!(what, root.present());
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// The first fitted parametric built-in law of N and D alone (chinchilla, kaplan), with its
@@ -248,19 +256,7 @@ fn final_loss(points: &[PointSummary], sizes: &[f64], law: Option<(String, Box<d
     let (Some((x0, x1)), Some((y0, y1))) = (span(done.iter().map(|d| d.0), true), span(done.iter().map(|d| d.1), false)) else {
         return Err(ReportError::Plot { what: what.into(), msg: "no finished points with finite losses".into() });
     };
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        tryp!(what, root.fill(&WHITE));
-        let mut chart = tryp!(
-            what,
-            ChartBuilder::on(&root)
-                .caption("Final loss against compute", ("sans-serif", 20))
-                .margin(12)
-                .x_label_area_size(42)
-                .y_label_area_size(56)
-                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
-        );
+    svg_chart(what, "Final loss against compute", ((x0..x1).log_scale(), y0..y1), SeriesLabelPosition::UpperRight, |chart| {
         tryp!(what, chart.configure_mesh().x_labels(8).light_line_style(BLACK.mix(0.04)).x_desc("training compute 6ND (FLOPs)").y_desc("final validation loss").x_label_formatter(&|x| format!("{x:.0e}")).draw());
         // The fitted law's loss for each model size across the compute range (D = C / 6N).
         if let Some((name, law, theta)) = &law {
@@ -301,10 +297,8 @@ fn final_loss(points: &[PointSummary], sizes: &[f64], law: Option<(String, Box<d
                 .label(format!("N = {}", si(n)))
                 .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
         }
-        tryp!(what, chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw());
-        tryp!(what, root.present());
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Predicted against observed for a parametric built-in law; Err(reason) when it cannot be drawn.
@@ -335,27 +329,15 @@ fn law_parity(entry: &sweep_fit::LawEntry, table: &Table) -> Result<String, Stri
     }
     let what = format!("law-{}.svg", entry.name);
     let (lo, hi) = span(pairs.iter().flat_map(|&(a, b)| [a, b]), false).ok_or("no finite values")?;
-    let mut svg = String::new();
-    {
-        let e = |e: &dyn std::fmt::Display| format!("{what}: {e}");
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(|x| e(&x))?;
-        let r2 = format!(", R² {:.4}", entry.fit.r2);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{}: {} points{r2}", entry.name, pairs.len()), ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(56)
-            .build_cartesian_2d(lo..hi, lo..hi)
-            .map_err(|x| e(&x))?;
-        chart.configure_mesh().light_line_style(BLACK.mix(0.04)).x_desc(format!("observed {}", law.response())).y_desc("predicted by the fitted law").draw().map_err(|x| e(&x))?;
-        chart.draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.4).stroke_width(1))).map_err(|x| e(&x))?.label("predicted = observed").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
+    let caption = format!("{}: {} points, R² {:.4}", entry.name, pairs.len(), entry.fit.r2);
+    let drawn = svg_chart(&what, &caption, (lo..hi, lo..hi), SeriesLabelPosition::UpperLeft, |chart| {
+        tryp!(what, chart.configure_mesh().light_line_style(BLACK.mix(0.04)).x_desc(format!("observed {}", law.response())).y_desc("predicted by the fitted law").draw());
+        tryp!(what, chart.draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.4).stroke_width(1)))).label("predicted = observed").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
         let c = colour(1, 4);
-        chart.draw_series(pairs.iter().map(|&(o, p)| Circle::new((o, p), 4, c.filled()))).map_err(|x| e(&x))?.label("finished points").legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(|x| e(&x))?;
-        root.present().map_err(|x| e(&x))?;
-    }
-    Ok(svg)
+        tryp!(what, chart.draw_series(pairs.iter().map(|&(o, p)| Circle::new((o, p), 4, c.filled())))).label("finished points").legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
+        Ok(())
+    });
+    drawn.map_err(|e| e.to_string())
 }
 
 fn esc(s: &str) -> String {

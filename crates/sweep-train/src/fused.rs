@@ -29,6 +29,8 @@ pub trait Real: num_traits::Float + WithDType + Send + Sync + std::iter::Sum {
     fn of(x: f64) -> Self;
     /// The storage's elements when it holds this type.
     fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
+    /// f32 values in this type (no copy for f32).
+    fn from_f32_vec(v: Vec<f32>) -> Vec<Self>;
 }
 
 impl Real for f32 {
@@ -46,6 +48,9 @@ impl Real for f32 {
             _ => None,
         }
     }
+    fn from_f32_vec(v: Vec<f32>) -> Vec<f32> {
+        v
+    }
 }
 
 impl Real for f64 {
@@ -62,6 +67,9 @@ impl Real for f64 {
             CpuStorage::F64(v) => Some(v),
             _ => None,
         }
+    }
+    fn from_f32_vec(v: Vec<f32>) -> Vec<f64> {
+        v.into_iter().map(f64::from).collect()
     }
 }
 

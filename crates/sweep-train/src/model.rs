@@ -79,13 +79,9 @@ pub trait LinearHooks: Send + Sync {
     fn kv(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())
     }
-    /// True when every hook is the identity (full precision), which lets the CPU run each
-    /// transformer block as one fused op.
-    fn is_identity(&self) -> bool {
-        false
-    }
     /// The fake quantisation these hooks apply, when it can run inside the fused transformer
-    /// block (the same function and random streams as the hooks between per-op kernels).
+    /// block (the same function and random streams as the hooks between per-op kernels); empty
+    /// targets for full precision; None when the hooks must sit between per-op kernels.
     fn block_quant(&self) -> Option<crate::quant::QuantTargets> {
         None
     }
@@ -109,8 +105,8 @@ pub fn autocast_matmul(a: &Tensor, b: &Tensor, dtype: Option<DType>) -> Result<T
 /// No hooks: full precision.
 pub struct NoHooks;
 impl LinearHooks for NoHooks {
-    fn is_identity(&self) -> bool {
-        true
+    fn block_quant(&self) -> Option<crate::quant::QuantTargets> {
+        Some(Default::default())
     }
 }
 
@@ -180,8 +176,9 @@ pub struct Transformer {
     mask: Tensor,
 }
 
-/// A block's parameters in the fused block's order (names after `model.layers.{i}.`).
-const BLOCK_PARAMS_SWIGLU: [&str; 9] = [
+/// A block's parameters in the fused block's order (names after `model.layers.{i}.`); GELU
+/// blocks have no gate.
+const BLOCK_PARAMS: [&str; 9] = [
     "input_layernorm.weight",
     "self_attn.q_proj.weight",
     "self_attn.k_proj.weight",
@@ -189,16 +186,6 @@ const BLOCK_PARAMS_SWIGLU: [&str; 9] = [
     "self_attn.o_proj.weight",
     "post_attention_layernorm.weight",
     "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-];
-const BLOCK_PARAMS_GELU: [&str; 8] = [
-    "input_layernorm.weight",
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "post_attention_layernorm.weight",
     "mlp.up_proj.weight",
     "mlp.down_proj.weight",
 ];
@@ -305,18 +292,16 @@ impl Transformer {
         let scale = 1.0 / (hd as f64).sqrt();
         // Whole fused blocks for full precision and for fake-quantised precisions; the hooks
         // between per-op kernels otherwise (16-bit autocast, or hooks that are not quantisation).
-        let block_quant = if hooks.is_identity() { Some(crate::quant::QuantTargets::default()) } else { hooks.block_quant() };
+        let block_quant = hooks.block_quant();
         let whole_blocks = fast && block_quant.is_some();
         let block_quant = block_quant.unwrap_or_default();
         for i in 0..c.n_layers {
             let n = |rest: &str| layer_name(i, rest);
             if whole_blocks {
-                let names: &[&str] = match c.ffn {
-                    Ffn::Swiglu => &BLOCK_PARAMS_SWIGLU,
-                    Ffn::Gelu => &BLOCK_PARAMS_GELU,
-                };
-                let weights = names.iter().map(|r| (n(r), self.p(&n(r)).clone())).collect();
-                let params = fused::block::BlockParams { weights, swiglu: c.ffn == Ffn::Swiglu };
+                let swiglu = c.ffn == Ffn::Swiglu;
+                let names = BLOCK_PARAMS.iter().filter(|r| swiglu || !r.starts_with("mlp.gate"));
+                let weights = names.map(|r| (n(r), self.p(&n(r)).clone())).collect();
+                let params = fused::block::BlockParams { weights, swiglu };
                 x = fused::block::transformer_block(&x, params, &cos, &sin, h, c.d_ff, c.norm_eps, &block_quant, &self.side_grads)?;
                 continue;
             }

@@ -60,10 +60,6 @@ impl LinearHooks for PrecisionHooks {
             None => Ok(x),
         }
     }
-    fn is_identity(&self) -> bool {
-        let t = &self.targets;
-        self.autocast.is_none() && t.weights.is_none() && t.activations.is_none() && t.gradients.is_none() && t.kv.is_none()
-    }
     fn compute_dtype(&self) -> Option<DType> {
         self.autocast
     }

@@ -87,7 +87,7 @@ struct Site<T> {
 fn fq<T: Real>(x: &[T], row_len: usize, q: &QuantConfig, counter: u64) -> Result<Vec<T>> {
     let mut v: Vec<f32> = x.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
     quantize_slice(&mut v, row_len, q, counter)?;
-    Ok(v.into_iter().map(|v| T::of(v as f64)).collect())
+    Ok(T::from_f32_vec(v))
 }
 
 /// a += b, on several threads.

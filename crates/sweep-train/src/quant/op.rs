@@ -15,7 +15,7 @@ pub fn fake_quant(x: &Tensor, q: &QuantConfig) -> Result<Tensor> {
 
 /// [`fake_quant`] with an explicit stochastic-rounding counter (the config's counter is untouched).
 pub fn fake_quant_at(x: &Tensor, q: &QuantConfig, counter: u64) -> Result<Tensor> {
-    via_cpu(x, |x| x.apply_op1(FakeQuant { config: q.clone(), counter }))
+    on_kernel_device(x, |x| x.apply_op1(FakeQuant { config: q.clone(), counter }))
 }
 
 /// The identity in the forward pass; in the backward pass the incoming gradient is fake-quantised
@@ -27,13 +27,13 @@ pub fn quant_grad(x: &Tensor, q: &QuantConfig) -> Result<Tensor> {
 
 /// [`quant_grad`] with an explicit stochastic-rounding counter.
 pub fn quant_grad_at(x: &Tensor, q: &QuantConfig, counter: u64) -> Result<Tensor> {
-    via_cpu(x, |x| x.apply_op1(QuantGrad { config: q.clone(), counter }))
+    on_kernel_device(x, |x| x.apply_op1(QuantGrad { config: q.clone(), counter }))
 }
 
 /// Runs `f` on `x` made contiguous: in place on the CPU, and on CUDA for f32 tensors when built
 /// with the `cuda` feature (the kernels of `fake_quant.cu`); other devices and dtypes go through
 /// a CPU copy that is moved back to `x`'s device (the transfers are differentiable in candle).
-fn via_cpu(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+fn on_kernel_device(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let on_device = x.device().is_cpu() || (cfg!(feature = "cuda") && x.device().is_cuda() && x.dtype() == DType::F32);
     if on_device {
         f(&x.contiguous()?)
@@ -142,7 +142,7 @@ impl CustomOp1 for QuantGrad {
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = via_cpu(grad_res, |g| g.apply_op1_no_bwd(&FakeQuant { config: self.config.clone(), counter: self.counter }))?;
+        let grad = on_kernel_device(grad_res, |g| g.apply_op1_no_bwd(&FakeQuant { config: self.config.clone(), counter: self.counter }))?;
         Ok(Some(grad))
     }
 }
