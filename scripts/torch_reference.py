@@ -119,6 +119,9 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sdpa", action="store_true", help="fused scaled_dot_product_attention instead of eager attention")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: torch.autocast (f32 master weights), as sweep's bf16")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     a = p.parse_args()
     if a.d_ff is None:
         # As `sweep bench train`: 4 d for GELU, 8/3 d rounded up to a multiple of 32 for SwiGLU.
@@ -126,28 +129,37 @@ def main():
         a.d_ff = 4 * a.d_model if a.ffn == "gelu" else ceil_div(ceil_div(8 * a.d_model, 3), 32) * 32
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = Transformer(a)
+    dev = torch.device(a.device)
+    model = Transformer(a).to(dev)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
     n = a.batch * a.ctx
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, a.vocab, (n + 1,), generator=g)
-    x = tokens[:n].view(a.batch, a.ctx)
-    y = tokens[1:].view(a.batch, a.ctx)
+    x = tokens[:n].view(a.batch, a.ctx).to(dev)
+    y = tokens[1:].view(a.batch, a.ctx).to(dev)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    fwd_model = torch.compile(model) if a.compile else model
+    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")
     fwd = bwd = optim = 0.0
     times = []
     loss = None
     for s in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        logits = model(x)
-        loss = F.cross_entropy(logits.view(n, a.vocab), y.reshape(n))
+        with autocast():
+            logits = fwd_model(x)
+            loss = F.cross_entropy(logits.view(n, a.vocab).float(), y.reshape(n))
+        sync()
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sync()
         t3 = time.perf_counter()
         if s >= a.warmup:
             fwd += t1 - t0
@@ -167,6 +179,11 @@ def main():
         "d_ff": a.d_ff,
         "ffn": a.ffn,
         "torch": torch.__version__,
+        "device": a.device,
+        "precision": a.precision,
+        "compile": a.compile,
+        "sdpa": a.sdpa,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
     }))
 
 

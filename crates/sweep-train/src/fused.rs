@@ -1088,3 +1088,4 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
 }
 
 pub mod block;
+pub mod cuda;

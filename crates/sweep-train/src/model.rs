@@ -324,7 +324,8 @@ impl Transformer {
             } else {
                 // Products in the autocast type, softmax in f32 (as PyTorch's autocast does).
                 let cd = hooks.compute_dtype();
-                let att = causal_softmax(&autocast_matmul(&q, &k.t()?, cd)?, &mask, scale)?;
+                let scores = autocast_matmul(&q, &k.t()?, cd)?;
+                let att = if fused::cuda::available(&scores) { fused::cuda::causal_softmax(&scores, scale)? } else { causal_softmax(&scores, &mask, scale)? };
                 autocast_matmul(&att, &v, cd)?.transpose(1, 2)?.reshape((b, t, c.d_model))?
             };
             x = (x + linear(&y, self.p(&n("self_attn.o_proj.weight")), hooks, fast)?)?;
@@ -363,7 +364,8 @@ impl Transformer {
         if self.fused_for(&x) {
             fused::head_cross_entropy(&x, self.head(), targets, &self.scratch)
         } else {
-            cross_entropy(&x.matmul(&self.head().t()?)?, targets)
+            let logits = x.matmul(&self.head().t()?)?;
+            if fused::cuda::available(&logits) { fused::cuda::cross_entropy(&logits, targets) } else { cross_entropy(&logits, targets) }
         }
     }
 

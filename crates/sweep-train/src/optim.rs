@@ -27,8 +27,8 @@ pub struct AdamW {
     pub v: BTreeMap<String, Tensor>,
     /// Updates applied so far.
     pub t: u64,
-    /// Update CPU parameters in place with the fused kernel (true by default); false runs the
-    /// composed tensor ops, the reference the fused update is tested against.
+    /// Update CPU and CUDA parameters in place with the fused kernels (true by default); false
+    /// runs the composed tensor ops, the reference the fused update is tested against.
     pub fused: bool,
 }
 
@@ -60,9 +60,16 @@ impl AdamW {
                 && [mt, vt, g].iter().all(|t| t.is_contiguous() && t.dtype() == pt.dtype() && t.device().is_cpu())
                 && pt.is_contiguous()
                 && ![(pt, mt), (pt, vt), (mt, vt), (g, pt), (g, mt), (g, vt)].iter().any(|(a, b)| fused::shares_storage(a, b));
+            let s = fused::AdamWStep { beta1: c.beta1, beta2: c.beta2, eps: c.eps, bias_correction1: bc1, bias_correction2: bc2, lr, weight_decay: decay };
             if in_place {
-                let s = fused::AdamWStep { beta1: c.beta1, beta2: c.beta2, eps: c.eps, bias_correction1: bc1, bias_correction2: bc2, lr, weight_decay: decay };
                 fused::adamw_in_place(pt, mt, vt, g, s)?;
+                continue;
+            }
+            let on_cuda = self.fused
+                && [pt, mt, vt, g].iter().all(|t| fused::cuda::available(t) && t.is_contiguous())
+                && ![(pt, mt), (pt, vt), (mt, vt), (g, pt), (g, mt), (g, vt)].iter().any(|(a, b)| fused::shares_storage(a, b));
+            if on_cuda {
+                fused::cuda::adamw_in_place(pt, mt, vt, g, s)?;
                 continue;
             }
             let m = (self.m[name].affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;

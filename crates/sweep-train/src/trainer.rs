@@ -136,21 +136,26 @@ fn evaluate(model: &Transformer, data: &PreparedData, batch_size: usize, context
     Ok(out)
 }
 
-/// The measured peak of this device's f32 matrix multiply (FLOP/s), the denominator of MFU on
-/// the CPU (candle exposes no nominal peak). Measured once per process.
+/// The measured peak of this device's f32 matrix multiply (FLOP/s), the denominator of MFU
+/// (candle exposes no nominal peak). Measured once per process.
 pub fn gemm_peak(device: &Device) -> f64 {
     static PEAK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *PEAK.get_or_init(|| {
-        let n = 512;
+        // A product large enough to fill the device: 512 on the CPU, 4096 on a GPU (where a
+        // 512 product is launch-bound); timed with one synchronisation per batch of products.
+        let (n, batch) = if device.is_cpu() { (512, 1) } else { (4096, 10) };
         let run = || -> candle_core::Result<f64> {
             let a = Tensor::ones((n, n), candle_core::DType::F32, device)?;
-            let _ = a.matmul(&a)?;
+            a.matmul(&a)?.sum_all()?.to_scalar::<f32>()?;
             let t = Instant::now();
             let mut reps = 0;
             while t.elapsed().as_secs_f64() < 0.3 {
-                let c = a.matmul(&a)?;
+                let mut c = a.matmul(&a)?;
+                for _ in 1..batch {
+                    c = a.matmul(&a)?;
+                }
                 c.sum_all()?.to_scalar::<f32>()?;
-                reps += 1;
+                reps += batch;
             }
             Ok(2.0 * (n * n * n) as f64 * reps as f64 / t.elapsed().as_secs_f64())
         };
