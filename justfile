@@ -26,3 +26,7 @@ simulate:
 # Benchmarks (see docs/benchmarks.md for recorded numbers).
 bench:
     cargo bench
+
+# A one-node Slurm on this machine (root; Debian/Ubuntu): for tests/slurm.rs and trying `sweep slurm`.
+slurm-local:
+    bash scripts/slurm-local.sh start

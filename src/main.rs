@@ -4,6 +4,7 @@
 mod cmd_data;
 mod cmd_fit;
 mod cmd_report;
+mod cmd_slurm;
 mod fmt;
 mod progress;
 
@@ -37,6 +38,9 @@ enum Command {
     Init(InitArgs),
     /// Claim and run points of an existing sweep directory (one of many workers).
     Worker(WorkerArgs),
+    /// Run a sweep as a Slurm job array over a shared directory (one worker per task), with a
+    /// dependent job that fits the laws.
+    Slurm(SlurmArgs),
     /// Show done, running, pending and failed points of a sweep directory.
     Status(StatusArgs),
     /// Fit scaling laws to a sweep's finished points (or to a CSV) and write laws.json.
@@ -124,6 +128,19 @@ struct InitArgs {
     /// Accept a config that drops points with results or checkpoints in the directory.
     #[arg(long)]
     force: bool,
+}
+
+#[derive(Args)]
+struct SlurmArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    slurm: cmd_slurm::SlurmOptions,
+    /// Accept a config that drops points with results or checkpoints in the directory.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    lease: LeaseArgs,
 }
 
 #[derive(Args)]
@@ -246,6 +263,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run(a),
         Command::Init(a) => cmd_init(a),
         Command::Worker(a) => cmd_worker(a),
+        Command::Slurm(a) => cmd_slurm(a),
         Command::Status(a) => cmd_status(a),
         Command::Bench(BenchCommand::Train(a)) => cmd_bench_train(a),
         Command::Data(a) => cmd_data::run(a).map(|()| 0),
@@ -562,6 +580,57 @@ fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
     if c.done < c.total {
         bail!("{} point(s) are neither done nor failed; another worker may still hold them (see `sweep status {}`)", c.total - c.done - c.failed, store.dir.display());
     }
+    Ok(0)
+}
+
+fn cmd_slurm(a: SlurmArgs) -> anyhow::Result<u8> {
+    use cmd_slurm::{array_script, fit_script, sbatch, validate, ScriptInputs};
+    validate(&a.slurm)?;
+    worker_options(&a.lease, false)?;
+    let plan = load_plan(&a.config)?;
+    let dir = plan.sweep_dir(a.config.out.as_deref());
+    let store = prepare(&plan, &dir, a.force)?;
+    let c = store.status()?.counts;
+    let left = c.pending + c.running;
+    if left == 0 {
+        println!("{}: nothing left to run ({} done, {} failed); nothing submitted", dir.display(), c.done, c.failed);
+        return Ok(0);
+    }
+    let o = &a.slurm;
+    let dir = std::fs::canonicalize(&dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let binary = std::env::current_exe().and_then(|p| p.canonicalize()).context("locating the sweep binary")?;
+    let tasks = o.tasks.unwrap_or(left.min(64));
+    if tasks > left {
+        tracing::warn!("--tasks {tasks} is more than the {left} point(s) left: the extra tasks find nothing to claim and exit");
+    }
+    if o.gpus == 0 && plan.points.iter().any(|p| p.runtime.device.starts_with("cuda")) {
+        tracing::warn!("the config trains on {} but --gpus is 0: the tasks get no GPU; give --gpus 1", plan.points[0].runtime.device);
+    }
+    let inputs = ScriptInputs { name: plan.name().to_string(), dir: dir.clone(), binary, tasks, heartbeat: a.lease.heartbeat, stale_after: a.lease.stale_after };
+    let sdir = dir.join("slurm");
+    std::fs::create_dir_all(sdir.join("logs")).with_context(|| format!("creating {}", sdir.join("logs").display()))?;
+    let (array, fit) = (sdir.join("array.sbatch"), sdir.join("fit.sbatch"));
+    sweep_store::fsio::write_atomic(&array, array_script(o, &inputs).as_bytes()).with_context(|| format!("writing {}", array.display()))?;
+    let with_fit = !o.no_fit && plan.config.fit.is_some();
+    if with_fit {
+        sweep_store::fsio::write_atomic(&fit, fit_script(o, &inputs).as_bytes()).with_context(|| format!("writing {}", fit.display()))?;
+    }
+    println!("{}: {} point(s) left of {}; {tasks} array task(s)", dir.display(), left, c.total);
+    if !o.submit {
+        println!("wrote {}{}", array.display(), if with_fit { format!(" and {}", fit.display()) } else { String::new() });
+        println!("submit with:\n  id=$(sbatch --parsable {})", array.display());
+        if with_fit {
+            println!("  sbatch --dependency=afterany:$id {}", fit.display());
+        }
+        println!("or run `sweep slurm` again with --submit");
+        return Ok(0);
+    }
+    let id = sbatch(&array, &[])?;
+    let fit_id = if with_fit { Some(sbatch(&fit, &[format!("--dependency=afterany:{id}")])?) } else { None };
+    let record = serde_json::json!({ "submitted_unix": sweep_store::fsio::unix_now(), "array_job": id, "fit_job": fit_id, "tasks": tasks, "points_left": left });
+    sweep_store::fsio::append_line(&sdir.join("submissions.jsonl"), &record.to_string()).context("recording the submission")?;
+    println!("submitted array job {id} ({tasks} tasks){}", fit_id.as_ref().map(|f| format!(" and fit job {f} (after the array)")).unwrap_or_default());
+    println!("watch: sweep status {}   logs: {}/logs/", dir.display(), sdir.display());
     Ok(0)
 }
 
