@@ -8,8 +8,13 @@ set -euo pipefail
 STATE=/var/spool/sweep-slurm
 
 stop() {
+  local pids="" f p
   for f in /run/slurm/slurmd.pid /run/slurm/slurmctld.pid /run/munge/munged.pid; do
-    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    { [ -f "$f" ] && p=$(cat "$f") && kill "$p" 2>/dev/null && pids="$pids $p"; } || true
+  done
+  # Wait for them to exit (a new slurmctld cannot bind the port while the old one runs).
+  for p in $pids; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
   done
   return 0
 }

@@ -16,19 +16,13 @@ use sweep_plan::precision::Scaling;
 use sweep_plan::shape::Ffn;
 use sweep_train::model::{ModelConfig, Transformer};
 use sweep_train::optim::{clip_grads, AdamW, AdamWConfig};
-use sweep_train::quant::{fake_quant_at, quant_grad_at, FloatFormat, Format, IntFormat, QuantConfig, ScaleRule};
+use sweep_train::quant::{fake_quant_at, quant_grad_at, FloatFormat, Format, QuantConfig, ScaleRule};
+
+mod common;
+use common::formats;
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("tests/cuda.rs needs a CUDA GPU (it is built only with --features cuda)")
-}
-
-fn formats() -> Vec<Format> {
-    let mut v: Vec<Format> = [(4, 3), (5, 2), (2, 1), (3, 2), (2, 3), (1, 2), (4, 0), (8, 7), (5, 10), (8, 0), (6, 4), (3, 0)]
-        .iter()
-        .map(|&(e, m)| Format::Float(FloatFormat::new(e, m).unwrap()))
-        .collect();
-    v.extend([8, 4, 2].iter().map(|&b| Format::Int(IntFormat::new(b).unwrap())));
-    v
 }
 
 /// Values whose magnitudes differ from row to row (so per-channel and per-block scales differ),

@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 use sweep_plan::config::Rounding;
 use sweep_plan::precision::Scaling;
 use sweep_train::quant::cuda::kernel_params;
-use sweep_train::quant::{quantize_slice, FloatFormat, Format, IntFormat, QuantConfig, ScaleRule};
+use sweep_train::quant::{quantize_slice, QuantConfig, ScaleRule};
+
+mod common;
+use common::formats;
 
 /// The host build of the kernels, compiled once per test process.
 fn host_binary() -> Option<PathBuf> {
@@ -59,15 +62,6 @@ fn check(bin: &PathBuf, q: &QuantConfig, x: &[f32], row_len: usize, counter: u64
         let same = g == w.to_bits() || (f32::from_bits(g).is_nan() && w.is_nan());
         assert!(same, "{what} {}: element {i} = {:e} ({:#x}): CUDA source gives {:e} ({g:#x}), CPU kernel {:e} ({:#x})", q.name, x[i], x[i].to_bits(), f32::from_bits(g), w, w.to_bits());
     }
-}
-
-fn formats() -> Vec<Format> {
-    let mut v: Vec<Format> = [(4, 3), (5, 2), (2, 1), (3, 2), (2, 3), (1, 2), (4, 0), (8, 7), (5, 10), (8, 0), (6, 4), (3, 0)]
-        .iter()
-        .map(|&(e, m)| Format::Float(FloatFormat::new(e, m).unwrap()))
-        .collect();
-    v.extend([8, 4, 2].iter().map(|&b| Format::Int(IntFormat::new(b).unwrap())));
-    v
 }
 
 /// Values of many magnitudes in rows of 48, with specials sprinkled in.
