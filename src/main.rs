@@ -585,7 +585,10 @@ fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
 
 fn cmd_slurm(a: SlurmArgs) -> anyhow::Result<u8> {
     use cmd_slurm::{array_script, fit_script, sbatch, validate, ScriptInputs};
-    validate(&a.slurm)?;
+    if let Err(e) = validate(&a.slurm) {
+        eprintln!("error: {e}");
+        return Err(Exit(EXIT_CONFIG).into());
+    }
     worker_options(&a.lease, false)?;
     let plan = load_plan(&a.config)?;
     let dir = plan.sweep_dir(a.config.out.as_deref());

@@ -2,7 +2,9 @@
 //! a job array completes every point exactly once with the results of a local run and the
 //! dependent job fits the laws; a task that gets SIGUSR1 (Slurm's warning before a time limit)
 //! checkpoints, requeues itself and resumes, with results equal to an uninterrupted run.
-//! Without Slurm the tests say so and pass, except under CI=true, where they fail.
+//! Without Slurm those two say so and pass, except under CI=true, where they fail. A third test
+//! needs no Slurm: without --submit the scripts are written (valid bash), and bad options are
+//! refused before anything is written.
 
 mod common;
 use common::*;
@@ -155,4 +157,28 @@ fn sigusr1_checkpoints_requeues_and_resumes() {
     for id in results(&sweep_dir).keys() {
         assert_eq!(metrics(&sweep_dir.join("points").join(id)), metrics(&dir.join("local/requeue/points").join(id)), "metrics of {id} differ");
     }
+}
+
+#[test]
+fn without_submit_the_scripts_are_written_and_bad_options_refused() {
+    // Needs no Slurm: nothing is submitted.
+    let dir = scratch("slurm-scripts");
+    let cfg = write_config(&dir, "s.toml", &config("scripts", 0.1));
+    let out = run(sweep().arg("slurm").arg(&cfg).arg("--out").arg(&dir).args(["--time", "4h"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--time \"4h\": use Slurm's format"), "{}", text(&out));
+    assert!(!dir.join("scripts").exists(), "a refused command wrote the sweep directory");
+    let out = run(sweep().arg("slurm").arg(&cfg).arg("--out").arg(&dir).args(["--tasks", "2", "--time", "1:00:00", "--partition", "cpu"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let sweep_dir = dir.join("scripts");
+    let array = sweep_dir.join("slurm/array.sbatch");
+    let script = std::fs::read_to_string(&array).unwrap();
+    assert!(script.contains("#SBATCH --array=0-1") && script.contains("#SBATCH --time=1:00:00") && script.contains("#SBATCH --partition=cpu"), "{script}");
+    assert!(text(&out).contains(&format!("sbatch --parsable {}", array.canonicalize().unwrap().display())), "{}", text(&out));
+    for s in ["array.sbatch", "fit.sbatch"] {
+        let syntax = Command::new("bash").arg("-n").arg(sweep_dir.join("slurm").join(s)).status().unwrap();
+        assert!(syntax.success(), "{s} is not valid bash");
+    }
+    assert!(!sweep_dir.join("slurm/submissions.jsonl").exists(), "nothing was submitted");
+    assert_eq!(completions(&sweep_dir).len(), 0);
 }
