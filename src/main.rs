@@ -690,7 +690,7 @@ fn cmd_bench_train(a: BenchTrainArgs) -> anyhow::Result<u8> {
         "gelu" => Ffn::Gelu,
         other => bail!("--ffn {other:?}: use swiglu or gelu"),
     };
-    if a.heads == 0 || a.d_model % a.heads != 0 || (a.d_model / a.heads) % 2 != 0 {
+    if a.heads == 0 || !a.d_model.is_multiple_of(a.heads) || !(a.d_model / a.heads).is_multiple_of(2) {
         bail!("--d-model {} must be a multiple of --heads {} with an even head size", a.d_model, a.heads);
     }
     if a.steps == 0 || a.batch == 0 || a.ctx < 2 || a.vocab < 2 || a.layers == 0 {

@@ -126,8 +126,9 @@ fn solve3(mut m: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
         b.swap(col, piv);
         for r in col + 1..3 {
             let f = m[r][col] / m[col][col];
-            for k in col..3 {
-                m[r][k] -= f * m[col][k];
+            let pivot_row = m[col];
+            for (k, v) in m[r].iter_mut().enumerate().skip(col) {
+                *v -= f * pivot_row[k];
             }
             b[r] -= f * b[col];
         }

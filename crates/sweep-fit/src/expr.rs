@@ -267,7 +267,7 @@ impl Formula {
         }
         let nodes = parser.nodes;
         for (j, p) in params.iter().enumerate() {
-            if !nodes.iter().any(|n| *n == Node::Param(j)) {
+            if !nodes.contains(&Node::Param(j)) {
                 return Err(err(format!("parameter `{p}` does not appear in the formula; remove it or use it")));
             }
         }

@@ -160,8 +160,11 @@ struct Problem<'a> {
     law: &'a dyn Law,
     data: &'a Dataset,
     delta: f64,
-    cache: RefCell<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    cache: RefCell<Option<CachedEval>>,
 }
+
+/// The last evaluation: parameters, objective, gradient.
+type CachedEval = (Vec<f64>, f64, Vec<f64>);
 
 impl Problem<'_> {
     fn evaluate(&self, u: &[f64]) -> (f64, Vec<f64>) {

@@ -199,8 +199,11 @@ fn single_law_questions(law_name: &str, law: &std::sync::Arc<dyn Law>, config: &
     q
 }
 
+/// Computes derived quantities from a law's parameters.
+type DerivedFn = Box<dyn Fn(&[f64]) -> Vec<f64> + Send + Sync>;
+
 /// Quantities derived from one law's parameters.
-fn derived_quantities(law_name: &str) -> (Vec<String>, Box<dyn Fn(&[f64]) -> Vec<f64> + Send + Sync>) {
+fn derived_quantities(law_name: &str) -> (Vec<String>, DerivedFn) {
     match law_name {
         "chinchilla" => (
             names(&["a", "b", "G"]),

@@ -28,7 +28,7 @@ fn bootstrap_intervals_cover_the_truth_near_nominal_rate() {
         let t = simulate("chinchilla", &truth, &inputs, 0.02, 1000 + s);
         let data = sweep_fit::fit::Dataset::from_table(law.as_ref(), &t, &|v: &str| v.to_string()).unwrap();
         let fit = sweep_fit::fit::fit_multistart(law.as_ref(), &data, &[truth.to_vec()], &opts).unwrap();
-        let boot = sweep_fit::bootstrap::bootstrap_params(law.as_ref(), &data, &[fit.best.theta.clone()], &opts, 150, s);
+        let boot = sweep_fit::bootstrap::bootstrap_params(law.as_ref(), &data, std::slice::from_ref(&fit.best.theta), &opts, 150, s);
         for (j, covered) in [(3, &mut covered_alpha), (4, &mut covered_beta)] {
             let col: Vec<f64> = boot.iter().flatten().map(|t| t[j]).collect();
             let [lo, hi] = sweep_fit::bootstrap::percentile_interval(&col, 0.90).unwrap();

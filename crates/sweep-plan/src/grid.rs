@@ -159,10 +159,10 @@ pub fn check_shape(s: &CoreShape) -> Result<(), String> {
     if s.d_model == 0 || s.n_layers == 0 || s.n_heads == 0 {
         return Err(format!("d_model, n_layers and n_heads must be positive (got {}, {}, {})", s.d_model, s.n_layers, s.n_heads));
     }
-    if s.d_model % s.n_heads != 0 {
+    if !s.d_model.is_multiple_of(s.n_heads) {
         return Err(format!("d_model {} is not divisible by n_heads {}", s.d_model, s.n_heads));
     }
-    if (s.d_model / s.n_heads) % 2 != 0 {
+    if !(s.d_model / s.n_heads).is_multiple_of(2) {
         return Err(format!("head size d_model / n_heads = {} must be even for RoPE", s.d_model / s.n_heads));
     }
     if s.d_ff == Some(0) {

@@ -201,7 +201,7 @@ fn validate(c: &RawConfig) -> Result<(), KeyError> {
     }
     let m = &c.model;
     check(m.aspect_ratio.is_finite() && m.aspect_ratio > 0.0, "model.aspect_ratio", || format!("{} must be positive", m.aspect_ratio))?;
-    check(m.head_dim >= 2 && m.head_dim % 2 == 0, "model.head_dim", || format!("{} must be an even number >= 2", m.head_dim))?;
+    check(m.head_dim >= 2 && m.head_dim.is_multiple_of(2), "model.head_dim", || format!("{} must be an even number >= 2", m.head_dim))?;
     check(m.context >= 2, "model.context", || format!("{} is too short; use at least 2 tokens", m.context))?;
     check((256..=u32::MAX as u64).contains(&m.vocab_size), "model.vocab_size", || format!("{} is outside [256, 4294967295]", m.vocab_size))?;
     check(m.ffn_multiple_of >= 1, "model.ffn_multiple_of", || "must be at least 1".into())?;

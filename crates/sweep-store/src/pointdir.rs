@@ -128,7 +128,7 @@ impl PointDir {
                 Some((step, e.path()))
             })
             .collect();
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|e| std::cmp::Reverse(e.0));
         out
     }
 

@@ -58,12 +58,11 @@ fn try_claim(store: &Store, dir: &PointDir, owner: &Owner, watch: &mut StaleWatc
     if info.owner == owner.token {
         return Ok(Claim::Won);
     }
-    if watch.is_stale(&path, &info) {
-        if lease::take_over(&path, &info, owner)? {
+    if watch.is_stale(&path, &info)
+        && lease::take_over(&path, &info, owner)? {
             store.event("takeover", &dir.id, serde_json::json!({"from": info.owner, "by": owner.token}));
             return Ok(Claim::Won);
         }
-    }
     Ok(Claim::Busy)
 }
 

@@ -87,7 +87,7 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 5e-1;
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
@@ -167,7 +167,7 @@ fn sum_partials<T: Real>(parts: Vec<Vec<T>>, n: usize) -> Vec<T> {
     let mut out = vec![T::zero(); n];
     for p in parts {
         for (o, v) in out.iter_mut().zip(p) {
-            *o = *o + v;
+            *o += v;
         }
     }
     out
@@ -223,7 +223,7 @@ fn rms_bwd<T: Real>(x: &[T], w: &[T], gy: &[T], eps: f64) -> (Vec<T>, Vec<T>) {
                 let c = lane_reduce(d, T::zero(), |i| gy[i] * w[i] * x[i], |a, b| a + b) * r / T::of(d as f64);
                 for i in 0..d {
                     let xhat = x[i] * r;
-                    dw[i] = dw[i] + gy[i] * xhat;
+                    dw[i] += gy[i] * xhat;
                     dx[i] = r * (gy[i] * w[i] - xhat * c);
                 }
             }
@@ -278,7 +278,7 @@ fn csm_fwd<T: Real>(s: &[T], t: usize, scale: f64) -> Vec<T> {
                 *p = ((s - m) * scale).exp_();
             }
             let inv = T::one() / lane_sum(p);
-            p.iter_mut().for_each(|p| *p = *p * inv);
+            p.iter_mut().for_each(|p| *p *= inv);
         }
     });
     p
@@ -471,6 +471,7 @@ struct SplitHeads {
     rotate: bool,
 }
 
+#[allow(clippy::too_many_arguments)] // three tensors, the four dimensions and a flag
 fn split_fwd<T: Real>(x: &[T], cos: &[T], sin: &[T], b: usize, t: usize, h: usize, hd: usize, rotate: bool) -> Vec<T> {
     let mut y = vec![T::zero(); x.len()];
     let half = hd / 2;
@@ -530,6 +531,7 @@ impl CustomOp3 for SplitHeads {
         if d % h != 0 || (self.rotate && (hd % 2 != 0 || l2.dims() != [t, hd / 2] || l3.dims() != [t, hd / 2])) {
             bail!("split heads: input {:?}, {} heads, tables {:?} {:?}", l1.dims(), h, l2.dims(), l3.dims());
         }
+        #[allow(clippy::too_many_arguments)] // the three storages and layouts of a CustomOp3, and the shape
         fn run<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout, dims: (usize, usize, usize, usize), rotate: bool) -> Result<CpuStorage> {
             let (b, t, h, hd) = dims;
             Ok(T::to_cpu_storage_owned(split_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, cpu_slice::<T>(s3, l3)?, b, t, h, hd, rotate)))
@@ -600,7 +602,7 @@ fn ce_fwd_in_place<T: Real>(logits: &mut [T], targets: &[u32], v: usize) -> Resu
             }
             let s = lane_sum(row);
             let inv = T::one() / s;
-            row.iter_mut().for_each(|x| *x = *x * inv);
+            row.iter_mut().for_each(|x| *x *= inv);
             m.to_f64() + s.to_f64().ln() - target.to_f64()
         })
         .collect();
@@ -611,8 +613,8 @@ fn ce_fwd_in_place<T: Real>(logits: &mut [T], targets: &[u32], v: usize) -> Resu
 fn ce_bwd_in_place<T: Real>(probs: &mut [T], targets: &[u32], v: usize, g: f64) {
     let scale = T::of(g / targets.len() as f64);
     probs.par_chunks_mut(v).zip(targets.par_iter()).for_each(|(row, &t)| {
-        row.iter_mut().for_each(|x| *x = *x * scale);
-        row[t as usize] = row[t as usize] - scale;
+        row.iter_mut().for_each(|x| *x *= scale);
+        row[t as usize] -= scale;
     });
 }
 
@@ -946,7 +948,7 @@ fn softmax_rows_causal<T: Real>(s: &mut [T], t: usize, scale: T) {
             *p = ((*p - m) * scale).exp_();
         }
         let inv = T::one() / lane_sum(live);
-        live.iter_mut().for_each(|p| *p = *p * inv);
+        live.iter_mut().for_each(|p| *p *= inv);
         dead.iter_mut().for_each(|p| *p = T::zero());
     }
 }
@@ -1064,6 +1066,7 @@ impl CustomOp3 for CausalAttention {
         if l2.dims() != l1.dims() || l3.dims() != l1.dims() {
             bail!("causal attention: q {:?}, k {:?}, v {:?} differ in shape", l1.dims(), l2.dims(), l3.dims());
         }
+        #[allow(clippy::too_many_arguments)] // the three storages and layouts of a CustomOp3, and the shape
         fn run<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout, dims: (usize, usize, usize, usize), scale: f64) -> Result<CpuStorage> {
             Ok(T::to_cpu_storage_owned(attn_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, cpu_slice::<T>(s3, l3)?, dims, scale, false).0))
         }

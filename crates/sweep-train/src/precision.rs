@@ -106,10 +106,10 @@ mod tests {
     fn bf16_autocast_rounds_inputs_and_weights_and_passes_gradients() {
         let h = hooks_for("bf16", Rounding::Nearest, 0).unwrap();
         assert_eq!(h.autocast, Some(DType::BF16));
-        let x = Var::new(&[1.0f32 + 1.0 / 512.0, 3.14159, -2.0e-3][..], &Device::Cpu).unwrap();
+        let x = Var::new(&[1.0f32 + 1.0 / 512.0, 3.14172, -2.0e-3][..], &Device::Cpu).unwrap();
         let y = h.input(x.as_tensor()).unwrap();
         let got: Vec<f32> = y.to_vec1().unwrap();
-        let want: Vec<f32> = [1.0f32 + 1.0 / 512.0, 3.14159, -2.0e-3].iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect();
+        let want: Vec<f32> = [1.0f32 + 1.0 / 512.0, 3.14172, -2.0e-3].iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect();
         assert_eq!(got, want);
         assert_ne!(got[0], 1.0 + 1.0 / 512.0, "1 + 2^-9 is not a bf16 value");
         // Straight through: d(sum y)/dx = 1.
@@ -125,7 +125,7 @@ mod tests {
         use sweep_plan::shape::Ffn;
         let dev = Device::Cpu;
         // The product itself is bf16: every output value is a bf16 number, returned as f32.
-        let a = Tensor::new(&[[1.0f32 + 1.0 / 256.0, 3.14159], [2.5, -7.1]], &dev).unwrap();
+        let a = Tensor::new(&[[1.0f32 + 1.0 / 256.0, 3.14172], [2.5, -7.1]], &dev).unwrap();
         let b = Tensor::new(&[[0.3f32, 1.7], [-2.2, 0.01]], &dev).unwrap();
         let y = autocast_matmul(&a, &b, Some(DType::BF16)).unwrap();
         assert_eq!(y.dtype(), DType::F32);

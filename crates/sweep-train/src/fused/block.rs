@@ -94,7 +94,7 @@ fn fq<T: Real>(x: &[T], row_len: usize, q: &QuantConfig, counter: u64) -> Result
 fn add_into<T: Real>(a: &mut [T], b: &[T]) {
     a.par_chunks_mut(ELEMS_PER_TASK).zip(b.par_chunks(ELEMS_PER_TASK)).for_each(|(a, b)| {
         for (a, &b) in a.iter_mut().zip(b) {
-            *a = *a + b;
+            *a += b;
         }
     });
 }
@@ -234,7 +234,7 @@ impl Block {
             // Attention.
             let (dattn, dwo) = self.site_bwd(site(3), &s.attn, wo, &dx1, (rows, d, d))?;
             let (dq, dk, dv) = attn_bwd(&s.q, &s.k, &s.v, &dattn, (b, h, t, hd), scale, s.probs.as_deref());
-            let mut dhn = vec![T::zero(); 0];
+            let mut dhn: Vec<T> = Vec::new();
             let mut dqkv = Vec::with_capacity(3);
             for (i, (dh, wm, rotate)) in [(&dq, wq, true), (&dk, wk, true), (&dv, wv, false)].into_iter().enumerate() {
                 let dlin = split_bwd(dh, cos, sin, t, h, hd, rotate);
@@ -300,7 +300,7 @@ impl CustomOp1 for Block {
 #[allow(clippy::too_many_arguments)]
 pub fn transformer_block(x: &Tensor, params: BlockParams, cos: &Tensor, sin: &Tensor, heads: usize, d_ff: usize, eps: f64, quant: &QuantTargets, side: &SideGrads) -> Result<Tensor> {
     let (b, t, d) = x.dims3()?;
-    if heads == 0 || d % heads != 0 || (d / heads) % 2 != 0 {
+    if heads == 0 || d % heads != 0 || !(d / heads).is_multiple_of(2) {
         bail!("fused block: d_model {d} does not split into {heads} heads of even size");
     }
     let hd = d / heads;

@@ -22,7 +22,7 @@ pub fn quantize_slice(data: &mut [f32], row_len: usize, q: &QuantConfig, counter
     if data.is_empty() {
         return Ok(());
     }
-    if row_len == 0 || data.len() % row_len != 0 {
+    if row_len == 0 || !data.len().is_multiple_of(row_len) {
         return Err(QuantError::new(format!(
             "quantize_slice: {} elements do not form whole rows of length {row_len}",
             data.len()
