@@ -25,16 +25,8 @@ step() { # step NAME SECONDS COMMAND...
   return $rc
 }
 
-W=/tmp/sweep-gpu
-mkdir -p $W
-xz -dc .gpu/sweep.xz > $W/sweep && xz -dc .gpu/cuda-tests.xz > $W/cuda-tests && chmod +x $W/sweep $W/cuda-tests || exit 90
-# CUDA 13 libraries: the toolkit's, else the nvidia wheels beside PyTorch.
-LIBS=""
-for d in /usr/local/nvidia/lib64 /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-  $(python3 -c 'import glob, site; print(" ".join(p for s in site.getsitepackages() for p in glob.glob(s + "/nvidia/*/lib")))' 2>/dev/null); do
-  [ -d "$d" ] && LIBS="$LIBS:$d"
-done
-export LD_LIBRARY_PATH="${LIBS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/gpu-env.sh
+[ -x $W/sweep ] && [ -x $W/cuda-tests ] || exit 90
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
 ldd $W/sweep | grep -E "not found|libcu|nvrtc|curand" | sed 's/^/  /'
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'

@@ -8,12 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-profile}
 mkdir -p "$OUT"
-W=/tmp/sweep-gpu
-mkdir -p $W
-[ -x $W/sweep ] || { xz -dc .gpu/sweep.xz > $W/sweep && chmod +x $W/sweep; } || exit 90
-LIBS=""
-for d in /usr/local/nvidia/lib64 /usr/local/cuda/lib64; do [ -d "$d" ] && LIBS="$LIBS:$d"; done
-export LD_LIBRARY_PATH="${LIBS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/gpu-env.sh
 SHAPE=${*:-"--d-model 1024 --layers 2 --heads 16 --ctx 512 --batch 16 --vocab 32768 --ffn swiglu"}
 NCU=(ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw --print-units base)
 for prec in fp32 bf16; do

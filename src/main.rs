@@ -606,8 +606,8 @@ fn cmd_slurm(a: SlurmArgs) -> anyhow::Result<u8> {
     if tasks > left {
         tracing::warn!("--tasks {tasks} is more than the {left} point(s) left: the extra tasks find nothing to claim and exit");
     }
-    if o.gpus == 0 && plan.points.iter().any(|p| p.runtime.device.starts_with("cuda")) {
-        tracing::warn!("the config trains on {} but --gpus is 0: the tasks get no GPU; give --gpus 1", plan.points[0].runtime.device);
+    if let Some(p) = plan.points.iter().find(|p| p.runtime.device.starts_with("cuda")).filter(|_| o.gpus == 0) {
+        tracing::warn!("the config trains on {} but --gpus is 0: the tasks get no GPU; give --gpus 1", p.runtime.device);
     }
     let inputs = ScriptInputs { name: plan.name().to_string(), dir: dir.clone(), binary, tasks, heartbeat: a.lease.heartbeat, stale_after: a.lease.stale_after };
     let sdir = dir.join("slurm");

@@ -6,7 +6,7 @@ use crate::optim::{clip_grads, AdamW, AdamWConfig};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::time::Instant;
-use sweep_plan::shape::{Ffn, ModelShape};
+use sweep_plan::shape::ModelShape;
 
 /// What to benchmark.
 #[derive(Debug, Clone)]
@@ -109,7 +109,6 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
     let tps = (n * o.steps) as f64 / total;
     let peak = crate::trainer::gemm_peak(&device);
     let k = o.steps as f64;
-    let _ = Ffn::Swiglu;
     Ok(BenchResult {
         tokens_per_second: tps,
         step_ms: median * 1e3,

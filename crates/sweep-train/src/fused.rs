@@ -735,16 +735,23 @@ fn adamw_kernel<T: Real>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], s: Adam
     });
 }
 
-/// One AdamW update of parameter `p` and its moments `m`, `v` in place from gradient `g`
-/// (contiguous CPU tensors of one float dtype; errors otherwise, so callers check `use_fused`).
+/// Whether [`adamw_in_place`] can update `p` with moments `m`, `v` and gradient `g`: contiguous
+/// tensors of the parameter's shape and dtype, on a device with a kernel (the CPU's f32/f64, or
+/// CUDA's f32 in a `cuda` build), in four separate storages.
+pub fn adamw_supported(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor) -> bool {
+    let kernel = |t: &Tensor| use_fused(t) || cuda::available(t);
+    [p, m, v, g].iter().all(|t| t.is_contiguous() && t.shape() == p.shape() && t.dtype() == p.dtype() && t.device().same_device(p.device()) && kernel(t))
+        && ![(p, m), (p, v), (m, v), (g, p), (g, m), (g, v)].iter().any(|(a, b)| shares_storage(a, b))
+}
+
+/// One AdamW update of parameter `p` and its moments `m`, `v` in place from gradient `g`, on the
+/// CPU or on CUDA (errors unless [`adamw_supported`]).
 pub fn adamw_in_place(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, s: AdamWStep) -> Result<()> {
-    for t in [m, v, g] {
-        if t.shape() != p.shape() || t.dtype() != p.dtype() || !t.device().is_cpu() {
-            bail!("in-place AdamW: moments and gradient must match the parameter");
-        }
+    if !adamw_supported(p, m, v, g) {
+        bail!("in-place AdamW: parameter, moments and gradient must be contiguous tensors of one shape and float dtype, in separate storages, on the CPU (f32/f64) or CUDA (f32)");
     }
-    if [(p, m), (p, v), (m, v), (g, p), (g, m), (g, v)].iter().any(|(a, b)| shares_storage(a, b)) {
-        bail!("in-place AdamW: parameter, moments and gradient must not share storage");
+    if p.device().is_cuda() {
+        return cuda::adamw_in_place(p, m, v, g, s);
     }
     fn run<T: Real>(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, s: AdamWStep) -> Result<()> {
         with_slice::<T, _>(g, |gs| with_slice_mut::<T>(p, |ps| with_slice_mut::<T>(m, |ms| with_slice_mut::<T>(v, |vs| {

@@ -55,21 +55,9 @@ impl AdamW {
             let decay = if p.rank() >= 2 { c.weight_decay } else { 0.0 };
             let (pt, mt, vt) = (p.as_tensor(), &self.m[name], &self.v[name]);
             let g = &g.contiguous()?;
-            let in_place = self.fused
-                && fused::use_fused(pt)
-                && [mt, vt, g].iter().all(|t| t.is_contiguous() && t.dtype() == pt.dtype() && t.device().is_cpu())
-                && pt.is_contiguous()
-                && ![(pt, mt), (pt, vt), (mt, vt), (g, pt), (g, mt), (g, vt)].iter().any(|(a, b)| fused::shares_storage(a, b));
-            let s = fused::AdamWStep { beta1: c.beta1, beta2: c.beta2, eps: c.eps, bias_correction1: bc1, bias_correction2: bc2, lr, weight_decay: decay };
-            if in_place {
+            if self.fused && fused::adamw_supported(pt, mt, vt, g) {
+                let s = fused::AdamWStep { beta1: c.beta1, beta2: c.beta2, eps: c.eps, bias_correction1: bc1, bias_correction2: bc2, lr, weight_decay: decay };
                 fused::adamw_in_place(pt, mt, vt, g, s)?;
-                continue;
-            }
-            let on_cuda = self.fused
-                && [pt, mt, vt, g].iter().all(|t| fused::cuda::available(t) && t.is_contiguous())
-                && ![(pt, mt), (pt, vt), (mt, vt), (g, pt), (g, mt), (g, vt)].iter().any(|(a, b)| fused::shares_storage(a, b));
-            if on_cuda {
-                fused::cuda::adamw_in_place(pt, mt, vt, g, s)?;
                 continue;
             }
             let m = (self.m[name].affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;

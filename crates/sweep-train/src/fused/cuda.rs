@@ -23,7 +23,9 @@ pub fn available(t: &Tensor) -> bool {
 }
 
 #[cfg(feature = "cuda")]
-pub use imp::{adamw_in_place, causal_softmax, cross_entropy};
+pub use imp::{causal_softmax, cross_entropy};
+#[cfg(feature = "cuda")]
+pub(crate) use imp::{adamw_in_place, ptx_once};
 
 #[cfg(not(feature = "cuda"))]
 mod no_cuda {
@@ -41,42 +43,48 @@ mod no_cuda {
         unavailable()
     }
     /// See the `cuda` build.
-    pub fn adamw_in_place(_p: &Tensor, _m: &Tensor, _v: &Tensor, _g: &Tensor, _s: AdamWStep) -> Result<()> {
+    pub(crate) fn adamw_in_place(_p: &Tensor, _m: &Tensor, _v: &Tensor, _g: &Tensor, _s: AdamWStep) -> Result<()> {
         unavailable()
     }
 }
 #[cfg(not(feature = "cuda"))]
-pub use no_cuda::{adamw_in_place, causal_softmax, cross_entropy};
+pub use no_cuda::{causal_softmax, cross_entropy};
+#[cfg(not(feature = "cuda"))]
+pub(crate) use no_cuda::adamw_in_place;
 
 #[cfg(feature = "cuda")]
 mod imp {
     use super::SOURCE;
     use crate::fused::AdamWStep;
-    use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+    use candle_core::cuda_backend::CudaDType;
     use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
     use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Error, InplaceOp1, Layout, Result, Shape, Storage, Tensor, D};
     use std::sync::OnceLock;
 
     const MODULE: &str = "sweep_train_kernels";
 
+    /// PTX of `source`, compiled by NVRTC once per process into `cell` (the error, too, is kept).
+    pub(crate) fn ptx_once(cell: &'static OnceLock<std::result::Result<String, String>>, source: &str, opts: CompileOptions, what: &str) -> Result<&'static str> {
+        cell.get_or_init(|| compile_ptx_with_opts(source, opts).map(|p| p.to_src()).map_err(|e| format!("compiling {what} with NVRTC: {e}")))
+            .as_deref()
+            .map_err(|e| Error::Msg(e.clone()))
+    }
+
     fn ptx() -> Result<&'static str> {
         static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-        PTX.get_or_init(|| {
-            use candle_core::cuda_backend::cudarc::nvrtc::compile_ptx;
-            compile_ptx(SOURCE).map(|p| p.to_src()).map_err(|e| format!("compiling the CUDA training kernels with NVRTC: {e}"))
-        })
-        .as_deref()
-        .map_err(|e| Error::Msg(e.clone()))
+        ptx_once(&PTX, SOURCE, CompileOptions::default(), "the CUDA training kernels")
     }
 
     fn cpu_only(op: &str) -> Result<(CpuStorage, Shape)> {
         Err(Error::Msg(format!("{op} runs on CUDA only (the CPU has its own fused kernels)")))
     }
 
-    /// The contiguous f32 elements of a storage under a layout.
-    fn view<'a>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, f32>> {
+    /// The contiguous elements of a storage under a layout (f32 tensors; u32 targets).
+    fn view<'a, T: CudaDType + DeviceRepr>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, T>> {
         let (a, b) = l.contiguous_offsets().ok_or_else(|| Error::Msg(format!("{what}: the input must be contiguous")))?;
-        Ok(s.as_cuda_slice::<f32>()?.slice(a..b))
+        Ok(s.as_cuda_slice::<T>()?.slice(a..b))
     }
 
     /// Runs `f` on the CUDA storage of a tensor held by an op.
@@ -86,6 +94,22 @@ mod imp {
             Storage::Cuda(c) => f(c, l),
             _ => Err(Error::Msg(format!("{what}: expected a CUDA tensor"))),
         }
+    }
+
+    /// Launches kernel `$name` with one block per row over `$rows` rows of `$len` elements (the
+    /// block size follows `$len`), with the arguments in order; nothing for zero rows.
+    macro_rules! launch_rows {
+        ($dev:expr, $name:literal, $rows:expr, $len:expr; $($arg:expr),+ $(,)?) => {{
+            let rows: u64 = $rows;
+            if rows > 0 {
+                let f = $dev.get_or_load_custom_func($name, MODULE, ptx()?)?;
+                let mut b = f.builder();
+                $( b.arg($arg); )+
+                // SAFETY: block r of these kernels reads and writes row r (and per-row scalars)
+                // of buffers that hold `rows` rows; the callers size them from the same shape.
+                unsafe { b.launch(rows_cfg(rows, row_threads($len))) }.w()?;
+            }
+        }};
     }
 
     /// One block per row (grid-stride beyond 2^20 rows), `threads` a multiple of 32.
@@ -127,19 +151,13 @@ mod imp {
         }
 
         fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-            let x = view(s, l, self.name())?;
+            let x = view::<f32>(s, l, self.name())?;
             let dev = &s.device;
             let t = l.dims().last().copied().unwrap_or(1).max(1);
             let rows = (l.shape().elem_count() / t) as u64;
             let mut y = alloc(dev, l.shape().elem_count())?;
-            if rows > 0 {
-                let f = dev.get_or_load_custom_func("sw_causal_softmax_fwd", MODULE, ptx()?)?;
-                let t32 = t as u32;
-                let mut b = f.builder();
-                b.arg(&x).arg(&mut y).arg(&rows).arg(&t32).arg(&self.scale);
-                // SAFETY: each block reads and writes rows of t elements below rows * t.
-                unsafe { b.launch(rows_cfg(rows, row_threads(t))) }.w()?;
-            }
+            let t32 = t as u32;
+            launch_rows!(dev, "sw_causal_softmax_fwd", rows, t; &x, &mut y, &rows, &t32, &self.scale);
             Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), l.shape().clone()))
         }
 
@@ -165,19 +183,13 @@ mod imp {
             if yl.shape() != gl.shape() {
                 return Err(Error::Msg(format!("{}: gradient shape {:?} differs from {:?}", self.name(), gl.dims(), yl.dims())));
             }
-            let (y, dy) = (view(ys, yl, self.name())?, view(gs, gl, self.name())?);
+            let (y, dy) = (view::<f32>(ys, yl, self.name())?, view::<f32>(gs, gl, self.name())?);
             let dev = &ys.device;
             let t = yl.dims().last().copied().unwrap_or(1).max(1);
             let rows = (yl.shape().elem_count() / t) as u64;
             let mut dx = alloc(dev, yl.shape().elem_count())?;
-            if rows > 0 {
-                let f = dev.get_or_load_custom_func("sw_causal_softmax_bwd", MODULE, ptx()?)?;
-                let t32 = t as u32;
-                let mut b = f.builder();
-                b.arg(&y).arg(&dy).arg(&mut dx).arg(&rows).arg(&t32).arg(&self.scale);
-                // SAFETY: as the forward; all three buffers hold rows * t elements.
-                unsafe { b.launch(rows_cfg(rows, row_threads(t))) }.w()?;
-            }
+            let t32 = t as u32;
+            launch_rows!(dev, "sw_causal_softmax_bwd", rows, t; &y, &dy, &mut dx, &rows, &t32, &self.scale);
             Ok((CudaStorage::wrap_cuda_slice(dx, dev.clone()), yl.shape().clone()))
         }
     }
@@ -209,23 +221,17 @@ mod imp {
         }
 
         fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-            let z = view(s, l, self.name())?;
+            let z = view::<f32>(s, l, self.name())?;
             let dev = &s.device;
             let (rows, v) = l.shape().dims2()?;
             let mut out = alloc(dev, 2 * rows)?;
-            if rows > 0 {
-                with_cuda(&self.targets, self.name(), |ts, tl| {
-                    let (a, b) = tl.contiguous_offsets().ok_or_else(|| Error::Msg("cross_entropy: targets must be contiguous".into()))?;
-                    let targets = ts.as_cuda_slice::<u32>()?.slice(a..b);
-                    let f = dev.get_or_load_custom_func("sw_ce_fwd", MODULE, ptx()?)?;
-                    let (rows64, v32) = (rows as u64, v as u32);
-                    let mut b = f.builder();
-                    b.arg(&z).arg(&targets).arg(&mut out).arg(&rows64).arg(&v32);
-                    // SAFETY: block r reads row r of z (v elements) and targets[r], writes out[2r..2r+2].
-                    unsafe { b.launch(rows_cfg(rows64, row_threads(v))) }.w()?;
-                    Ok(())
-                })?;
-            }
+            let (rows64, v32) = (rows as u64, v as u32);
+            with_cuda(&self.targets, self.name(), |ts, tl| {
+                let targets = view::<u32>(ts, tl, "cross_entropy targets")?;
+                // Block r reads row r of z and targets[r], writes out[2r..2r+2].
+                launch_rows!(dev, "sw_ce_fwd", rows64, v; &z, &targets, &mut out, &rows64, &v32);
+                Ok(())
+            })?;
             Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), Shape::from((rows, 2))))
         }
 
@@ -251,43 +257,30 @@ mod imp {
         }
 
         fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-            let z = view(s, l, self.name())?;
+            let z = view::<f32>(s, l, self.name())?;
             let dev = &s.device;
             let (rows, v) = l.shape().dims2()?;
             let mut dz = alloc(dev, rows * v)?;
-            if rows > 0 {
-                with_cuda(&self.targets, self.name(), |ts, tl| {
-                    with_cuda(&self.res, self.name(), |rs, rl| {
-                        with_cuda(&self.grad, self.name(), |gs, gl| {
-                            let (a, b) = tl.contiguous_offsets().ok_or_else(|| Error::Msg("cross_entropy: targets must be contiguous".into()))?;
-                            let targets = ts.as_cuda_slice::<u32>()?.slice(a..b);
-                            let (res, grad) = (view(rs, rl, self.name())?, view(gs, gl, self.name())?);
-                            let f = dev.get_or_load_custom_func("sw_ce_bwd", MODULE, ptx()?)?;
-                            let (rows64, v32) = (rows as u64, v as u32);
-                            let mut b = f.builder();
-                            b.arg(&z).arg(&targets).arg(&res).arg(&grad).arg(&mut dz).arg(&rows64).arg(&v32);
-                            // SAFETY: block r reads row r of z, targets[r], res/grad[2r..2r+2], writes row r of dz.
-                            unsafe { b.launch(rows_cfg(rows64, row_threads(v))) }.w()?;
-                            Ok(())
-                        })
+            let (rows64, v32) = (rows as u64, v as u32);
+            with_cuda(&self.targets, self.name(), |ts, tl| {
+                with_cuda(&self.res, self.name(), |rs, rl| {
+                    with_cuda(&self.grad, self.name(), |gs, gl| {
+                        let targets = view::<u32>(ts, tl, "cross_entropy targets")?;
+                        let (res, grad) = (view::<f32>(rs, rl, self.name())?, view::<f32>(gs, gl, self.name())?);
+                        // Block r reads row r of z, targets[r] and res/grad[2r..2r+2], writes row r of dz.
+                        launch_rows!(dev, "sw_ce_bwd", rows64, v; &z, &targets, &res, &grad, &mut dz, &rows64, &v32);
+                        Ok(())
                     })
-                })?;
-            }
+                })
+            })?;
             Ok((CudaStorage::wrap_cuda_slice(dz, dev.clone()), l.shape().clone()))
         }
     }
 
     /// One AdamW update of an f32 CUDA parameter `p` and its moments `m`, `v` in place, from
-    /// gradient `g` (contiguous, same shape, separate storages; the caller checks).
-    pub fn adamw_in_place(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, s: AdamWStep) -> Result<()> {
-        for t in [m, v, g] {
-            if t.shape() != p.shape() || !super::available(t) || !t.is_contiguous() {
-                return Err(Error::Msg("in-place AdamW on CUDA: moments and gradient must be contiguous f32 CUDA tensors of the parameter's shape".into()));
-            }
-        }
-        if [(p, m), (p, v), (m, v), (g, p), (g, m), (g, v)].iter().any(|(a, b)| crate::fused::shares_storage(a, b)) {
-            return Err(Error::Msg("in-place AdamW on CUDA: parameter, moments and gradient must not share storage".into()));
-        }
+    /// gradient `g`. Reached through `fused::adamw_in_place`, which checks what the kernel
+    /// relies on: contiguous tensors of one shape, in separate storages.
+    pub(crate) fn adamw_in_place(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, s: AdamWStep) -> Result<()> {
         p.inplace_op1(&AdamWCuda { m: m.clone(), v: v.clone(), g: g.clone(), s })
     }
 
@@ -321,7 +314,7 @@ mod imp {
             with_cuda(&self.m, "adamw m", |ms, ml| {
                 with_cuda(&self.v, "adamw v", |vs, vl| {
                     with_cuda(&self.g, "adamw g", |gs, gl| {
-                        let (m, v, g) = (view(ms, ml, "adamw m")?, view(vs, vl, "adamw v")?, view(gs, gl, "adamw g")?);
+                        let (m, v, g) = (view::<f32>(ms, ml, "adamw m")?, view::<f32>(vs, vl, "adamw v")?, view::<f32>(gs, gl, "adamw g")?);
                         let f = dev.get_or_load_custom_func("sw_adamw", MODULE, ptx()?)?;
                         let mut b = f.builder();
                         b.arg(&mut p).arg(&m).arg(&v).arg(&g).arg(&n);

@@ -85,15 +85,11 @@ mod launch {
 
     /// PTX of the kernels, compiled once per process.
     fn ptx() -> Result<&'static str> {
+        use candle_core::cuda_backend::cudarc::nvrtc::CompileOptions;
         static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-        PTX.get_or_init(|| {
-            use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
-            // IEEE arithmetic as on the CPU: no fused multiply-add, subnormals kept.
-            let opts = CompileOptions { ftz: Some(false), prec_div: Some(true), prec_sqrt: Some(true), fmad: Some(false), ..Default::default() };
-            compile_ptx_with_opts(CUDA_SOURCE, opts).map(|p| p.to_src()).map_err(|e| format!("compiling the fake-quant CUDA kernels with NVRTC: {e}"))
-        })
-        .as_deref()
-        .map_err(|e| Error::Msg(e.clone()))
+        // IEEE arithmetic as on the CPU: no fused multiply-add, subnormals kept.
+        let opts = CompileOptions { ftz: Some(false), prec_div: Some(true), prec_sqrt: Some(true), fmad: Some(false), ..Default::default() };
+        crate::fused::cuda::ptx_once(&PTX, CUDA_SOURCE, opts, "the fake-quant CUDA kernels")
     }
 
     fn blocks(n: u64) -> u32 {
