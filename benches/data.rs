@@ -69,10 +69,8 @@ fn shards(c: &mut Criterion) {
     let tokenizer = TextTokenizer::train_bpe(corpus(2).iter(), 4096, false).unwrap();
     let tokenizer_path = dir.join("tokenizer.json");
     std::fs::write(&tokenizer_path, tokenizer.to_json().unwrap().unwrap()).unwrap();
-    let text = format!(
-        "builtin_bytes = 2_000_000\ntokenizer = {{ file = {:?} }}",
-        tokenizer_path.display().to_string()
-    );
+    let text =
+        format!("builtin_bytes = 2_000_000\ntokenizer = {{ file = {:?} }}", tokenizer_path.display().to_string());
     let config = DataConfig::from_toml(toml::from_str(&text).unwrap()).unwrap();
 
     // Generate 2 MB per built-in language, tokenize and write train/validation shards, cold cache.
@@ -95,7 +93,9 @@ fn shards(c: &mut Criterion) {
     let warm = scratch("warm");
     let data = prepare_with(&config, &options(4096, &warm)).unwrap();
     let mut group = c.benchmark_group("load");
-    group.bench_function("prepare_warm_cache_v4096", |b| b.iter(|| prepare_with(&config, &options(4096, &warm)).unwrap()));
+    group.bench_function("prepare_warm_cache_v4096", |b| {
+        b.iter(|| prepare_with(&config, &options(4096, &warm)).unwrap())
+    });
     let source = &data.sources()[0];
     let (path, width) = (source.train.path().to_path_buf(), source.train.width());
     group.bench_function("open_train_shard", |b| b.iter(|| TokenShard::open(&path, width).unwrap().len()));

@@ -29,7 +29,9 @@ fn main() {
             if quick {
                 println!("smoke run (no --bench): one call per case, not a measurement");
             }
-            println!("| threads | case | median ms | best ms | CPU ms | elements/s (median) | vs f32 copy | vs matmul |");
+            println!(
+                "| threads | case | median ms | best ms | CPU ms | elements/s (median) | vs f32 copy | vs matmul |"
+            );
             println!("|---|---|---|---|---|---|---|---|");
             for threads in ["1", "2"] {
                 let status = std::process::Command::new(&exe)
@@ -132,14 +134,20 @@ fn run(threads: &str) {
         let spec = PrecisionSpec::parse(name).unwrap();
         let q = QuantConfig::from_spec(&spec, rounding, 0).unwrap().unwrap();
         let label = format!("{} {}", q.name, if rounding == Rounding::Nearest { "nearest" } else { "stochastic" });
-        row(&format!("fake_quant {label}"), time(|| {
-            black_box(fake_quant(&x, &q).unwrap());
-        }));
+        row(
+            &format!("fake_quant {label}"),
+            time(|| {
+                black_box(fake_quant(&x, &q).unwrap());
+            }),
+        );
         let mut buf = data.clone();
-        row(&format!("quantize_slice (in place) {label}"), time(|| {
-            buf.copy_from_slice(&data);
-            quantize_slice(&mut buf, COLS, &q, 0).unwrap();
-            black_box(&buf);
-        }));
+        row(
+            &format!("quantize_slice (in place) {label}"),
+            time(|| {
+                buf.copy_from_slice(&data);
+                quantize_slice(&mut buf, COLS, &q, 0).unwrap();
+                black_box(&buf);
+            }),
+        );
     }
 }

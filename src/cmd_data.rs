@@ -83,7 +83,8 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
                 vocab_sizes.sort_unstable();
                 vocab_sizes.dedup();
             }
-            let cache_dir = a.cache_dir.clone().unwrap_or_else(|| plan.sweep_dir(a.out.as_deref()).join("cache").join("data"));
+            let cache_dir =
+                a.cache_dir.clone().unwrap_or_else(|| plan.sweep_dir(a.out.as_deref()).join("cache").join("data"));
             let base_dir = a.config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let show_progress = !a.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
             prepare_all(&config, &vocab_sizes, &cache_dir, base_dir, show_progress, &mut std::io::stdout().lock())?;

@@ -143,11 +143,18 @@ pub fn results_tables(store: &Store) -> anyhow::Result<(Table, Table)> {
         runs += 1;
     }
     if runs == 0 {
-        bail!("{}: no finished points to fit yet; run the sweep first (`sweep status {}` shows progress)", store.dir.display(), store.dir.display());
+        bail!(
+            "{}: no finished points to fit yet; run the sweep first (`sweep status {}` shows progress)",
+            store.dir.display(),
+            store.dir.display()
+        );
     }
     let provenance = format!("sweep directory {} ({runs} finished points)", store.dir.display());
     let table = Table::from_columns(rows.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), provenance.clone())?;
-    let curves = Table::from_columns(curves.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), format!("{provenance}, learning curves"))?;
+    let curves = Table::from_columns(
+        curves.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        format!("{provenance}, learning curves"),
+    )?;
     Ok((table, curves))
 }
 
@@ -173,11 +180,13 @@ fn needed_columns(config: &FitConfig) -> Vec<String> {
 /// without a domain source has no domain loss), saying how many.
 fn keep_complete_rows(table: Table, needed: &[String]) -> anyhow::Result<Table> {
     let n = table.columns.values().next().map(|c| c.len()).unwrap_or(0);
-    let keep: Vec<usize> = (0..n).filter(|&i| needed.iter().all(|c| table.columns.get(c).is_none_or(|col| col[i].is_finite()))).collect();
+    let keep: Vec<usize> =
+        (0..n).filter(|&i| needed.iter().all(|c| table.columns.get(c).is_none_or(|col| col[i].is_finite()))).collect();
     if keep.len() == n {
         return Ok(table);
     }
-    let missing: Vec<&String> = needed.iter().filter(|c| table.columns.get(*c).is_some_and(|col| col.iter().any(|x| !x.is_finite()))).collect();
+    let missing: Vec<&String> =
+        needed.iter().filter(|c| table.columns.get(*c).is_some_and(|col| col.iter().any(|x| !x.is_finite()))).collect();
     tracing::warn!("{} of {n} points lack {:?} and are left out of the fit", n - keep.len(), missing);
     let columns = table.columns.into_iter().map(|(k, v)| (k, keep.iter().map(|&i| v[i]).collect())).collect();
     Ok(Table::from_columns(columns, table.provenance)?)

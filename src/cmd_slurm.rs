@@ -212,12 +212,9 @@ pub fn fit_script(o: &SlurmOptions, s: &ScriptInputs) -> String {
 
 /// Runs sbatch on a script with extra arguments; returns the job id.
 pub fn sbatch(script: &Path, extra: &[String]) -> anyhow::Result<String> {
-    let out = std::process::Command::new("sbatch")
-        .arg("--parsable")
-        .args(extra)
-        .arg(script)
-        .output()
-        .context("running sbatch (is Slurm installed and on PATH? without --submit, `sweep slurm` only writes the scripts)")?;
+    let out = std::process::Command::new("sbatch").arg("--parsable").args(extra).arg(script).output().context(
+        "running sbatch (is Slurm installed and on PATH? without --submit, `sweep slurm` only writes the scripts)",
+    )?;
     if !out.status.success() {
         bail!("sbatch {} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -244,7 +241,14 @@ mod tests {
     }
 
     fn inputs() -> ScriptInputs {
-        ScriptInputs { name: "demo".into(), dir: "/shared/runs/demo".into(), binary: "/opt/it's/sweep".into(), tasks: 4, heartbeat: 5.0, stale_after: 120.0 }
+        ScriptInputs {
+            name: "demo".into(),
+            dir: "/shared/runs/demo".into(),
+            binary: "/opt/it's/sweep".into(),
+            tasks: 4,
+            heartbeat: 5.0,
+            stale_after: 120.0,
+        }
     }
 
     #[test]
@@ -271,12 +275,36 @@ mod tests {
             let e = validate(&opts(&args)).unwrap_err().to_string();
             assert!(e.contains(needle), "{args:?}: {e}");
         }
-        validate(&opts(&["--tasks", "3", "--time", "1-00:00:00", "--mem", "16G", "--partition", "gpu", "--sbatch=--account=abc"])).unwrap();
+        validate(&opts(&[
+            "--tasks",
+            "3",
+            "--time",
+            "1-00:00:00",
+            "--mem",
+            "16G",
+            "--partition",
+            "gpu",
+            "--sbatch=--account=abc",
+        ]))
+        .unwrap();
     }
 
     #[test]
     fn array_script_carries_the_options() {
-        let o = opts(&["--time", "04:00:00", "--gpus", "1", "--partition", "gpu", "--requeue", "--max-running", "2", "--sbatch=--account=abc", "--signal-before", "300"]);
+        let o = opts(&[
+            "--time",
+            "04:00:00",
+            "--gpus",
+            "1",
+            "--partition",
+            "gpu",
+            "--requeue",
+            "--max-running",
+            "2",
+            "--sbatch=--account=abc",
+            "--signal-before",
+            "300",
+        ]);
         let s = array_script(&o, &inputs());
         for line in [
             "#SBATCH --array=0-3%2",
@@ -297,12 +325,21 @@ mod tests {
         let first_cmd = s.lines().position(|l| !l.starts_with('#')).unwrap();
         assert!(s.lines().skip(first_cmd).all(|l| !l.starts_with("#SBATCH")), "{s}");
         let plain = array_script(&opts(&[]), &inputs());
-        assert!(plain.contains("#SBATCH --no-requeue") && !plain.contains("--device") && !plain.contains("--gres") && plain.contains("[ 0 = 1 ]"), "{plain}");
+        assert!(
+            plain.contains("#SBATCH --no-requeue")
+                && !plain.contains("--device")
+                && !plain.contains("--gres")
+                && plain.contains("[ 0 = 1 ]"),
+            "{plain}"
+        );
     }
 
     #[test]
     fn fit_script_fits_the_directory() {
         let s = fit_script(&opts(&["--partition", "cpu"]), &inputs());
-        assert!(s.contains("#SBATCH --partition=cpu") && s.contains(r"exec '/opt/it'\''s/sweep' fit '/shared/runs/demo'"), "{s}");
+        assert!(
+            s.contains("#SBATCH --partition=cpu") && s.contains(r"exec '/opt/it'\''s/sweep' fit '/shared/runs/demo'"),
+            "{s}"
+        );
     }
 }

@@ -73,7 +73,13 @@ impl Table {
             let cells: Vec<String> = r
                 .iter()
                 .enumerate()
-                .map(|(i, c)| if self.left.contains(&i) { format!("{c:<w$}", w = width[i]) } else { format!("{c:>w$}", w = width[i]) })
+                .map(|(i, c)| {
+                    if self.left.contains(&i) {
+                        format!("{c:<w$}", w = width[i])
+                    } else {
+                        format!("{c:>w$}", w = width[i])
+                    }
+                })
                 .collect();
             out.push_str(cells.join("  ").trim_end());
             out.push('\n');

@@ -296,7 +296,13 @@ fn init_logging(quiet: bool, bars: bool) {
         "info"
     };
     let filter = EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(progress::LogWriter).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).compact().init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(progress::LogWriter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .compact()
+        .init();
 }
 
 /// SIGINT, SIGTERM and SIGUSR1 (Slurm's warning before a time limit) request a clean stop;
@@ -360,7 +366,24 @@ fn cmd_plan(a: PlanArgs) -> anyhow::Result<u8> {
 }
 
 fn plan_table(plan: &Plan) -> String {
-    let mut t = fmt::Table::new(&["id", "model", "N (non-emb)", "N (total)", "D (tokens)", "D/N", "r", "V", "precision", "steps", "FLOPs 6ND", "FLOPs (Chinchilla)", "est. time"], &[0, 1, 8]);
+    let mut t = fmt::Table::new(
+        &[
+            "id",
+            "model",
+            "N (non-emb)",
+            "N (total)",
+            "D (tokens)",
+            "D/N",
+            "r",
+            "V",
+            "precision",
+            "steps",
+            "FLOPs 6ND",
+            "FLOPs (Chinchilla)",
+            "est. time",
+        ],
+        &[0, 1, 8],
+    );
     for p in &plan.points {
         t.row(vec![
             p.id.clone(),
@@ -382,14 +405,39 @@ fn plan_table(plan: &Plan) -> String {
     let flopsc: f64 = plan.points.iter().map(|p| p.flops.chinchilla).sum();
     let secs: f64 = plan.points.iter().map(|p| p.runtime.estimated_seconds).sum();
     let tokens: f64 = plan.points.iter().map(|p| p.tokens as f64).sum();
-    t.row(vec![format!("total ({} points)", plan.points.len()), String::new(), String::new(), String::new(), fmt::si(tokens), String::new(), String::new(), String::new(), String::new(), String::new(), fmt::sci(flops6), fmt::sci(flopsc), fmt::duration(secs)]);
-    let mut out = format!("sweep {:?}: {} points, trainer {:?}, device {}\n", plan.name(), plan.points.len(), plan.config.sweep.trainer, plan.config.sweep.device);
+    t.row(vec![
+        format!("total ({} points)", plan.points.len()),
+        String::new(),
+        String::new(),
+        String::new(),
+        fmt::si(tokens),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        fmt::sci(flops6),
+        fmt::sci(flopsc),
+        fmt::duration(secs),
+    ]);
+    let mut out = format!(
+        "sweep {:?}: {} points, trainer {:?}, device {}\n",
+        plan.name(),
+        plan.points.len(),
+        plan.config.sweep.trainer,
+        plan.config.sweep.device
+    );
     out.push_str(&t.render());
     let basis = match plan.config.sweep.trainer {
         TrainerKind::Simulate => "simulate trainer: [simulate] seconds_per_point each".to_string(),
         TrainerKind::Candle => format!(
             "estimated at {} FLOP/s sustained ({}); set [sweep] flops_per_second after a `sweep bench`",
-            fmt::sci(plan.config.sweep.flops_per_second.unwrap_or_else(|| sweep_plan::default_flops_per_second(&plan.config.sweep.device))),
+            fmt::sci(
+                plan.config
+                    .sweep
+                    .flops_per_second
+                    .unwrap_or_else(|| sweep_plan::default_flops_per_second(&plan.config.sweep.device))
+            ),
             if plan.config.sweep.flops_per_second.is_some() { "from the config" } else { "a default for the device" }
         ),
     };
@@ -409,7 +457,9 @@ impl Trainer for Backends {
     fn train(&self, point: &Point, dir: &PointDir, control: &Control) -> anyhow::Result<Outcome> {
         match point.trainer {
             TrainerKind::Simulate => sweep_train::simulate::SimulateTrainer.train(point, dir, control),
-            TrainerKind::Candle => sweep_train::trainer::CandleTrainer { device: self.device_override.clone() }.train(point, dir, control),
+            TrainerKind::Candle => {
+                sweep_train::trainer::CandleTrainer { device: self.device_override.clone() }.train(point, dir, control)
+            }
         }
     }
 }
@@ -418,7 +468,12 @@ fn worker_options(l: &LeaseArgs, wait: bool) -> anyhow::Result<WorkerOptions> {
     if !(l.heartbeat > 0.0 && l.stale_after > l.heartbeat) {
         bail!("--stale-after ({}) must be larger than --heartbeat ({}), and both positive", l.stale_after, l.heartbeat);
     }
-    Ok(WorkerOptions { heartbeat: Duration::from_secs_f64(l.heartbeat), stale_after: Duration::from_secs_f64(l.stale_after), poll: Duration::from_millis(200), wait_for_others: wait })
+    Ok(WorkerOptions {
+        heartbeat: Duration::from_secs_f64(l.heartbeat),
+        stale_after: Duration::from_secs_f64(l.stale_after),
+        poll: Duration::from_millis(200),
+        wait_for_others: wait,
+    })
 }
 
 fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
@@ -439,7 +494,11 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
         before.counts.done,
         before.counts.failed,
         before.counts.pending + before.counts.running,
-        if before.counts.done > 0 || before.points.iter().any(|p| p.checkpoint_step.is_some()) { " (resuming)" } else { "" }
+        if before.counts.done > 0 || before.points.iter().any(|p| p.checkpoint_step.is_some()) {
+            " (resuming)"
+        } else {
+            ""
+        }
     );
     let stop = stop_flag()?;
     let opts = worker_options(&a.lease, true)?;
@@ -461,7 +520,14 @@ fn cmd_init(a: InitArgs) -> anyhow::Result<u8> {
     let dir = plan.sweep_dir(a.config.out.as_deref());
     let store = prepare(&plan, &dir, a.force)?;
     let s = store.status()?;
-    println!("{}: {} points ({} done, {} failed, {} to run)", dir.display(), s.counts.total, s.counts.done, s.counts.failed, s.counts.pending + s.counts.running);
+    println!(
+        "{}: {} points ({} done, {} failed, {} to run)",
+        dir.display(),
+        s.counts.total,
+        s.counts.done,
+        s.counts.failed,
+        s.counts.pending + s.counts.running
+    );
     Ok(0)
 }
 
@@ -482,7 +548,11 @@ fn prepare(plan: &Plan, dir: &Path, force: bool) -> anyhow::Result<Store> {
             tracing::info!("{} new point(s) in the config: {}", change.added.len(), short_list(&change.added));
         }
         if !change.removed.is_empty() {
-            tracing::warn!("{} point(s) are no longer in the grid (their files stay): {}", change.removed.len(), short_list(&change.removed));
+            tracing::warn!(
+                "{} point(s) are no longer in the grid (their files stay): {}",
+                change.removed.len(),
+                short_list(&change.removed)
+            );
         }
     }
     Ok(store)
@@ -503,7 +573,12 @@ fn run_children(a: &RunArgs, dir: &Path, bars: bool, stop: &Arc<AtomicBool>) -> 
     let mut children = Vec::new();
     for k in 0..a.workers {
         let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("worker").arg(dir).arg("--heartbeat").arg(a.lease.heartbeat.to_string()).arg("--stale-after").arg(a.lease.stale_after.to_string());
+        cmd.arg("worker")
+            .arg(dir)
+            .arg("--heartbeat")
+            .arg(a.lease.heartbeat.to_string())
+            .arg("--stale-after")
+            .arg(a.lease.stale_after.to_string());
         if !a.devices.is_empty() {
             cmd.arg("--device").arg(&a.devices[k % a.devices.len()]);
         }
@@ -570,7 +645,10 @@ fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
                     tracing::info!("wrote {}", store.dir.join("laws.json").display());
                 }
                 // Results are safe on disk; a fit problem must not fail the sweep.
-                Err(e) => tracing::warn!("fitting the laws of [fit] failed: {e:#}; fix [fit] and run `sweep fit {}`", store.dir.display()),
+                Err(e) => tracing::warn!(
+                    "fitting the laws of [fit] failed: {e:#}; fix [fit] and run `sweep fit {}`",
+                    store.dir.display()
+                ),
             },
             Ok(None) => {}
             Err(e) => tracing::warn!("reading [fit]: {e:#}"),
@@ -578,7 +656,11 @@ fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
     }
     write_report(store);
     if c.done < c.total {
-        bail!("{} point(s) are neither done nor failed; another worker may still hold them (see `sweep status {}`)", c.total - c.done - c.failed, store.dir.display());
+        bail!(
+            "{} point(s) are neither done nor failed; another worker may still hold them (see `sweep status {}`)",
+            c.total - c.done - c.failed,
+            store.dir.display()
+        );
     }
     Ok(0)
 }
@@ -604,23 +686,41 @@ fn cmd_slurm(a: SlurmArgs) -> anyhow::Result<u8> {
     let binary = std::env::current_exe().and_then(|p| p.canonicalize()).context("locating the sweep binary")?;
     let tasks = o.tasks.unwrap_or(left.min(64));
     if tasks > left {
-        tracing::warn!("--tasks {tasks} is more than the {left} point(s) left: the extra tasks find nothing to claim and exit");
+        tracing::warn!(
+            "--tasks {tasks} is more than the {left} point(s) left: the extra tasks find nothing to claim and exit"
+        );
     }
     if let Some(p) = plan.points.iter().find(|p| p.runtime.device.starts_with("cuda")).filter(|_| o.gpus == 0) {
-        tracing::warn!("the config trains on {} but --gpus is 0: the tasks get no GPU; give --gpus 1", p.runtime.device);
+        tracing::warn!(
+            "the config trains on {} but --gpus is 0: the tasks get no GPU; give --gpus 1",
+            p.runtime.device
+        );
     }
-    let inputs = ScriptInputs { name: plan.name().to_string(), dir: dir.clone(), binary, tasks, heartbeat: a.lease.heartbeat, stale_after: a.lease.stale_after };
+    let inputs = ScriptInputs {
+        name: plan.name().to_string(),
+        dir: dir.clone(),
+        binary,
+        tasks,
+        heartbeat: a.lease.heartbeat,
+        stale_after: a.lease.stale_after,
+    };
     let sdir = dir.join("slurm");
     std::fs::create_dir_all(sdir.join("logs")).with_context(|| format!("creating {}", sdir.join("logs").display()))?;
     let (array, fit) = (sdir.join("array.sbatch"), sdir.join("fit.sbatch"));
-    sweep_store::fsio::write_atomic(&array, array_script(o, &inputs).as_bytes()).with_context(|| format!("writing {}", array.display()))?;
+    sweep_store::fsio::write_atomic(&array, array_script(o, &inputs).as_bytes())
+        .with_context(|| format!("writing {}", array.display()))?;
     let with_fit = !o.no_fit && plan.config.fit.is_some();
     if with_fit {
-        sweep_store::fsio::write_atomic(&fit, fit_script(o, &inputs).as_bytes()).with_context(|| format!("writing {}", fit.display()))?;
+        sweep_store::fsio::write_atomic(&fit, fit_script(o, &inputs).as_bytes())
+            .with_context(|| format!("writing {}", fit.display()))?;
     }
     println!("{}: {} point(s) left of {}; {tasks} array task(s)", dir.display(), left, c.total);
     if !o.submit {
-        println!("wrote {}{}", array.display(), if with_fit { format!(" and {}", fit.display()) } else { String::new() });
+        println!(
+            "wrote {}{}",
+            array.display(),
+            if with_fit { format!(" and {}", fit.display()) } else { String::new() }
+        );
         println!("submit with:\n  id=$(sbatch --parsable {})", array.display());
         if with_fit {
             println!("  sbatch --dependency=afterany:$id {}", fit.display());
@@ -631,8 +731,12 @@ fn cmd_slurm(a: SlurmArgs) -> anyhow::Result<u8> {
     let id = sbatch(&array, &[])?;
     let fit_id = if with_fit { Some(sbatch(&fit, &[format!("--dependency=afterany:{id}")])?) } else { None };
     let record = serde_json::json!({ "submitted_unix": sweep_store::fsio::unix_now(), "array_job": id, "fit_job": fit_id, "tasks": tasks, "points_left": left });
-    sweep_store::fsio::append_line(&sdir.join("submissions.jsonl"), &record.to_string()).context("recording the submission")?;
-    println!("submitted array job {id} ({tasks} tasks){}", fit_id.as_ref().map(|f| format!(" and fit job {f} (after the array)")).unwrap_or_default());
+    sweep_store::fsio::append_line(&sdir.join("submissions.jsonl"), &record.to_string())
+        .context("recording the submission")?;
+    println!(
+        "submitted array job {id} ({tasks} tasks){}",
+        fit_id.as_ref().map(|f| format!(" and fit job {f} (after the array)")).unwrap_or_default()
+    );
     println!("watch: sweep status {}   logs: {}/logs/", dir.display(), sdir.display());
     Ok(0)
 }
@@ -656,8 +760,18 @@ fn cmd_status(a: StatusArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let c = &s.counts;
-    println!("sweep {:?} in {}: {} points: {} done, {} running, {} pending, {} failed", s.name, a.dir.display(), c.total, c.done, c.running, c.pending, c.failed);
-    let mut t = fmt::Table::new(&["id", "model", "state", "step", "loss", "tok/s", "ETA", "owner / reason"], &[0, 1, 2, 7]);
+    println!(
+        "sweep {:?} in {}: {} points: {} done, {} running, {} pending, {} failed",
+        s.name,
+        a.dir.display(),
+        c.total,
+        c.done,
+        c.running,
+        c.pending,
+        c.failed
+    );
+    let mut t =
+        fmt::Table::new(&["id", "model", "state", "step", "loss", "tok/s", "ETA", "owner / reason"], &[0, 1, 2, 7]);
     for p in &s.points {
         let state = match p.state {
             sweep_store::status::State::Pending if p.checkpoint_step.is_some() => "interrupted".to_string(),
@@ -712,7 +826,14 @@ fn cmd_bench_train(a: BenchTrainArgs) -> anyhow::Result<u8> {
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
     };
-    let opts = sweep_train::bench::BenchOptions { config, batch: a.batch, steps: a.steps, warmup: a.warmup, device: a.device, precision: a.precision };
+    let opts = sweep_train::bench::BenchOptions {
+        config,
+        batch: a.batch,
+        steps: a.steps,
+        warmup: a.warmup,
+        device: a.device,
+        precision: a.precision,
+    };
     let r = sweep_train::bench::run(&opts)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -730,6 +851,8 @@ fn cmd_bench_train(a: BenchTrainArgs) -> anyhow::Result<u8> {
 fn write_report(store: &Store) {
     match cmd_report::write_sweep_report(store, &store.dir.join("report")) {
         Ok(r) => tracing::info!("report: {}", r.dir.join("index.html").display()),
-        Err(e) => tracing::warn!("writing the report failed: {e:#}; run `sweep report {}` to retry", store.dir.display()),
+        Err(e) => {
+            tracing::warn!("writing the report failed: {e:#}; run `sweep report {}` to retry", store.dir.display())
+        }
     }
 }

@@ -65,13 +65,8 @@ impl Monitor {
     pub fn start(store: Store, bars_on: bool) -> Monitor {
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
-        let handle = std::thread::spawn(move || {
-            if bars_on {
-                run_bars(&store, &flag)
-            } else {
-                run_lines(&store, &flag)
-            }
-        });
+        let handle =
+            std::thread::spawn(move || if bars_on { run_bars(&store, &flag) } else { run_lines(&store, &flag) });
         Monitor { done, handle: Some(handle) }
     }
 }
@@ -95,7 +90,14 @@ fn run_lines(store: &Store, done: &AtomicBool) {
         last = Instant::now();
         if let Ok(s) = store.status() {
             let c = &s.counts;
-            tracing::info!("progress: {}/{} done, {} running, {} failed, {} pending", c.done, c.total, c.running, c.failed, c.pending);
+            tracing::info!(
+                "progress: {}/{} done, {} running, {} failed, {} pending",
+                c.done,
+                c.total,
+                c.running,
+                c.failed,
+                c.pending
+            );
         }
     }
 }
@@ -103,10 +105,13 @@ fn run_lines(store: &Store, done: &AtomicBool) {
 fn run_bars(store: &Store, done: &AtomicBool) {
     let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
     *bars().lock().unwrap_or_else(|e| e.into_inner()) = Some(mp.clone());
-    let total_style = ProgressStyle::with_template("{prefix:>8} [{bar:30.cyan/blue}] {pos}/{len} points  {msg}  [{elapsed_precise}]")
+    let total_style =
+        ProgressStyle::with_template("{prefix:>8} [{bar:30.cyan/blue}] {pos}/{len} points  {msg}  [{elapsed_precise}]")
+            .expect("valid template")
+            .progress_chars("=> ");
+    let point_style = ProgressStyle::with_template("{prefix:>8} [{bar:30.green/white}] {pos}/{len} steps  {msg}")
         .expect("valid template")
         .progress_chars("=> ");
-    let point_style = ProgressStyle::with_template("{prefix:>8} [{bar:30.green/white}] {pos}/{len} steps  {msg}").expect("valid template").progress_chars("=> ");
     let overall = mp.add(ProgressBar::new(0).with_style(total_style).with_prefix("sweep"));
     let mut per_point: HashMap<String, ProgressBar> = HashMap::new();
     loop {
@@ -118,7 +123,13 @@ fn run_bars(store: &Store, done: &AtomicBool) {
             overall.set_message(format!("{} running, {} failed", c.running, c.failed));
             for p in &s.points {
                 if p.state == State::Running {
-                    let bar = per_point.entry(p.id.clone()).or_insert_with(|| mp.add(ProgressBar::new(p.steps).with_style(point_style.clone()).with_prefix(p.id[..8.min(p.id.len())].to_string())));
+                    let bar = per_point.entry(p.id.clone()).or_insert_with(|| {
+                        mp.add(
+                            ProgressBar::new(p.steps)
+                                .with_style(point_style.clone())
+                                .with_prefix(p.id[..8.min(p.id.len())].to_string()),
+                        )
+                    });
                     bar.set_position(p.step.unwrap_or(0));
                     let loss = p.loss.map(|l| format!("loss {l:.4}")).unwrap_or_else(|| "starting".into());
                     let tps = p.tokens_per_second.map(|t| format!("  {} tok/s", fmt::si(t))).unwrap_or_default();

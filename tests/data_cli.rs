@@ -44,7 +44,8 @@ tokenizer_sample_bytes = 60_000
     )
     .unwrap();
     // `[sweep] out` is relative to the working directory, like the other commands.
-    let out = sweep().current_dir(&dir).args(["data", "prepare", "--no-progress", "--config"]).arg(&config).output().unwrap();
+    let out =
+        sweep().current_dir(&dir).args(["data", "prepare", "--no-progress", "--config"]).arg(&config).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("data cache: runs/datatest/cache/data"), "{stdout}");
@@ -55,7 +56,8 @@ tokenizer_sample_bytes = 60_000
     }
     assert_eq!(std::fs::read_dir(cache.join("tokenizers")).unwrap().count(), 2);
 
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("builtin_bytes", "bultin_bytes")).unwrap();
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("builtin_bytes", "bultin_bytes"))
+        .unwrap();
     let out = sweep().current_dir(&dir).args(["data", "prepare", "--config"]).arg(&config).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

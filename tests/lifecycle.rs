@@ -27,14 +27,18 @@ fn diverging_points_are_recorded_and_the_sweep_goes_on() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("2 point(s) failed"), "{}", text(&out));
     let sweep_dir = dir.join("life");
-    let status: serde_json::Value = serde_json::from_slice(&run(sweep().args(["status", "--json"]).arg(&sweep_dir)).stdout).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(&run(sweep().args(["status", "--json"]).arg(&sweep_dir)).stdout).unwrap();
     assert_eq!(status["counts"]["done"], 2);
     assert_eq!(status["counts"]["failed"], 2);
     for p in status["points"].as_array().unwrap() {
         let failed = p["state"] == "failed";
         assert_eq!(failed, p["label"] == "tiny", "{p}");
         if failed {
-            let f: serde_json::Value = serde_json::from_slice(&std::fs::read(sweep_dir.join("points").join(p["id"].as_str().unwrap()).join("failed.json")).unwrap()).unwrap();
+            let f: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(sweep_dir.join("points").join(p["id"].as_str().unwrap()).join("failed.json")).unwrap(),
+            )
+            .unwrap();
             assert_eq!(f["kind"], "diverged");
             assert!(f["reason"].as_str().unwrap().contains("running minimum"), "{f}");
         }
@@ -46,7 +50,10 @@ fn diverging_points_are_recorded_and_the_sweep_goes_on() {
     let out = run(sweep().args(["run", "--retry-failed"]).arg(&cfg).arg("--out").arg(&dir));
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out).contains("retrying 2 failed point(s)"), "{}", text(&out));
-    let kept = std::fs::read_dir(sweep_dir.join("points")).unwrap().filter(|e| e.as_ref().unwrap().path().join("failed.1.json").exists()).count();
+    let kept = std::fs::read_dir(sweep_dir.join("points"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("failed.1.json").exists())
+        .count();
     assert_eq!(kept, 2, "the first failure records are kept");
 }
 
@@ -78,7 +85,8 @@ fn config_changes_are_reported_and_incompatible_ones_refused() {
     let out = run(sweep().args(["run", "--force"]).arg(&cfg).arg("--out").arg(&dir));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(results(&sweep_dir).len(), 10);
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(sweep_dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sweep_dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["point_ids"].as_array().unwrap().len(), 4);
     assert_eq!(manifest["revisions"].as_array().unwrap().len(), 3);
 }
@@ -112,7 +120,8 @@ fn plan_prints_table_and_json_with_totals() {
 #[test]
 fn data_section_errors_are_located_before_work_starts() {
     let dir = scratch("life-data");
-    let cfg = write_config(&dir, "c.toml", &format!("{BASE}\n[data]\ngeneral = {{ type = \"flies\", paths = [\"x\"] }}\n"));
+    let cfg =
+        write_config(&dir, "c.toml", &format!("{BASE}\n[data]\ngeneral = {{ type = \"flies\", paths = [\"x\"] }}\n"));
     let out = run(sweep().arg("run").arg(&cfg).arg("--out").arg(&dir));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("c.toml:17:20:") && text(&out).contains("data.general"), "{}", text(&out));

@@ -12,7 +12,8 @@ fn count(text: &str, what: &str) -> usize {
 fn run_writes_plots_and_an_index_of_points_and_laws() {
     let dir = scratch("report-sim");
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = run(sweep().arg("run").arg(repo.join("configs/simulate.toml")).args(["--profile", "fast", "--out"]).arg(&dir));
+    let out =
+        run(sweep().arg("run").arg(repo.join("configs/simulate.toml")).args(["--profile", "fast", "--out"]).arg(&dir));
     assert!(out.status.success(), "{}", text(&out));
     let report = dir.join("simulate").join("report");
     let read = |f: &str| std::fs::read_to_string(report.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -48,7 +49,8 @@ fn run_writes_plots_and_an_index_of_points_and_laws() {
 fn a_sweep_with_nothing_finished_gets_an_index_and_no_plots() {
     let dir = scratch("report-empty");
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = run(sweep().arg("init").arg(repo.join("configs/simulate.toml")).args(["--profile", "fast", "--out"]).arg(&dir));
+    let out =
+        run(sweep().arg("init").arg(repo.join("configs/simulate.toml")).args(["--profile", "fast", "--out"]).arg(&dir));
     assert!(out.status.success(), "{}", text(&out));
     let out = run(sweep().arg("report").arg(dir.join("simulate")));
     assert!(out.status.success(), "{}", text(&out));

@@ -60,7 +60,15 @@ fn sigkill_at_random_moments_then_resume_equals_uninterrupted() {
     let mut kills = 0;
     let started = Instant::now();
     while kills < 12 && started.elapsed() < Duration::from_secs(60) {
-        let mut child = sweep().args(["run", "--no-progress"]).arg(&cfg).arg("--out").arg(&killed).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = sweep()
+            .args(["run", "--no-progress"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&killed)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(rng.range(30, 500)));
         if child.try_wait().unwrap().is_some() {
             break; // finished before we could kill it
@@ -90,7 +98,14 @@ fn sigint_checkpoints_and_resumes() {
     let out_dir = dir.join("interrupted");
     let mut stops = 0;
     for delay in [400u64, 900, 700] {
-        let child = sweep().args(["run", "--no-progress"]).arg(&cfg).arg("--out").arg(&out_dir).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let child = sweep()
+            .args(["run", "--no-progress"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out_dir)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(delay));
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let out = child.wait_with_output().unwrap();

@@ -14,10 +14,22 @@ use std::time::{Duration, Instant};
 
 /// Whether a Slurm controller answers with a usable node.
 fn slurm_up(test: &str) -> bool {
-    let up = Command::new("sinfo").args(["-h", "-o", "%T"]).output().map(|o| o.status.success() && ["idle", "mix", "alloc"].iter().any(|s| String::from_utf8_lossy(&o.stdout).contains(s))).unwrap_or(false);
+    let up = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && ["idle", "mix", "alloc"].iter().any(|s| String::from_utf8_lossy(&o.stdout).contains(s))
+        })
+        .unwrap_or(false);
     if !up {
-        assert!(std::env::var("CI").is_err(), "{test}: no Slurm answers; CI must start one (scripts/slurm-local.sh start)");
-        eprintln!("\n*** SKIP {test}: no Slurm (run scripts/slurm-local.sh start as root); this check did NOT run ***\n");
+        assert!(
+            std::env::var("CI").is_err(),
+            "{test}: no Slurm answers; CI must start one (scripts/slurm-local.sh start)"
+        );
+        eprintln!(
+            "\n*** SKIP {test}: no Slurm (run scripts/slurm-local.sh start as root); this check did NOT run ***\n"
+        );
     }
     up
 }
@@ -58,7 +70,8 @@ fn submitted(sweep_dir: &Path) -> (String, Option<String>) {
 
 /// Slurm states of every task of these jobs.
 fn states(ids: &[&str]) -> Vec<String> {
-    let out = Command::new("squeue").args(["-h", "-r", "-t", "all", "-o", "%T", "-j", &ids.join(",")]).output().unwrap();
+    let out =
+        Command::new("squeue").args(["-h", "-r", "-t", "all", "-o", "%T", "-j", &ids.join(",")]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
 }
 
@@ -66,7 +79,21 @@ fn wait_for_jobs(ids: &[&str], timeout: Duration) {
     let t0 = Instant::now();
     loop {
         let s = states(ids);
-        if !s.is_empty() && s.iter().all(|x| !matches!(x.as_str(), "PENDING" | "RUNNING" | "COMPLETING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "SUSPENDED")) {
+        if !s.is_empty()
+            && s.iter().all(|x| {
+                !matches!(
+                    x.as_str(),
+                    "PENDING"
+                        | "RUNNING"
+                        | "COMPLETING"
+                        | "CONFIGURING"
+                        | "REQUEUED"
+                        | "REQUEUE_HOLD"
+                        | "REQUEUE_FED"
+                        | "SUSPENDED"
+                )
+            })
+        {
             assert!(s.iter().all(|x| x == "COMPLETED"), "jobs {ids:?} ended as {s:?}");
             return;
         }
@@ -97,7 +124,8 @@ fn a_job_array_runs_every_point_once_then_fits() {
     }
     let dir = scratch("slurm-array");
     let cfg = write_config(&dir, "s.toml", &config("array", 0.3));
-    let out = run(sweep().arg("slurm").arg(&cfg).arg("--out").arg(dir.join("slurm")).args(["--tasks", "3", "--submit"]));
+    let out =
+        run(sweep().arg("slurm").arg(&cfg).arg("--out").arg(dir.join("slurm")).args(["--tasks", "3", "--submit"]));
     assert!(out.status.success(), "{}", text(&out));
     let sweep_dir = dir.join("slurm").join("array");
     let (array, fit) = submitted(&sweep_dir);
@@ -107,7 +135,10 @@ fn a_job_array_runs_every_point_once_then_fits() {
     assert_eq!(done.len(), 6, "{done:?}");
     assert!(done.values().all(|&n| n == 1), "a point ran twice: {done:?}");
     assert_eq!(results(&sweep_dir), local_results(&dir, &cfg, "array"), "the array's results differ from a local run");
-    let laws: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(sweep_dir.join("laws.json")).expect("the fit job wrote laws.json")).unwrap();
+    let laws: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(sweep_dir.join("laws.json")).expect("the fit job wrote laws.json"),
+    )
+    .unwrap();
     assert_eq!(laws["laws"][0]["name"], "chinchilla");
     let log = logs(&sweep_dir);
     for t in 0..3 {
@@ -125,7 +156,13 @@ fn sigusr1_checkpoints_requeues_and_resumes() {
     }
     let dir = scratch("slurm-requeue");
     let cfg = write_config(&dir, "s.toml", &config("requeue", 2.5));
-    let out = run(sweep().arg("slurm").arg(&cfg).arg("--out").arg(dir.join("slurm")).args(["--tasks", "1", "--requeue", "--no-fit", "--submit"]));
+    let out = run(sweep().arg("slurm").arg(&cfg).arg("--out").arg(dir.join("slurm")).args([
+        "--tasks",
+        "1",
+        "--requeue",
+        "--no-fit",
+        "--submit",
+    ]));
     assert!(out.status.success(), "{}", text(&out));
     let sweep_dir = dir.join("slurm").join("requeue");
     let (array, fit) = submitted(&sweep_dir);
@@ -147,15 +184,26 @@ fn sigusr1_checkpoints_requeues_and_resumes() {
     assert!(sent.success(), "scancel --signal=USR1 --batch {task}");
     wait_for_jobs(&[&array], Duration::from_secs(240));
     let log = logs(&sweep_dir);
-    assert!(log.contains("worker exited with 130 after SIGUSR1") && log.contains(&format!("requeueing {task}")), "no requeue:\n{log}");
+    assert!(
+        log.contains("worker exited with 130 after SIGUSR1") && log.contains(&format!("requeueing {task}")),
+        "no requeue:\n{log}"
+    );
     assert!(log.contains("restart 1"), "the task did not run again:\n{log}");
     assert!(log.contains("resume_step=Some("), "no point resumed from a checkpoint:\n{log}");
     let done = completions(&sweep_dir);
     assert_eq!(done.len(), 6, "{done:?}");
     assert!(done.values().all(|&n| n == 1), "a point ran twice: {done:?}");
-    assert_eq!(results(&sweep_dir), local_results(&dir, &cfg, "requeue"), "the requeued run's results differ from an uninterrupted run");
+    assert_eq!(
+        results(&sweep_dir),
+        local_results(&dir, &cfg, "requeue"),
+        "the requeued run's results differ from an uninterrupted run"
+    );
     for id in results(&sweep_dir).keys() {
-        assert_eq!(metrics(&sweep_dir.join("points").join(id)), metrics(&dir.join("local/requeue/points").join(id)), "metrics of {id} differ");
+        assert_eq!(
+            metrics(&sweep_dir.join("points").join(id)),
+            metrics(&dir.join("local/requeue/points").join(id)),
+            "metrics of {id} differ"
+        );
     }
 }
 
@@ -168,13 +216,29 @@ fn without_submit_the_scripts_are_written_and_bad_options_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--time \"4h\": use Slurm's format"), "{}", text(&out));
     assert!(!dir.join("scripts").exists(), "a refused command wrote the sweep directory");
-    let out = run(sweep().arg("slurm").arg(&cfg).arg("--out").arg(&dir).args(["--tasks", "2", "--time", "1:00:00", "--partition", "cpu"]));
+    let out = run(sweep().arg("slurm").arg(&cfg).arg("--out").arg(&dir).args([
+        "--tasks",
+        "2",
+        "--time",
+        "1:00:00",
+        "--partition",
+        "cpu",
+    ]));
     assert!(out.status.success(), "{}", text(&out));
     let sweep_dir = dir.join("scripts");
     let array = sweep_dir.join("slurm/array.sbatch");
     let script = std::fs::read_to_string(&array).unwrap();
-    assert!(script.contains("#SBATCH --array=0-1") && script.contains("#SBATCH --time=1:00:00") && script.contains("#SBATCH --partition=cpu"), "{script}");
-    assert!(text(&out).contains(&format!("sbatch --parsable {}", array.canonicalize().unwrap().display())), "{}", text(&out));
+    assert!(
+        script.contains("#SBATCH --array=0-1")
+            && script.contains("#SBATCH --time=1:00:00")
+            && script.contains("#SBATCH --partition=cpu"),
+        "{script}"
+    );
+    assert!(
+        text(&out).contains(&format!("sbatch --parsable {}", array.canonicalize().unwrap().display())),
+        "{}",
+        text(&out)
+    );
     for s in ["array.sbatch", "fit.sbatch"] {
         let syntax = Command::new("bash").arg("-n").arg(sweep_dir.join("slurm").join(s)).status().unwrap();
         assert!(syntax.success(), "{s} is not valid bash");

@@ -95,7 +95,15 @@ fn candle_sweep_killed_at_random_moments_resumes_bit_for_bit() {
     let mut kills = 0;
     let start = Instant::now();
     while kills < 8 && start.elapsed() < Duration::from_secs(120) {
-        let mut child = sweep().args(["run", "--no-progress"]).arg(&cfg).arg("--out").arg(&killed).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = sweep()
+            .args(["run", "--no-progress"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&killed)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(rng.range(150, 1000)));
         if child.try_wait().unwrap().is_some() {
             break;
@@ -205,7 +213,12 @@ builtin_bytes = 1_000_000
         );
         let out = run(sweep().arg("run").arg(&cfg).arg("--out").arg(&dir));
         assert!(out.status.success(), "{}", text(&out));
-        by_seed.push(final_of(&dir.join(format!("prec{seed}"))).iter().map(|r| (r["precision"].as_str().unwrap().to_string(), val(r, "general"))).collect());
+        by_seed.push(
+            final_of(&dir.join(format!("prec{seed}")))
+                .iter()
+                .map(|r| (r["precision"].as_str().unwrap().to_string(), val(r, "general")))
+                .collect(),
+        );
     }
     let diffs = |a: &str, b: &str| -> Vec<f64> { by_seed.iter().map(|m| m[a] - m[b]).collect() };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -228,11 +241,24 @@ builtin_bytes = 1_000_000
 #[test]
 fn corrupt_checkpoint_is_detected_and_the_previous_one_used() {
     let dir = scratch("train-corrupt");
-    let cfg = write_config(&dir, "r.toml", &RESUME.replace("model = [\"micro\", \"tiny\"]", "model = [\"tiny\"]").replace("precision = [\"fp32\", \"e4m3\"]", "precision = [\"fp32\"]"));
+    let cfg = write_config(
+        &dir,
+        "r.toml",
+        &RESUME
+            .replace("model = [\"micro\", \"tiny\"]", "model = [\"tiny\"]")
+            .replace("precision = [\"fp32\", \"e4m3\"]", "precision = [\"fp32\"]"),
+    );
     let reference = dir.join("reference");
     assert!(run(sweep().arg("run").arg(&cfg).arg("--out").arg(&reference)).status.success());
     let out_dir = dir.join("corrupt");
-    let child = sweep().args(["run", "--no-progress"]).arg(&cfg).arg("--out").arg(&out_dir).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = sweep()
+        .args(["run", "--no-progress"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out_dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Wait until the point has two checkpoints, then stop it (SIGINT writes a third).
     let points = out_dir.join("cresume/points");
     let start = Instant::now();
@@ -247,7 +273,11 @@ fn corrupt_checkpoint_is_detected_and_the_previous_one_used() {
     };
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    assert!(!point_dir.join("result.json").exists(), "the point finished before it could be stopped: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !point_dir.join("result.json").exists(),
+        "the point finished before it could be stopped: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Corrupt the newest checkpoint's tensors.
     let mut steps: Vec<_> = std::fs::read_dir(point_dir.join("ckpt")).unwrap().map(|e| e.unwrap().path()).collect();
     steps.sort();
@@ -261,5 +291,9 @@ fn corrupt_checkpoint_is_detected_and_the_previous_one_used() {
     let out = run(sweep().arg("run").arg(&cfg).arg("--out").arg(&out_dir));
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("checkpoint unusable"), "the corruption was not reported:\n{}", text(&out));
-    assert_eq!(results(&out_dir.join("cresume")), results(&reference.join("cresume")), "resuming from the previous checkpoint changed the result");
+    assert_eq!(
+        results(&out_dir.join("cresume")),
+        results(&reference.join("cresume")),
+        "resuming from the previous checkpoint changed the result"
+    );
 }

@@ -34,7 +34,8 @@ fn four_worker_processes_complete_every_point_once() {
     let out = run(sweep().arg("init").arg(&cfg).arg("--out").arg(&dir));
     assert!(out.status.success(), "{}", text(&out));
     let sweep_dir = dir.join("four");
-    let children: Vec<_> = (0..4).map(|_| sweep().arg("worker").arg(&sweep_dir).stderr(Stdio::piped()).spawn().unwrap()).collect();
+    let children: Vec<_> =
+        (0..4).map(|_| sweep().arg("worker").arg(&sweep_dir).stderr(Stdio::piped()).spawn().unwrap()).collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -46,7 +47,11 @@ fn four_worker_processes_complete_every_point_once() {
     assert_eq!(results(&sweep_dir).len(), 16);
     // More than one worker did work (the points take wall time, so the work is shared).
     let events = std::fs::read_to_string(sweep_dir.join("events.jsonl")).unwrap();
-    let pids: std::collections::BTreeSet<_> = events.lines().filter(|l| l.contains("\"completed\"")).map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["pid"].clone().to_string()).collect();
+    let pids: std::collections::BTreeSet<_> = events
+        .lines()
+        .filter(|l| l.contains("\"completed\""))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["pid"].clone().to_string())
+        .collect();
     assert!(pids.len() >= 2, "one worker did everything: {pids:?}");
 }
 
@@ -69,7 +74,8 @@ fn write_lease(sweep_dir: &std::path::Path, id: &str, owner: &str, host: &str, p
 }
 
 fn first_point(sweep_dir: &std::path::Path) -> String {
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(sweep_dir.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sweep_dir.join("manifest.json")).unwrap()).unwrap();
     m["point_ids"][0].as_str().unwrap().to_string()
 }
 
@@ -103,7 +109,8 @@ fn lease_of_a_dead_local_process_is_taken_over_at_once() {
     let mut gone = std::process::Command::new("true").spawn().unwrap();
     let pid = gone.id();
     gone.wait().unwrap();
-    let host = String::from_utf8(std::process::Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_string();
+    let host =
+        String::from_utf8(std::process::Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_string();
     write_lease(&sweep_dir, &id, "dead:1:w:0", &host, pid, 3);
     let out = run(sweep().args(["worker", "--stale-after", "600"]).arg(&sweep_dir));
     assert!(out.status.success(), "{}", text(&out));
@@ -113,12 +120,19 @@ fn lease_of_a_dead_local_process_is_taken_over_at_once() {
 #[test]
 fn worker_that_loses_its_lease_stops_the_point_at_once() {
     let dir = scratch("workers-lost");
-    let text_cfg = config("lost", 30.0).replace("model = [\"micro\", \"tiny\", \"mini\", 3e5]", "model = [\"tiny\"]").replace("tokens_per_param = [2, 4, 8, 16]", "tokens_per_param = [2]");
+    let text_cfg = config("lost", 30.0)
+        .replace("model = [\"micro\", \"tiny\", \"mini\", 3e5]", "model = [\"tiny\"]")
+        .replace("tokens_per_param = [2, 4, 8, 16]", "tokens_per_param = [2]");
     let cfg = write_config(&dir, "w.toml", &text_cfg);
     assert!(run(sweep().arg("init").arg(&cfg).arg("--out").arg(&dir)).status.success());
     let sweep_dir = dir.join("lost");
     let id = first_point(&sweep_dir);
-    let child = sweep().args(["worker", "--no-wait", "--heartbeat", "0.2", "--stale-after", "600"]).arg(&sweep_dir).stderr(Stdio::piped()).spawn().unwrap();
+    let child = sweep()
+        .args(["worker", "--no-wait", "--heartbeat", "0.2", "--stale-after", "600"])
+        .arg(&sweep_dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let lease = sweep_dir.join("points").join(&id).join("lease");
     let t = Instant::now();
     while !lease.exists() && t.elapsed() < Duration::from_secs(10) {
@@ -130,10 +144,16 @@ fn worker_that_loses_its_lease_stops_the_point_at_once() {
     let t = Instant::now();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(t.elapsed() < Duration::from_secs(10), "the worker did not stop after losing its lease (the point takes 30 s)");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the worker did not stop after losing its lease (the point takes 30 s)"
+    );
     assert!(out.status.success(), "{err}");
     assert!(err.contains("lease lost"), "{err}");
-    assert!(!sweep_dir.join("points").join(&id).join("result.json").exists(), "the worker published a result without its lease");
+    assert!(
+        !sweep_dir.join("points").join(&id).join("result.json").exists(),
+        "the worker published a result without its lease"
+    );
     // The thief's lease is untouched.
     assert!(std::fs::read_to_string(&lease).unwrap().contains("thief"));
 }

@@ -62,7 +62,8 @@ pub fn metrics(point_dir: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(point_dir.join("metrics.jsonl")).unwrap_or_default();
     text.lines()
         .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad metrics line {l:?}: {e}"));
+            let mut v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad metrics line {l:?}: {e}"));
             let m = v.as_object_mut().unwrap();
             m.remove("tokens_per_second");
             m.remove("mfu");

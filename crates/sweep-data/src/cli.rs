@@ -63,8 +63,9 @@ pub struct PrepareArgs {
 /// else `model.vocab_size`) of a configuration file.
 pub fn read_config_file(path: &Path) -> Result<(DataConfig, Vec<usize>), DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-    let root: toml::Table = toml::from_str(&text)
-        .map_err(|e| DataError::config(path.display().to_string(), format!("not valid TOML: {}", e.to_string().trim())))?;
+    let root: toml::Table = toml::from_str(&text).map_err(|e| {
+        DataError::config(path.display().to_string(), format!("not valid TOML: {}", e.to_string().trim()))
+    })?;
     let in_file = |e: DataError| match e {
         DataError::Config { key, message } => DataError::config(format!("{}: {key}", path.display()), message),
         other => other,
@@ -79,7 +80,9 @@ pub fn read_config_file(path: &Path) -> Result<(DataConfig, Vec<usize>), DataErr
     };
     let positive = |v: &toml::Value| match v {
         toml::Value::Integer(i) if *i > 0 => Ok(*i as usize),
-        other => Err(DataError::config(format!("{}: {key}", path.display()), format!("{other} is not a positive integer"))),
+        other => {
+            Err(DataError::config(format!("{}: {key}", path.display()), format!("{other} is not a positive integer")))
+        }
     };
     let vocab_sizes = match value {
         None => Vec::new(),
@@ -158,7 +161,8 @@ pub fn prepare_all(
             .map_err(io)?;
         }
         if let Some(path) = data.tokenizer_path() {
-            writeln!(out, "{:>7}  tokenizer {} ({} ids)", v, path.display(), data.tokenizer().id_count()).map_err(io)?;
+            writeln!(out, "{:>7}  tokenizer {} ({} ids)", v, path.display(), data.tokenizer().id_count())
+                .map_err(io)?;
         }
         prepared.push(data);
     }
@@ -192,7 +196,12 @@ mod tests {
             "[grid]\nvocab_size = [300, 512]\n\n[data]\nbuiltin_bytes = 200_000\nvalidation_fraction = 0.2\ntokenizer_sample_bytes = 50_000\n",
         )
         .unwrap();
-        let args = PrepareArgs { config: path.clone(), vocab_sizes: vec![], cache_dir: Some(dir.path().join("cache")), show_progress: false };
+        let args = PrepareArgs {
+            config: path.clone(),
+            vocab_sizes: vec![],
+            cache_dir: Some(dir.path().join("cache")),
+            show_progress: false,
+        };
         let mut out = Vec::new();
         let prepared = prepare_command(&args, &mut out).unwrap();
         assert_eq!(prepared.iter().map(|p| p.vocab_size()).collect::<Vec<_>>(), vec![300, 512]);

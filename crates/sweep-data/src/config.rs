@@ -129,10 +129,13 @@ pub enum InvalidUtf8 {
 }
 
 fn default_extensions() -> Vec<String> {
-    ["txt", "md", "rst", "tex", "rs", "py", "go", "c", "h", "cc", "cpp", "hpp", "java", "js", "ts", "pod", "pl", "sh", "toml", "yaml", "json"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "txt", "md", "rst", "tex", "rs", "py", "go", "c", "h", "cc", "cpp", "hpp", "java", "js", "ts", "pod", "pl",
+        "sh", "toml", "yaml", "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 fn default_text_field() -> String {
     "text".to_string()
@@ -209,9 +212,9 @@ mod optional_source {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SourceConfig>, D::Error> {
         match Repr::deserialize(d)? {
             Repr::None(s) if s == "none" => Ok(None),
-            Repr::None(s) => Err(serde::de::Error::custom(format!(
-                "expected a source table or \"none\", found \"{s}\""
-            ))),
+            Repr::None(s) => {
+                Err(serde::de::Error::custom(format!("expected a source table or \"none\", found \"{s}\"")))
+            }
             Repr::Source(source) => Ok(Some(source)),
         }
     }
@@ -265,8 +268,7 @@ impl DataConfig {
                 _ => field(table, "data", "validation_fraction")?.unwrap_or(defaults.validation_fraction),
             },
             builtin_bytes: field(table, "data", "builtin_bytes")?.unwrap_or(defaults.builtin_bytes),
-            max_document_bytes: field(table, "data", "max_document_bytes")?
-                .unwrap_or(defaults.max_document_bytes),
+            max_document_bytes: field(table, "data", "max_document_bytes")?.unwrap_or(defaults.max_document_bytes),
             on_invalid_utf8: field(table, "data", "on_invalid_utf8")?.unwrap_or(defaults.on_invalid_utf8),
             seed: field(table, "data", "seed")?.unwrap_or(defaults.seed),
         };
@@ -296,13 +298,19 @@ impl DataConfig {
         if self.tokenizer_sample_bytes < 1024 {
             return Err(DataError::config(
                 "data.tokenizer_sample_bytes",
-                format!("{} is too small to train a tokenizer; use at least 1024 (e.g. 2_000_000)", self.tokenizer_sample_bytes),
+                format!(
+                    "{} is too small to train a tokenizer; use at least 1024 (e.g. 2_000_000)",
+                    self.tokenizer_sample_bytes
+                ),
             ));
         }
         if self.builtin_bytes < 10_000 {
             return Err(DataError::config(
                 "data.builtin_bytes",
-                format!("{} is too small for a train/validation split by document; use at least 10000", self.builtin_bytes),
+                format!(
+                    "{} is too small for a train/validation split by document; use at least 10000",
+                    self.builtin_bytes
+                ),
             ));
         }
         if self.max_document_bytes < 256 {
@@ -336,7 +344,10 @@ impl SourceConfig {
             SourceConfig::Hub { repo, files, column, .. } => {
                 check_repo(repo, &format!("{key}.repo"))?;
                 if files.is_empty() {
-                    return Err(DataError::config(format!("{key}.files"), "is empty; list file patterns such as [\"data/*.parquet\"]"));
+                    return Err(DataError::config(
+                        format!("{key}.files"),
+                        "is empty; list file patterns such as [\"data/*.parquet\"]",
+                    ));
                 }
                 for (i, pattern) in files.iter().enumerate() {
                     glob::Pattern::new(pattern).map_err(|e| {
@@ -344,13 +355,19 @@ impl SourceConfig {
                     })?;
                 }
                 if column.is_empty() {
-                    return Err(DataError::config(format!("{key}.column"), "is empty; name the text column, e.g. \"text\""));
+                    return Err(DataError::config(
+                        format!("{key}.column"),
+                        "is empty; name the text column, e.g. \"text\"",
+                    ));
                 }
                 return Ok(());
             }
         };
         if paths.is_empty() {
-            return Err(DataError::config(format!("{key}.paths"), "is empty; list files, directories or globs such as [\"corpus/**/*.txt\"]"));
+            return Err(DataError::config(
+                format!("{key}.paths"),
+                "is empty; list files, directories or globs such as [\"corpus/**/*.txt\"]",
+            ));
         }
         match self {
             SourceConfig::Jsonl { field: name, .. } | SourceConfig::Parquet { column: name, .. } if name.is_empty() => {
@@ -394,9 +411,7 @@ fn describe(value: &toml::Value) -> String {
 }
 
 fn as_table<'a>(value: &'a toml::Value, key: &str) -> Result<&'a toml::Table, DataError> {
-    value
-        .as_table()
-        .ok_or_else(|| DataError::config(key, format!("expected a table, found {}", describe(value))))
+    value.as_table().ok_or_else(|| DataError::config(key, format!("expected a table, found {}", describe(value))))
 }
 
 fn check_keys(table: &toml::Table, key: &str, allowed: &[&str]) -> Result<(), DataError> {
@@ -417,21 +432,29 @@ fn field<T: DeserializeOwned>(table: &toml::Table, key: &str, name: &str) -> Res
         None => Ok(None),
         Some(value) => T::deserialize(value.clone()).map(Some).map_err(|e| {
             let message = e.to_string().trim().replace("a sequence", "a list such as [\"a\", \"b\"]");
-            let message = if message.contains("invalid type") { message } else { format!("{message} (found {})", describe(value)) };
+            let message = if message.contains("invalid type") {
+                message
+            } else {
+                format!("{message} (found {})", describe(value))
+            };
             DataError::config(format!("{key}.{name}"), message)
         }),
     }
 }
 
 fn required<T: DeserializeOwned>(table: &toml::Table, key: &str, name: &str, example: &str) -> Result<T, DataError> {
-    field(table, key, name)?.ok_or_else(|| DataError::config(format!("{key}.{name}"), format!("is required, e.g. {name} = {example}")))
+    field(table, key, name)?
+        .ok_or_else(|| DataError::config(format!("{key}.{name}"), format!("is required, e.g. {name} = {example}")))
 }
 
 fn parse_source(value: &toml::Value, key: &str) -> Result<SourceConfig, DataError> {
     let table = value.as_table().ok_or_else(|| {
         DataError::config(
             key,
-            format!("expected a source table such as {{ type = \"builtin\", language = \"prose\" }}, found {}", describe(value)),
+            format!(
+                "expected a source table such as {{ type = \"builtin\", language = \"prose\" }}, found {}",
+                describe(value)
+            ),
         )
     })?;
     let kind: String = required(table, key, "type", "\"builtin\"")?;
@@ -449,15 +472,13 @@ fn parse_source(value: &toml::Value, key: &str) -> Result<SourceConfig, DataErro
         }
     };
     check_keys(table, key, allowed)?;
-    let text_field = |name: &str| -> Result<String, DataError> {
-        Ok(field(table, key, name)?.unwrap_or_else(default_text_field))
-    };
+    let text_field =
+        |name: &str| -> Result<String, DataError> { Ok(field(table, key, name)?.unwrap_or_else(default_text_field)) };
     Ok(match kind.as_str() {
         "builtin" => {
             let name: String = required(table, key, "language", "\"prose\"")?;
-            let language = name
-                .parse::<Language>()
-                .map_err(|e| DataError::config(format!("{key}.language"), e.to_string()))?;
+            let language =
+                name.parse::<Language>().map_err(|e| DataError::config(format!("{key}.language"), e.to_string()))?;
             SourceConfig::Builtin { language }
         }
         "files" => SourceConfig::Files {
@@ -498,7 +519,10 @@ fn parse_tokenizer(value: &toml::Value) -> Result<TokenizerConfig, DataError> {
         } else if table.contains_key("hub") {
             check_keys(table, key, &["hub", "revision"])?;
         } else {
-            return Err(DataError::config(key, "a tokenizer table needs `file = \"tokenizer.json\"` or `hub = \"org/name\"`"));
+            return Err(DataError::config(
+                key,
+                "a tokenizer table needs `file = \"tokenizer.json\"` or `hub = \"org/name\"`",
+            ));
         }
     }
     TokenizerConfig::deserialize(value.clone()).map_err(|e| DataError::config(key, e.to_string().trim()))
@@ -581,8 +605,10 @@ mod tests {
 
     #[test]
     fn configs_round_trip_through_json() {
-        let config = parse(r#"tokenizer = { file = "t.json" }
-            domain = "none""#)
+        let config = parse(
+            r#"tokenizer = { file = "t.json" }
+            domain = "none""#,
+        )
         .unwrap();
         let json = serde_json::to_string(&config).unwrap();
         assert_eq!(serde_json::from_str::<DataConfig>(&json).unwrap(), config);

@@ -94,10 +94,6 @@ impl DataError {
 
     /// An input error of source `source_name` at `location`.
     pub fn input(source_name: &str, location: impl Into<String>, message: impl Into<String>) -> Self {
-        DataError::Input {
-            source_name: source_name.to_string(),
-            location: location.into(),
-            message: message.into(),
-        }
+        DataError::Input { source_name: source_name.to_string(), location: location.into(), message: message.into() }
     }
 }

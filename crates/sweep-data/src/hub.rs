@@ -143,7 +143,11 @@ pub(crate) fn dataset_files(
                     tracing::warn!("hub {repo_id}: {why}; using the cached commit {}", snapshot.commit);
                     Ok(snapshot)
                 }
-                None => Err(hub_error(repo_id, revision, format!("{e}; check the repository id and revision (and HF_TOKEN for private repositories)"))),
+                None => Err(hub_error(
+                    repo_id,
+                    revision,
+                    format!("{e}; check the repository id and revision (and HF_TOKEN for private repositories)"),
+                )),
             };
         }
     };
@@ -163,13 +167,16 @@ pub(crate) fn dataset_files(
         if snapshot_dir.join(file).exists() {
             continue;
         }
-        let local = repo_api
-            .download(file)
-            .map_err(|e| hub_error(repo_id, revision, format!("downloading {file}: {e}")))?;
+        let local =
+            repo_api.download(file).map_err(|e| hub_error(repo_id, revision, format!("downloading {file}: {e}")))?;
         if local != snapshot_dir.join(file) {
             // The file endpoint answered for another commit than the revision's metadata (the
             // branch moved between the two requests): fail rather than mix commits.
-            return Err(hub_error(repo_id, revision, format!("{file} came from another commit than {}; retry", info.sha)));
+            return Err(hub_error(
+                repo_id,
+                revision,
+                format!("{file} came from another commit than {}; retry", info.sha),
+            ));
         }
     }
     write_ref(settings, &repo, revision, &info.sha)?;
@@ -231,7 +238,12 @@ fn list_relative(root: &Path, dir: &Path, out: &mut Vec<String>) {
 }
 
 /// One file of a model repository (e.g. `tokenizer.json`), from the cache or downloaded.
-pub(crate) fn model_file(settings: &HubSettings, repo_id: &str, revision: &str, file: &str) -> Result<PathBuf, DataError> {
+pub(crate) fn model_file(
+    settings: &HubSettings,
+    repo_id: &str,
+    revision: &str,
+    file: &str,
+) -> Result<PathBuf, DataError> {
     let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
     let cached = || {
         cached_commit(settings, &repo, revision)

@@ -178,12 +178,7 @@ impl AutomatonBuilder {
 
     fn push(&mut self, from: u32, text: &str, weight: u64, next: u32, ends_document: bool) {
         if weight > 0 {
-            self.choices[from as usize].push(Choice {
-                text: text.into(),
-                weight,
-                next,
-                ends_document,
-            });
+            self.choices[from as usize].push(Choice { text: text.into(), weight, next, ends_document });
         }
     }
 
@@ -199,10 +194,7 @@ impl AutomatonBuilder {
             sorted.sort_unstable();
             for pair in sorted.windows(2) {
                 if pair[1].starts_with(pair[0]) {
-                    return Err(format!(
-                        "state {name}: emission {:?} is a prefix of {:?}",
-                        pair[0], pair[1]
-                    ));
+                    return Err(format!("state {name}: emission {:?} is a prefix of {:?}", pair[0], pair[1]));
                 }
             }
             let mut cumulative = Vec::with_capacity(choices.len());
@@ -211,11 +203,8 @@ impl AutomatonBuilder {
                 total = total.checked_add(c.weight).ok_or(format!("state {name}: weights overflow"))?;
                 cumulative.push(total);
             }
-            let by_text = choices
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (Box::<[u8]>::from(c.text.as_bytes()), i as u32))
-                .collect();
+            let by_text =
+                choices.iter().enumerate().map(|(i, c)| (Box::<[u8]>::from(c.text.as_bytes()), i as u32)).collect();
             let mut lengths: Vec<usize> = choices.iter().map(|c| c.text.len()).collect();
             lengths.sort_unstable();
             lengths.dedup();
@@ -376,13 +365,12 @@ impl Automaton {
 // The lexicon and the two languages.
 
 const ONSETS: [&str; 28] = [
-    "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br",
-    "ch", "cl", "dr", "gr", "pl", "sh", "st", "th", "tr",
+    "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br", "ch", "cl", "dr",
+    "gr", "pl", "sh", "st", "th", "tr",
 ];
 const VOWELS: [&str; 8] = ["a", "e", "i", "o", "u", "ai", "ea", "ou"];
 const CODAS: [&str; 10] = ["", "", "", "n", "r", "s", "t", "l", "nd", "st"];
-const RESERVED: [&str; 12] =
-    ["the", "a", "fn", "let", "if", "while", "return", "use", "and", "but", "so", "no"];
+const RESERVED: [&str; 12] = ["the", "a", "fn", "let", "if", "while", "return", "use", "and", "but", "so", "no"];
 
 /// `count` distinct generated words of one to `max_syllables` syllables, avoiding `taken`.
 fn lexicon(rng: &mut SplitMix64, count: usize, max_syllables: u64, taken: &mut HashSet<String>) -> Vec<String> {

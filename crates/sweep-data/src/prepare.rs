@@ -176,7 +176,12 @@ impl PreparedData {
     }
 
     /// The validation windows of one source, in fixed order.
-    pub fn validation(&self, kind: SourceKind, batch_size: usize, context_length: usize) -> Result<ValidationSet, DataError> {
+    pub fn validation(
+        &self,
+        kind: SourceKind,
+        batch_size: usize,
+        context_length: usize,
+    ) -> Result<ValidationSet, DataError> {
         let source = self
             .source(kind)
             .ok_or_else(|| DataError::Sampler(format!("no {kind} source is configured (set data.{kind})")))?;
@@ -186,7 +191,12 @@ impl PreparedData {
 
 /// Prepares the data of a point: `vocab_size` ids, cache in `cache_dir`, relative paths from
 /// the working directory, hub settings from the environment.
-pub fn prepare(config: &DataConfig, vocab_size: usize, cache_dir: &Path, show_progress: bool) -> Result<PreparedData, DataError> {
+pub fn prepare(
+    config: &DataConfig,
+    vocab_size: usize,
+    cache_dir: &Path,
+    show_progress: bool,
+) -> Result<PreparedData, DataError> {
     let mut options = PrepareOptions::new(vocab_size, cache_dir);
     options.show_progress = show_progress;
     options.hub.show_progress = show_progress;
@@ -241,7 +251,10 @@ fn tokenizer_for(
         TokenizerConfig::File(path) => {
             let path = options.base_dir.join(path);
             if !path.is_file() {
-                return Err(DataError::config("data.tokenizer.file", format!("{} does not exist; give the path of a tokenizer.json", path.display())));
+                return Err(DataError::config(
+                    "data.tokenizer.file",
+                    format!("{} does not exist; give the path of a tokenizer.json", path.display()),
+                ));
             }
             Ok((TextTokenizer::from_file(&path)?, Some(path)))
         }
@@ -256,7 +269,8 @@ fn tokenizer_for(
                     vocab_size: v,
                     minimum: MIN_BPE_VOCAB,
                     tokenizer: "bpe".into(),
-                    why: "256 byte symbols plus the special token <|endoftext|>; use tokenizer = \"byte\" for 256".into(),
+                    why: "256 byte symbols plus the special token <|endoftext|>; use tokenizer = \"byte\" for 256"
+                        .into(),
                 });
             }
             let mut identity = format!(
@@ -420,7 +434,8 @@ impl ShardBuilder<'_> {
 
     fn flush(&mut self) -> Result<(), DataError> {
         let tokenizer = self.tokenizer;
-        let encoded: Vec<Vec<u32>> = self.pending.par_iter().map(|(_, doc)| tokenizer.encode(doc)).collect::<Result<_, _>>()?;
+        let encoded: Vec<Vec<u32>> =
+            self.pending.par_iter().map(|(_, doc)| tokenizer.encode(doc)).collect::<Result<_, _>>()?;
         for ((validation, doc), ids) in self.pending.drain(..).zip(encoded) {
             if let Some(&bad) = ids.iter().find(|&&id| id >= self.id_limit) {
                 return Err(DataError::Tokenizer {
@@ -428,7 +443,11 @@ impl ShardBuilder<'_> {
                     message: format!("produced id {bad}, not below vocab_size {}", self.id_limit),
                 });
             }
-            let (writer, stats) = if validation { (&mut self.validation, &mut self.stats[1]) } else { (&mut self.train, &mut self.stats[0]) };
+            let (writer, stats) = if validation {
+                (&mut self.validation, &mut self.stats[1])
+            } else {
+                (&mut self.train, &mut self.stats[0])
+            };
             writer.write(&ids)?;
             if let Some(eot) = tokenizer.end_of_text() {
                 writer.write(&[eot])?;
@@ -456,7 +475,9 @@ fn build_shards(
     let total: u64 = source.units.iter().map(|u| u.size_hint()).sum();
     let bar = if options.show_progress {
         let bar = ProgressBar::new(total);
-        if let Ok(style) = ProgressStyle::with_template("{prefix:>8} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}") {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix:>8} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        ) {
             bar.set_style(style);
         }
         bar.set_prefix(name);
@@ -490,7 +511,11 @@ fn build_shards(
     let [train, validation] = builder.stats;
     let location = source.description.clone();
     if train.documents == 0 {
-        return Err(DataError::input(name, location, "no training text (every document was empty, skipped or held out); add text"));
+        return Err(DataError::input(
+            name,
+            location,
+            "no training text (every document was empty, skipped or held out); add text",
+        ));
     }
     if validation.documents == 0 {
         return Err(DataError::input(

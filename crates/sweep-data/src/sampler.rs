@@ -112,7 +112,10 @@ impl MixtureSampler {
             )));
         }
         let ratio = (mixture_ratio * RATIO_ONE as f64).round() as u128;
-        let source = |kind: SourceKind, shard: Option<TokenShard>, needed: bool| -> Result<Option<TrainSource>, DataError> {
+        let source = |kind: SourceKind,
+                      shard: Option<TokenShard>,
+                      needed: bool|
+         -> Result<Option<TrainSource>, DataError> {
             let Some(shard) = shard else {
                 return if needed {
                     Err(DataError::Sampler(format!(
@@ -239,7 +242,12 @@ pub struct ValidationSet {
 
 impl ValidationSet {
     /// The windows of `shard`, `batch_size` per batch.
-    pub fn new(kind: SourceKind, shard: TokenShard, batch_size: usize, context_length: usize) -> Result<Self, DataError> {
+    pub fn new(
+        kind: SourceKind,
+        shard: TokenShard,
+        batch_size: usize,
+        context_length: usize,
+    ) -> Result<Self, DataError> {
         if batch_size == 0 || context_length == 0 {
             return Err(DataError::Sampler("validation batch_size and context_length must be positive".into()));
         }
@@ -384,10 +392,12 @@ mod tests {
         let context = 10;
         let s = MixtureSampler::new(Some(g.clone()), None, 0.0, 10, context, 3).unwrap();
         let windows = (g.len() - 1) / context; // 1000
-        let starts: Vec<u32> = (0..200u64).flat_map(|k| {
-            let b = s.batch(k);
-            (0..10).map(move |r| b.inputs[r * context]).collect::<Vec<_>>()
-        }).collect();
+        let starts: Vec<u32> = (0..200u64)
+            .flat_map(|k| {
+                let b = s.batch(k);
+                (0..10).map(move |r| b.inputs[r * context]).collect::<Vec<_>>()
+            })
+            .collect();
         for epoch in starts.chunks(windows) {
             let mut sorted = epoch.to_vec();
             sorted.sort_unstable();

@@ -180,7 +180,9 @@ mod tests {
     #[test]
     fn shards_round_trip_in_both_widths() {
         let dir = tempfile::tempdir().unwrap();
-        for (width, ids) in [(TokenWidth::U16, vec![0u32, 1, 65535, 300]), (TokenWidth::U32, vec![0u32, 70000, 1 << 31, 5])] {
+        for (width, ids) in
+            [(TokenWidth::U16, vec![0u32, 1, 65535, 300]), (TokenWidth::U32, vec![0u32, 70000, 1 << 31, 5])]
+        {
             let path = dir.path().join(format!("{width:?}.bin"));
             let mut w = ShardWriter::create(&path, width).unwrap();
             w.write(&ids[..2]).unwrap();

@@ -112,8 +112,15 @@ pub(crate) fn resolve(
         SourceConfig::Builtin { language } => {
             let rate = language.entropy();
             entropy = Some(rate.nats_per_byte);
-            fingerprint += &format!("builtin {language} seed {} bytes {} h {:e}", config.seed, config.builtin_bytes, rate.nats_per_byte);
-            vec![Unit::Builtin { language: *language, seed: config.seed ^ kind_salt(kind), bytes: config.builtin_bytes }]
+            fingerprint += &format!(
+                "builtin {language} seed {} bytes {} h {:e}",
+                config.seed, config.builtin_bytes, rate.nats_per_byte
+            );
+            vec![Unit::Builtin {
+                language: *language,
+                seed: config.seed ^ kind_salt(kind),
+                bytes: config.builtin_bytes,
+            }]
         }
         SourceConfig::Files { paths, extensions } => {
             let exts: Vec<&str> = extensions.iter().map(|s| s.as_str()).collect();
@@ -134,10 +141,7 @@ pub(crate) fn resolve(
         SourceConfig::Hub { repo, revision, files, column } => {
             let snapshot = hub::dataset_files(hub_settings, repo, revision, files)?;
             fingerprint += &format!("hub {repo} commit {} column {column} files {:?}", snapshot.commit, snapshot.files);
-            snapshot
-                .local_paths()
-                .map(|path| hub_unit(name, path, column))
-                .collect::<Result<_, _>>()?
+            snapshot.local_paths().map(|path| hub_unit(name, path, column)).collect::<Result<_, _>>()?
         }
     };
     Ok(ResolvedSource { kind, units, fingerprint, entropy_nats_per_byte: entropy, description: source.describe() })
@@ -215,14 +219,26 @@ pub(crate) fn expand_paths(
         } else if full.is_file() {
             let len = fs::metadata(&full).map_err(|e| DataError::io(&full, e))?.len();
             if len == 0 {
-                return Err(DataError::input(source_name, full.display().to_string(), "the file is empty; remove it from the paths or give it text"));
+                return Err(DataError::input(
+                    source_name,
+                    full.display().to_string(),
+                    "the file is empty; remove it from the paths or give it text",
+                ));
             }
             found.push(full.clone());
         } else {
-            return Err(DataError::input(source_name, full.display().to_string(), "no such file or directory; fix the path (relative paths start at the config file's directory)"));
+            return Err(DataError::input(
+                source_name,
+                full.display().to_string(),
+                "no such file or directory; fix the path (relative paths start at the config file's directory)",
+            ));
         }
         if found.is_empty() {
-            let what = if is_glob(entry) { "no files match this pattern".to_string() } else { format!("no files with extensions {} in this directory", extensions.join(", ")) };
+            let what = if is_glob(entry) {
+                "no files match this pattern".to_string()
+            } else {
+                format!("no files with extensions {} in this directory", extensions.join(", "))
+            };
             return Err(DataError::input(source_name, full.display().to_string(), what));
         }
         for f in found {
@@ -265,9 +281,7 @@ pub(crate) fn read_unit(
 ) -> Result<Vec<String>, DataError> {
     let policy = config.on_invalid_utf8;
     match unit {
-        Unit::Builtin { language, seed, bytes } => {
-            Ok(language.automaton().sample_documents(*seed, *bytes as usize))
-        }
+        Unit::Builtin { language, seed, bytes } => Ok(language.automaton().sample_documents(*seed, *bytes as usize)),
         Unit::Text(path) => {
             let raw = fs::read(path).map_err(|e| DataError::io(path, e))?;
             if raw.is_empty() {
@@ -375,7 +389,11 @@ fn read_jsonl(
             Some(serde_json::Value::String(text)) => docs.push(text.clone()),
             Some(serde_json::Value::Null) => {}
             Some(other) => {
-                return Err(DataError::input(source_name, &location, format!("field \"{field}\" is not a string but {other}")))
+                return Err(DataError::input(
+                    source_name,
+                    &location,
+                    format!("field \"{field}\" is not a string but {other}"),
+                ))
             }
             None => {
                 let keys: Vec<&str> = object.keys().map(|k| k.as_str()).collect();
@@ -404,7 +422,11 @@ fn read_parquet(
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let index = schema.columns().iter().position(|c| c.path().string() == column).ok_or_else(|| {
         let names: Vec<String> = schema.columns().iter().map(|c| c.path().string()).collect();
-        DataError::input(source_name, &location, format!("no column \"{column}\" (columns: {}); set data.{source_name}.column", names.join(", ")))
+        DataError::input(
+            source_name,
+            &location,
+            format!("no column \"{column}\" (columns: {}); set data.{source_name}.column", names.join(", ")),
+        )
     })?;
     let descr = schema.column(index);
     if descr.physical_type() != PhysicalType::BYTE_ARRAY || descr.max_rep_level() > 0 {
@@ -418,11 +440,14 @@ fn read_parquet(
     let mut value_index = 0u64;
     for g in 0..reader.num_row_groups() {
         let group = reader.get_row_group(g).map_err(|e| DataError::input(source_name, &location, e.to_string()))?;
-        let ColumnReader::ByteArrayColumnReader(mut values_reader) = group
-            .get_column_reader(index)
-            .map_err(|e| DataError::input(source_name, &location, e.to_string()))?
+        let ColumnReader::ByteArrayColumnReader(mut values_reader) =
+            group.get_column_reader(index).map_err(|e| DataError::input(source_name, &location, e.to_string()))?
         else {
-            return Err(DataError::input(source_name, &location, format!("column \"{column}\" is not a byte array column")));
+            return Err(DataError::input(
+                source_name,
+                &location,
+                format!("column \"{column}\" is not a byte array column"),
+            ));
         };
         let (mut values, mut defs) = (Vec::new(), Vec::new());
         loop {
@@ -437,7 +462,13 @@ fn read_parquet(
             for value in &values {
                 match std::str::from_utf8(value.data()) {
                     Ok(text) => docs.push(text.to_string()),
-                    Err(e) => invalid_utf8(source_name, &format!("{location} value {value_index}"), e.valid_up_to(), policy, skipped)?,
+                    Err(e) => invalid_utf8(
+                        source_name,
+                        &format!("{location} value {value_index}"),
+                        e.valid_up_to(),
+                        policy,
+                        skipped,
+                    )?,
                 }
                 value_index += 1;
             }

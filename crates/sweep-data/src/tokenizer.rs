@@ -110,7 +110,8 @@ impl TextTokenizer {
     /// the byte tokenizer has no file form.
     pub fn to_json(&self) -> Option<Result<String, DataError>> {
         self.inner.as_ref().map(|t| {
-            t.to_string(false).map_err(|e| DataError::Tokenizer { tokenizer: self.description.clone(), message: e.to_string() })
+            t.to_string(false)
+                .map_err(|e| DataError::Tokenizer { tokenizer: self.description.clone(), message: e.to_string() })
         })
     }
 

@@ -78,7 +78,9 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Vec<u8>>, requests: &Mu
     requests.lock().unwrap().push(path.clone());
     let (status, extra, body): (&str, String, Vec<u8>) = match routes.get(&path) {
         None => ("404 Not Found", String::new(), b"{\"error\":\"Repository not found\"}".to_vec()),
-        Some(content) if path.starts_with("/api/") => ("200 OK", "Content-Type: application/json\r\n".into(), content.clone()),
+        Some(content) if path.starts_with("/api/") => {
+            ("200 OK", "Content-Type: application/json\r\n".into(), content.clone())
+        }
         Some(content) => {
             let etag = format!("\"{:016x}\"", sweep_data::rng::hash_bytes(7, content));
             let common = format!("ETag: {etag}\r\nX-Repo-Commit: {COMMIT}\r\n");
@@ -121,10 +123,14 @@ fn repository() -> (HashMap<String, Vec<u8>>, Vec<String>) {
     });
     let mut routes = HashMap::new();
     routes.insert("/api/datasets/org/corpus/revision/main".to_string(), info.to_string().into_bytes());
-    routes.insert("/datasets/org/corpus/resolve/main/data/train-00000-of-00001.parquet".to_string(), std::fs::read(&parquet).unwrap());
+    routes.insert(
+        "/datasets/org/corpus/resolve/main/data/train-00000-of-00001.parquet".to_string(),
+        std::fs::read(&parquet).unwrap(),
+    );
     routes.insert("/datasets/org/corpus/resolve/main/code/part-0.jsonl".to_string(), jsonl.into_bytes());
     routes.insert("/datasets/org/corpus/resolve/main/README.md".to_string(), b"# corpus\n".to_vec());
-    routes.insert("/org/tok/resolve/main/tokenizer.json".to_string(), tokenizer.to_json().unwrap().unwrap().into_bytes());
+    routes
+        .insert("/org/tok/resolve/main/tokenizer.json".to_string(), tokenizer.to_json().unwrap().unwrap().into_bytes());
     (routes, docs)
 }
 
@@ -137,7 +143,12 @@ const CONFIG: &str = r#"
 
 fn hub_options(vocab: usize, data_cache: &Path, hf_cache: &Path, endpoint: &str, offline: bool) -> PrepareOptions {
     let mut o = options(vocab, data_cache, data_cache);
-    o.hub = HubSettings { endpoint: endpoint.to_string(), cache_dir: hf_cache.to_path_buf(), offline, show_progress: false };
+    o.hub = HubSettings {
+        endpoint: endpoint.to_string(),
+        cache_dir: hf_cache.to_path_buf(),
+        offline,
+        show_progress: false,
+    };
     o
 }
 
@@ -149,7 +160,8 @@ fn datasets_and_tokenizers_load_from_the_hub_then_offline_from_its_cache() {
     let hf_cache = work.path().join("hf");
     let cfg = config(CONFIG);
 
-    let online = prepare_with(&cfg, &hub_options(1024, &work.path().join("d1"), &hf_cache, &server.url, false)).unwrap();
+    let online =
+        prepare_with(&cfg, &hub_options(1024, &work.path().join("d1"), &hf_cache, &server.url, false)).unwrap();
     let general = &online.source(SourceKind::General).unwrap().stats;
     assert_eq!(general.train.documents + general.validation.documents, docs.len() as u64);
     assert_eq!(general.train.bytes + general.validation.bytes, docs.iter().map(|d| d.len() as u64).sum::<u64>());
@@ -167,7 +179,9 @@ fn datasets_and_tokenizers_load_from_the_hub_then_offline_from_its_cache() {
 
     // The hub is gone: the same data comes from the cache, with or without HF_HUB_OFFLINE.
     for (offline, dir) in [(false, "d2"), (true, "d3")] {
-        let again = prepare_with(&cfg, &hub_options(1024, &work.path().join(dir), &hf_cache, "http://127.0.0.1:9", offline)).unwrap();
+        let again =
+            prepare_with(&cfg, &hub_options(1024, &work.path().join(dir), &hf_cache, "http://127.0.0.1:9", offline))
+                .unwrap();
         assert_eq!(again.tokenizer().identity(), online.tokenizer().identity());
         for kind in [SourceKind::General, SourceKind::Domain] {
             assert_eq!(again.source(kind).unwrap().stats, online.source(kind).unwrap().stats, "offline {offline}");
@@ -197,13 +211,21 @@ fn hub_answers_are_reported_not_hidden_by_the_cache() {
     let server = HubServer::start(routes);
     let work = tempfile::tempdir().unwrap();
     let hf = work.path().join("hf");
-    let missing = config(r#"general = { type = "hub", repo = "org/absent" }
-        tokenizer = "byte""#);
-    let err = prepare_with(&missing, &hub_options(256, &work.path().join("d"), &hf, &server.url, false)).unwrap_err().to_string();
+    let missing = config(
+        r#"general = { type = "hub", repo = "org/absent" }
+        tokenizer = "byte""#,
+    );
+    let err = prepare_with(&missing, &hub_options(256, &work.path().join("d"), &hf, &server.url, false))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("org/absent") && err.contains("404"), "{err}");
-    let no_match = config(r#"general = { type = "hub", repo = "org/corpus", files = ["*.csv"] }
-        tokenizer = "byte""#);
-    let err = prepare_with(&no_match, &hub_options(256, &work.path().join("d"), &hf, &server.url, false)).unwrap_err().to_string();
+    let no_match = config(
+        r#"general = { type = "hub", repo = "org/corpus", files = ["*.csv"] }
+        tokenizer = "byte""#,
+    );
+    let err = prepare_with(&no_match, &hub_options(256, &work.path().join("d"), &hf, &server.url, false))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no file matches") && err.contains("data/train-00000-of-00001.parquet"), "{err}");
     server.shut_down();
 }

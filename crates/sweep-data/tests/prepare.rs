@@ -153,7 +153,10 @@ fn text_files_directories_and_globs_with_the_utf8_policy() {
 
     let failing = text.replace("tokenizer = \"byte\"", "tokenizer = \"byte\"\non_invalid_utf8 = \"fail\"");
     let err = prepare_with(&config(&failing), &options(256, &cache, dir.path())).unwrap_err().to_string();
-    assert!(err.contains("latin1.txt") && err.contains("invalid UTF-8 at byte 3") && err.contains("on_invalid_utf8"), "{err}");
+    assert!(
+        err.contains("latin1.txt") && err.contains("invalid UTF-8 at byte 3") && err.contains("on_invalid_utf8"),
+        "{err}"
+    );
 
     let missing = r#"general = { type = "files", paths = ["nowhere/*.txt"] }"#;
     let err = prepare_with(&config(missing), &options(256, &cache, dir.path())).unwrap_err().to_string();
@@ -234,5 +237,9 @@ fn a_small_corpus_warns_with_its_epoch_count() {
     let expected = (steps * 4 * 64) as f64 / (train_tokens - 1.0);
     let epochs = sampler.epochs_after(steps).domain;
     assert!((epochs - expected).abs() / expected < 0.02, "{epochs} vs {expected}");
-    assert!(warnings[1].contains("domain source") && warnings[1].contains(&format!("{epochs:.2} epochs")), "{}", warnings[1]);
+    assert!(
+        warnings[1].contains("domain source") && warnings[1].contains(&format!("{epochs:.2} epochs")),
+        "{}",
+        warnings[1]
+    );
 }

@@ -209,14 +209,21 @@ pub fn frontier_extrapolation(f: &Frontier) -> Option<crate::output::Extrapolati
     let refit = frontier_from(train.clone()).ok()?;
     let points: Vec<crate::output::HeldOutPoint> = held
         .iter()
-        .map(|&(c, n)| crate::output::HeldOutPoint { inputs: [("C".to_string(), c)].into_iter().collect(), observed: n, predicted: refit.optimal(c).0 })
+        .map(|&(c, n)| crate::output::HeldOutPoint {
+            inputs: [("C".to_string(), c)].into_iter().collect(),
+            observed: n,
+            predicted: refit.optimal(c).0,
+        })
         .collect();
     let rel: Vec<f64> = points.iter().map(|p| ((p.predicted - p.observed) / p.observed).abs()).collect();
     Some(crate::output::Extrapolation {
         held_out: format!("C >= {cut:.4e} (highest compute; N_opt predicted by the refit frontier)"),
         n_train: train.len(),
         n_held_out: held.len(),
-        params: [("a", refit.a), ("b", refit.b), ("k_N", refit.k_n), ("k_D", refit.k_d)].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        params: [("a", refit.a), ("b", refit.b), ("k_N", refit.k_n), ("k_D", refit.k_d)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         mean_abs_rel_error: rel.iter().sum::<f64>() / rel.len() as f64,
         max_abs_rel_error: rel.iter().copied().fold(0.0, f64::max),
         points,

@@ -83,7 +83,12 @@ pub struct BootstrapConfig {
 
 impl Default for BootstrapConfig {
     fn default() -> Self {
-        BootstrapConfig { resamples: default_resamples(), seed: 0, level: default_level(), starts: default_bootstrap_starts() }
+        BootstrapConfig {
+            resamples: default_resamples(),
+            seed: 0,
+            level: default_level(),
+            starts: default_bootstrap_starts(),
+        }
     }
 }
 
@@ -261,7 +266,10 @@ impl FitConfig {
             return Err(FitError::config("fit.max_iters", "must be at least 1"));
         }
         if !(self.bootstrap.level > 0.0 && self.bootstrap.level < 1.0) {
-            return Err(FitError::config("fit.bootstrap.level", format!("{} is outside (0, 1); use e.g. 0.95", self.bootstrap.level)));
+            return Err(FitError::config(
+                "fit.bootstrap.level",
+                format!("{} is outside (0, 1); use e.g. 0.95", self.bootstrap.level),
+            ));
         }
         if self.bootstrap.starts == 0 {
             return Err(FitError::config("fit.bootstrap.starts", "must be at least 1"));
@@ -270,7 +278,10 @@ impl FitConfig {
         for (i, law) in self.laws.iter().enumerate() {
             let path = format!("fit.laws[{i}]");
             if !seen.insert(law.name.clone()) {
-                return Err(FitError::config(format!("{path}.name"), format!("law {:?} is listed twice; list each law once", law.name)));
+                return Err(FitError::config(
+                    format!("{path}.name"),
+                    format!("law {:?} is listed twice; list each law once", law.name),
+                ));
             }
             if let Some(d) = law.huber_delta {
                 check_positive(&format!("{path}.huber_delta"), d)?;
@@ -301,7 +312,11 @@ impl FitConfig {
                 if !BUILTIN_LAWS.contains(&law.name.as_str()) {
                     return Err(FitError::config(
                         format!("{path}.name"),
-                        format!("unknown law {:?}{}; or give `formula` for a law of your own", law.name, did_you_mean(&law.name, BUILTIN_LAWS)),
+                        format!(
+                            "unknown law {:?}{}; or give `formula` for a law of your own",
+                            law.name,
+                            did_you_mean(&law.name, BUILTIN_LAWS)
+                        ),
                     ));
                 }
             }
@@ -310,7 +325,11 @@ impl FitConfig {
                 if !vars.contains(key) && *key != response {
                     return Err(FitError::config(
                         format!("{path}.map.{key}"),
-                        format!("law {} has no variable {key}; its variables are {} and its response is {response}", law.name, vars.join(", ")),
+                        format!(
+                            "law {} has no variable {key}; its variables are {} and its response is {response}",
+                            law.name,
+                            vars.join(", ")
+                        ),
                     ));
                 }
             }
@@ -322,7 +341,10 @@ impl FitConfig {
         check_positive("fit.optimal.dcpt_tolerance", o.dcpt_tolerance)?;
         for (i, r) in o.dcpt_ratios.iter().enumerate() {
             if !(*r > 0.0 && *r <= 1.0) {
-                return Err(FitError::config(format!("fit.optimal.dcpt_ratios[{i}]"), format!("{r} is outside (0, 1]")));
+                return Err(FitError::config(
+                    format!("fit.optimal.dcpt_ratios[{i}]"),
+                    format!("{r} is outside (0, 1]"),
+                ));
             }
         }
         for (i, q) in o.dcpt.iter().enumerate() {
@@ -340,11 +362,17 @@ impl FitConfig {
         }
         for (i, q) in o.precision.iter().enumerate() {
             if !(q.bits >= 3.0 && q.bits.fract() == 0.0) {
-                return Err(FitError::config(format!("fit.optimal.precision[{i}].bits"), format!("{} must be a whole number of bits, at least 3 (sign, exponent, mantissa)", q.bits)));
+                return Err(FitError::config(
+                    format!("fit.optimal.precision[{i}].bits"),
+                    format!("{} must be a whole number of bits, at least 3 (sign, exponent, mantissa)", q.bits),
+                ));
             }
             check_positive(&format!("fit.optimal.precision[{i}].N"), q.N)?;
             if !(q.block_size > 1.0 && q.block_size.is_finite()) {
-                return Err(FitError::config(format!("fit.optimal.precision[{i}].block_size"), format!("{} must be above 1", q.block_size)));
+                return Err(FitError::config(
+                    format!("fit.optimal.precision[{i}].block_size"),
+                    format!("{} must be above 1", q.block_size),
+                ));
             }
         }
         Ok(())

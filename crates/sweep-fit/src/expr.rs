@@ -384,7 +384,12 @@ mod tests {
 
     #[test]
     fn functions_precedence_and_zero_base_power() {
-        let f = Formula::parse("-x^2 + pow(2, 3) + log2(8) + log10(100) + sqrt(k) * exp(0) + ln(1)", &names(&["x"]), &names(&["k"])).unwrap();
+        let f = Formula::parse(
+            "-x^2 + pow(2, 3) + log2(8) + log10(100) + sqrt(k) * exp(0) + ln(1)",
+            &names(&["x"]),
+            &names(&["k"]),
+        )
+        .unwrap();
         let mut s = Scratch::default();
         let mut g = [0.0];
         let v = f.eval_grad(&[4.0], &[3.0], &mut s, &mut g);
@@ -400,7 +405,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        let e = Formula::parse("E + A / M^alpha", &names(&["N"]), &names(&["E", "A", "alpha"])).unwrap_err().to_string();
+        let e =
+            Formula::parse("E + A / M^alpha", &names(&["N"]), &names(&["E", "A", "alpha"])).unwrap_err().to_string();
         assert!(e.contains("unknown name `M`") && e.contains("variables are [N]"), "{e}");
         let e = Formula::parse("E + (A", &names(&["N"]), &names(&["E", "A"])).unwrap_err().to_string();
         assert!(e.contains("expected `)`"), "{e}");

@@ -250,7 +250,13 @@ pub fn fit_from(law: &dyn Law, data: &Dataset, start: &[f64], opts: &FitOptions)
         return None;
     }
     let theta: Vec<f64> = specs.iter().zip(&u).map(|(p, &ui)| p.transform.value(ui)).collect();
-    theta.iter().all(|v| v.is_finite()).then_some(StartResult { theta, objective: cost, iterations, converged, stalled })
+    theta.iter().all(|v| v.is_finite()).then_some(StartResult {
+        theta,
+        objective: cost,
+        iterations,
+        converged,
+        stalled,
+    })
 }
 
 /// The best of many starts, with counts that say how well the optimiser behaved.
@@ -275,13 +281,23 @@ pub struct MultiStartFit {
 }
 
 /// Fits `law` to `data` from every start in parallel and keeps the best optimum.
-pub fn fit_multistart(law: &dyn Law, data: &Dataset, starts: &[Vec<f64>], opts: &FitOptions) -> Result<MultiStartFit, FitError> {
+pub fn fit_multistart(
+    law: &dyn Law,
+    data: &Dataset,
+    starts: &[Vec<f64>],
+    opts: &FitOptions,
+) -> Result<MultiStartFit, FitError> {
     let results: Vec<Option<StartResult>> = starts.par_iter().map(|s| fit_from(law, data, s, opts)).collect();
     summarise(law, starts.len(), results)
 }
 
 /// Same as [`fit_multistart`] on one thread (used inside the parallel bootstrap).
-pub fn fit_multistart_serial(law: &dyn Law, data: &Dataset, starts: &[Vec<f64>], opts: &FitOptions) -> Result<MultiStartFit, FitError> {
+pub fn fit_multistart_serial(
+    law: &dyn Law,
+    data: &Dataset,
+    starts: &[Vec<f64>],
+    opts: &FitOptions,
+) -> Result<MultiStartFit, FitError> {
     let results: Vec<Option<StartResult>> = starts.iter().map(|s| fit_from(law, data, s, opts)).collect();
     summarise(law, starts.len(), results)
 }
@@ -306,9 +322,9 @@ fn summarise(law: &dyn Law, n_starts: usize, results: Vec<Option<StartResult>>) 
     let starts_max_iters = ok.len() - starts_converged - starts_stalled;
     let mut top: Vec<StartResult> = Vec::new();
     for r in &ok {
-        let distinct = top.iter().all(|t| {
-            t.theta.iter().zip(&r.theta).any(|(a, b)| (a - b).abs() > 1e-3 * a.abs().max(b.abs()).max(1e-9))
-        });
+        let distinct = top
+            .iter()
+            .all(|t| t.theta.iter().zip(&r.theta).any(|(a, b)| (a - b).abs() > 1e-3 * a.abs().max(b.abs()).max(1e-9)));
         if distinct {
             top.push(r.clone());
             if top.len() == 5 {
@@ -316,7 +332,16 @@ fn summarise(law: &dyn Law, n_starts: usize, results: Vec<Option<StartResult>>) 
             }
         }
     }
-    Ok(MultiStartFit { best: ok[0].clone(), starts: n_starts, starts_converged, starts_stalled, starts_max_iters, starts_failed, starts_at_best, top })
+    Ok(MultiStartFit {
+        best: ok[0].clone(),
+        starts: n_starts,
+        starts_converged,
+        starts_stalled,
+        starts_max_iters,
+        starts_failed,
+        starts_at_best,
+        top,
+    })
 }
 
 /// Coefficient of determination of predictions against observations (in response units).

@@ -52,14 +52,23 @@ pub fn minimise_1d(f: impl Fn(f64) -> f64, lo: f64, hi: f64, n: usize) -> (f64, 
 }
 
 /// Minimises a law's prediction over log N with D = C / (6N); `x_of(N, D)` builds the inputs.
-pub fn compute_optimal(law: &dyn Law, theta: &[f64], budget: f64, x_of: &dyn Fn(f64, f64) -> Vec<f64>) -> (f64, f64, f64) {
+pub fn compute_optimal(
+    law: &dyn Law,
+    theta: &[f64],
+    budget: f64,
+    x_of: &dyn Fn(f64, f64) -> Vec<f64>,
+) -> (f64, f64, f64) {
     let half = (budget / 6.0).ln();
     // N from 10 parameters up to the size that leaves 10 tokens.
     let (ln_n, loss) = minimise_1d(
         |ln_n| {
             let n = ln_n.exp();
             let y = law.predict(theta, &x_of(n, budget / (6.0 * n)));
-            if y.is_finite() { y } else { f64::INFINITY }
+            if y.is_finite() {
+                y
+            } else {
+                f64::INFINITY
+            }
         },
         10f64.ln(),
         half - 10f64.ln(),
@@ -178,6 +187,7 @@ pub fn optimal_split(delta: f64, nu: f64, bits: u32) -> (u32, u32) {
 /// theta = [n, alpha, d, beta, eps, gamma, delta, nu].
 pub fn critical_data_size(theta: &[f64], n: f64, exp_bits: f64, man_bits: f64, block_size: f64) -> f64 {
     let (alpha, d, beta, gamma, delta, nu) = (theta[1], theta[2], theta[3], theta[5], theta[6], theta[7]);
-    let inner = d * gamma * n.powf(alpha) * (exp_bits + 0.5).powf(delta) * (man_bits + 0.5).powf(nu) / block_size.log2();
+    let inner =
+        d * gamma * n.powf(alpha) * (exp_bits + 0.5).powf(delta) * (man_bits + 0.5).powf(nu) / block_size.log2();
     inner.powf(1.0 / (2.0 * beta))
 }

@@ -167,8 +167,9 @@ pub fn write_laws_json(path: &Path, laws: &LawsFile) -> Result<(), FitError> {
     let text = serde_json::to_string_pretty(laws)?;
     let io = |source| FitError::Io { path: path.to_path_buf(), source };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| {
-        FitError::Io { path: path.to_path_buf(), source: std::io::Error::other("the output path names no file") }
+    let file_name = path.file_name().ok_or_else(|| FitError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("the output path names no file"),
     })?;
     let tmp = dir.join(format!(".{}.tmp.{}", file_name.to_string_lossy(), std::process::id()));
     let result = (|| {

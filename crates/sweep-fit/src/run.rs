@@ -24,23 +24,30 @@ pub fn build_law(cfg: &LawConfig) -> Result<Box<dyn Law>, FitError> {
         });
     };
     if BUILTIN_LAWS.contains(&cfg.name.as_str()) {
-        return Err(FitError::config("name", format!("{:?} is a built-in law; give the formula law another name", cfg.name)));
+        return Err(FitError::config(
+            "name",
+            format!("{:?} is a built-in law; give the formula law another name", cfg.name),
+        ));
     }
     let vars = cfg
         .variables
         .as_ref()
         .filter(|v| !v.is_empty())
         .ok_or_else(|| FitError::config("variables", "a formula law needs `variables = [\"N\", ...]`"))?;
-    let params = cfg
-        .params
-        .as_ref()
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| FitError::config("params", "a formula law needs parameters, e.g. params.E = { bounds = [0, inf], grid = [1, 2] }"))?;
+    let params = cfg.params.as_ref().filter(|p| !p.is_empty()).ok_or_else(|| {
+        FitError::config(
+            "params",
+            "a formula law needs parameters, e.g. params.E = { bounds = [0, inf], grid = [1, 2] }",
+        )
+    })?;
     let mut specs = Vec::new();
     for (name, p) in params {
         let [lo, hi] = p.bounds.unwrap_or([f64::NEG_INFINITY, f64::INFINITY]);
         if lo.is_nan() || hi.is_nan() || lo >= hi {
-            return Err(FitError::config(format!("params.{name}.bounds"), format!("[{lo}, {hi}] is empty; give [low, high] with low < high")));
+            return Err(FitError::config(
+                format!("params.{name}.bounds"),
+                format!("[{lo}, {hi}] is empty; give [low, high] with low < high"),
+            ));
         }
         if p.grid.is_empty() {
             return Err(FitError::config(format!("params.{name}.grid"), "give at least one start value"));
@@ -223,7 +230,11 @@ fn column_map(cfg: &LawConfig) -> impl Fn(&str) -> String + '_ {
 }
 
 fn fit_options(cfg: &LawConfig, config: &FitConfig) -> FitOptions {
-    FitOptions { huber_delta: cfg.huber_delta.unwrap_or(config.huber_delta), max_iters: config.max_iters, ..FitOptions::default() }
+    FitOptions {
+        huber_delta: cfg.huber_delta.unwrap_or(config.huber_delta),
+        max_iters: config.max_iters,
+        ..FitOptions::default()
+    }
 }
 
 /// Refit without the largest model (the largest value of N, N_nv or C among the law's
@@ -269,7 +280,8 @@ fn fit_parametric(table: &Table, cfg: &LawConfig, config: &FitConfig) -> Result<
     let multi = fit_multistart(law.as_ref(), &data, &starts, &opts)?;
     let theta = multi.best.theta.clone();
     let predicted: Vec<f64> = data.inputs.iter().map(|x| law.predict(&theta, x)).collect();
-    let rmse = (data.observed.iter().zip(&predicted).map(|(o, p)| (o - p).powi(2)).sum::<f64>() / data.len() as f64).sqrt();
+    let rmse =
+        (data.observed.iter().zip(&predicted).map(|(o, p)| (o - p).powi(2)).sum::<f64>() / data.len() as f64).sqrt();
     let b = &config.bootstrap;
     let boot = if b.resamples > 0 {
         let boot_starts: Vec<Vec<f64>> = multi.top.iter().take(b.starts).map(|r| r.theta.clone()).collect();
@@ -283,7 +295,11 @@ fn fit_parametric(table: &Table, cfg: &LawConfig, config: &FitConfig) -> Result<
     let derived = estimates(&dnames, &*dfun, &theta, &boot, b.level);
     let optimal = single_law_questions(law.name(), &law, config)
         .into_iter()
-        .map(|(kind, inputs, names, f)| Optimal { kind, inputs, values: estimates(&names, &*f, &theta, &boot, b.level) })
+        .map(|(kind, inputs, names, f)| Optimal {
+            kind,
+            inputs,
+            values: estimates(&names, &*f, &theta, &boot, b.level),
+        })
         .collect();
     let extrapolation = if config.extrapolation { extrapolation(law.as_ref(), &data, &opts) } else { None };
     let mut variables: BTreeMap<String, String> = law.variables().iter().map(|v| (v.clone(), colmap(v))).collect();
@@ -292,7 +308,11 @@ fn fit_parametric(table: &Table, cfg: &LawConfig, config: &FitConfig) -> Result<
         name: law.name().to_string(),
         kind: "parametric".into(),
         formula: law.formula(),
-        data: DataProvenance { source: table.provenance.clone(), n_rows: data.len(), columns: variables.values().cloned().collect() },
+        data: DataProvenance {
+            source: table.provenance.clone(),
+            n_rows: data.len(),
+            columns: variables.values().cloned().collect(),
+        },
         variables,
         params,
         derived,
@@ -352,7 +372,11 @@ fn frontier_entry(
         .iter()
         .map(|&c| {
             let f = move |t: &[f64]| vec![t[2] * c.powf(t[0]), t[3] * c.powf(t[1])];
-            Optimal { kind: "compute_optimal".into(), inputs: inputs(&[("C", c)]), values: estimates(&names(&["N_opt", "D_opt"]), &f, &theta, &boot, b.level) }
+            Optimal {
+                kind: "compute_optimal".into(),
+                inputs: inputs(&[("C", c)]),
+                values: estimates(&names(&["N_opt", "D_opt"]), &f, &theta, &boot, b.level),
+            }
         })
         .collect();
     let colmap = column_map(cfg);
@@ -363,7 +387,11 @@ fn frontier_entry(
         name: name.to_string(),
         kind: if name.ends_with('1') { "approach1".into() } else { "approach2".into() },
         formula: "N_opt = k_N * C^a, D_opt = k_D * C^b".into(),
-        data: DataProvenance { source: table.provenance.clone(), n_rows, columns: variables.values().cloned().collect() },
+        data: DataProvenance {
+            source: table.provenance.clone(),
+            n_rows,
+            columns: variables.values().cloned().collect(),
+        },
         variables,
         params,
         derived: BTreeMap::new(),
@@ -410,7 +438,10 @@ fn column_or_compute(table: &Table, name: &str) -> Result<Vec<f64>, FitError> {
 fn positive_column(table: &Table, law: &str, var: &str, column: &str) -> Result<Vec<f64>, FitError> {
     let v = column_or_compute(table, column)?;
     if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !(x.is_finite() && **x > 0.0)) {
-        return Err(FitError::data(format!("law {law}: row {}: {var} ({column}) = {x} must be positive and finite", i + 1)));
+        return Err(FitError::data(format!(
+            "law {law}: row {}: {var} ({column}) = {x} must be positive and finite",
+            i + 1
+        )));
     }
     Ok(v)
 }
@@ -507,7 +538,13 @@ fn dcpt_joint_questions(g: &Fitted, d: &Fitted, config: &FitConfig) -> Vec<Optim
         out.push(Optimal {
             kind: "dcpt_best_ratio_under_general_tolerance".into(),
             inputs: inputs(&[("N", q.N), ("D", q.D), ("T", t_tol)]),
-            values: estimates(&names(&["r_opt", "loss_domain", "loss_general", "r_critical"]), &f, &theta, &pairs, level),
+            values: estimates(
+                &names(&["r_opt", "loss_domain", "loss_general", "r_critical"]),
+                &f,
+                &theta,
+                &pairs,
+                level,
+            ),
         });
     }
     for q in &o.dcpt_domain_tokens {
@@ -529,7 +566,8 @@ fn dcpt_joint_questions(g: &Fitted, d: &Fitted, config: &FitConfig) -> Vec<Optim
 /// Fits one law to a CSV (`--csv FILE --law NAME --map VAR=COLUMN`), writes `out` atomically
 /// and returns what was written. Nothing is written when anything fails.
 pub fn fit_csv(csv_path: &Path, config: &FitConfig, out: &Path) -> Result<LawsFile, FitError> {
-    let maps: Vec<(String, String)> = config.laws.iter().flat_map(|l| l.map.iter().map(|(k, v)| (k.clone(), v.clone()))).collect();
+    let maps: Vec<(String, String)> =
+        config.laws.iter().flat_map(|l| l.map.iter().map(|(k, v)| (k.clone(), v.clone()))).collect();
     let table = Table::from_csv(csv_path, &maps)?;
     let laws = fit_all(&table, None, config)?;
     write_laws_json(out, &laws)?;

@@ -15,10 +15,7 @@ pub struct Table {
 
 impl Table {
     /// Builds a table from columns, checking that they all have the same length.
-    pub fn from_columns(
-        columns: BTreeMap<String, Vec<f64>>,
-        provenance: impl Into<String>,
-    ) -> Result<Table, FitError> {
+    pub fn from_columns(columns: BTreeMap<String, Vec<f64>>, provenance: impl Into<String>) -> Result<Table, FitError> {
         let mut lengths = columns.iter().map(|(k, v)| (k, v.len()));
         if let Some((first_name, first_len)) = lengths.next() {
             for (name, len) in lengths {
@@ -33,11 +30,7 @@ impl Table {
     }
 
     /// Builds a table from rows of values in the order of `names`.
-    pub fn from_rows(
-        names: &[&str],
-        rows: &[Vec<f64>],
-        provenance: impl Into<String>,
-    ) -> Result<Table, FitError> {
+    pub fn from_rows(names: &[&str], rows: &[Vec<f64>], provenance: impl Into<String>) -> Result<Table, FitError> {
         let mut columns: BTreeMap<String, Vec<f64>> =
             names.iter().map(|n| (n.to_string(), Vec::with_capacity(rows.len()))).collect();
         if columns.len() != names.len() {
@@ -64,14 +57,11 @@ impl Table {
     /// are not all numbers are left out; asking for one later names the first bad cell.
     pub fn from_csv(path: &Path, maps: &[(String, String)]) -> Result<Table, FitError> {
         let csv_err = |message: String| FitError::Csv { path: path.to_path_buf(), message };
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_path(path)
-            .map_err(|e| match e.kind() {
-                csv::ErrorKind::Io(_) => FitError::Io {
-                    path: path.to_path_buf(),
-                    source: std::io::Error::other(e.to_string()),
-                },
+        let mut reader =
+            csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).map_err(|e| match e.kind() {
+                csv::ErrorKind::Io(_) => {
+                    FitError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
+                }
                 _ => csv_err(e.to_string()),
             })?;
         let headers: Vec<String> = reader
@@ -119,9 +109,7 @@ impl Table {
         }
         for (var, column) in maps {
             if let Some(where_) = non_numeric.get(column) {
-                return Err(csv_err(format!(
-                    "column {column} (mapped to {var}) is not numeric ({where_})"
-                )));
+                return Err(csv_err(format!("column {column} (mapped to {var}) is not numeric ({where_})")));
             }
             let Some(col) = columns.get(column).cloned() else {
                 return Err(csv_err(format!(
@@ -157,11 +145,7 @@ impl Table {
 
     /// A table of the rows at `rows` (repeats allowed), same columns.
     pub fn select_rows(&self, rows: &[usize]) -> Table {
-        let columns = self
-            .columns
-            .iter()
-            .map(|(k, v)| (k.clone(), rows.iter().map(|&i| v[i]).collect()))
-            .collect();
+        let columns = self.columns.iter().map(|(k, v)| (k.clone(), rows.iter().map(|&i| v[i]).collect())).collect();
         Table { columns, provenance: self.provenance.clone() }
     }
 

@@ -28,7 +28,14 @@ fn bootstrap_intervals_cover_the_truth_near_nominal_rate() {
         let t = simulate("chinchilla", &truth, &inputs, 0.02, 1000 + s);
         let data = sweep_fit::fit::Dataset::from_table(law.as_ref(), &t, &|v: &str| v.to_string()).unwrap();
         let fit = sweep_fit::fit::fit_multistart(law.as_ref(), &data, &[truth.to_vec()], &opts).unwrap();
-        let boot = sweep_fit::bootstrap::bootstrap_params(law.as_ref(), &data, std::slice::from_ref(&fit.best.theta), &opts, 150, s);
+        let boot = sweep_fit::bootstrap::bootstrap_params(
+            law.as_ref(),
+            &data,
+            std::slice::from_ref(&fit.best.theta),
+            &opts,
+            150,
+            s,
+        );
         for (j, covered) in [(3, &mut covered_alpha), (4, &mut covered_beta)] {
             let col: Vec<f64> = boot.iter().flatten().map(|t| t[j]).collect();
             let [lo, hi] = sweep_fit::bootstrap::percentile_interval(&col, 0.90).unwrap();
@@ -85,7 +92,8 @@ fn bad_input_gives_clear_errors() {
     let few = Table::from_rows(&["N", "D", "loss"], &[vec![1e8, 1e9, 3.0], vec![2e8, 1e9, 2.9]], "t").unwrap();
     let e = fit_all(&few, None, &config).unwrap_err().to_string();
     assert!(e.contains("2 points but 5 parameters"), "{e}");
-    let rows: Vec<Vec<f64>> = (0..8).map(|i| vec![1e8 * (i + 1) as f64, 1e9, if i == 3 { -1.0 } else { 3.0 }]).collect();
+    let rows: Vec<Vec<f64>> =
+        (0..8).map(|i| vec![1e8 * (i + 1) as f64, 1e9, if i == 3 { -1.0 } else { 3.0 }]).collect();
     let bad = Table::from_rows(&["N", "D", "loss"], &rows, "t").unwrap();
     let e = fit_all(&bad, None, &config).unwrap_err().to_string();
     assert!(e.contains("row 4: loss = -1") && e.contains("positive and finite"), "{e}");
@@ -109,7 +117,11 @@ fn fit_csv_writes_whole_laws_json_or_nothing() {
     }
     std::fs::write(&csv, text).unwrap();
     let out = dir.join("laws.json");
-    let maps = vec![("N".to_string(), "params".to_string()), ("D".to_string(), "tokens".to_string()), ("loss".to_string(), "val_loss".to_string())];
+    let maps = vec![
+        ("N".to_string(), "params".to_string()),
+        ("D".to_string(), "tokens".to_string()),
+        ("loss".to_string(), "val_loss".to_string()),
+    ];
     let mut config = FitConfig::for_law("chinchilla", &maps).unwrap();
     config.bootstrap.resamples = 20;
     let written = fit_csv(&csv, &config, &out).unwrap();
@@ -130,7 +142,10 @@ fn fit_csv_writes_whole_laws_json_or_nothing() {
 /// Checks a laws.json text against laws.schema.json: every `required` key of each object
 /// schema is present, recursively (a small hand check of the schema's required fields).
 fn check_against_schema(text: &str) {
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/laws.schema.json")).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/laws.schema.json")).unwrap(),
+    )
+    .unwrap();
     let doc: serde_json::Value = serde_json::from_str(text).unwrap();
     fn resolve<'a>(root: &'a serde_json::Value, s: &'a serde_json::Value) -> &'a serde_json::Value {
         match s.get("$ref").and_then(|r| r.as_str()) {

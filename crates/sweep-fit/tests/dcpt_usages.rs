@@ -36,7 +36,8 @@ fn critical_ratio_and_best_ratio_match_brute_force() {
     // Critical ratio: the largest r whose general loss stays within (1 + T) of its r = 0 value.
     let base = dcpt(&GENERAL, n, tokens, 1.0);
     let grid: Vec<f64> = (0..=200_000).map(|i| i as f64 / 200_000.0).collect();
-    let brute_crit = grid.iter().copied().take_while(|&r| dcpt(&GENERAL, n, tokens, 1.0 - r) <= (1.0 + tol) * base).last().unwrap();
+    let brute_crit =
+        grid.iter().copied().take_while(|&r| dcpt(&GENERAL, n, tokens, 1.0 - r) <= (1.0 + tol) * base).last().unwrap();
     let crit = critical_mixture_ratio(g.as_ref(), &GENERAL, n, tokens, tol);
     assert!((crit - brute_crit).abs() < 1e-4, "critical ratio {crit} vs brute force {brute_crit}");
     assert!(crit > 0.05 && crit < 0.95, "the test's laws should put the critical ratio inside (0, 1): {crit}");
@@ -48,14 +49,16 @@ fn critical_ratio_and_best_ratio_match_brute_force() {
         .filter(|&r| r > 0.0 && feasible(r))
         .map(|r| (r, dcpt(&DOMAIN, n, tokens, r)))
         .fold((f64::NAN, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
-    let (r, ld, lg) = dcpt_best_ratio(g.as_ref(), &GENERAL, d.as_ref(), &DOMAIN, n, &|_| tokens, tol).expect("a feasible ratio exists");
+    let (r, ld, lg) = dcpt_best_ratio(g.as_ref(), &GENERAL, d.as_ref(), &DOMAIN, n, &|_| tokens, tol)
+        .expect("a feasible ratio exists");
     assert!((r - brute_r).abs() < 2e-3, "best ratio {r} vs brute force {brute_r}");
     assert!((ld - brute_loss).abs() < 1e-3 * brute_loss, "domain loss {ld} vs {brute_loss}");
     assert!(lg <= (1.0 + tol) * base * (1.0 + 1e-9), "the returned ratio breaks the constraint");
     // Usage 2 (domain tokens fixed at D_d, so total tokens D = D_d / r): brute force again.
     let d_domain = 5e9;
     let tokens_of = |r: f64| d_domain / r;
-    let feasible2 = |r: f64| dcpt(&GENERAL, n, tokens_of(r), 1.0 - r) <= (1.0 + tol) * dcpt(&GENERAL, n, tokens_of(r), 1.0);
+    let feasible2 =
+        |r: f64| dcpt(&GENERAL, n, tokens_of(r), 1.0 - r) <= (1.0 + tol) * dcpt(&GENERAL, n, tokens_of(r), 1.0);
     let (brute_r2, _) = grid
         .iter()
         .copied()

@@ -26,7 +26,14 @@ fn vocab_table(test: &str) -> Option<Table> {
     }
     let raw = Table::from_csv(&path, &[]).unwrap();
     let col = |n: &str| raw.column(n).unwrap().to_vec();
-    let (v, d, h, nnv, flops, lossu) = (col("vocab_size"), col("embed_dim"), col("num_characters"), col("Non_vocab_parameters"), col("FLOPs"), col("Lossu"));
+    let (v, d, h, nnv, flops, lossu) = (
+        col("vocab_size"),
+        col("embed_dim"),
+        col("num_characters"),
+        col("Non_vocab_parameters"),
+        col("FLOPs"),
+        col("Lossu"),
+    );
     let rows: Vec<Vec<f64>> = (0..v.len())
         .filter(|&i| flops[i] >= 2.18e17)
         .map(|i| vec![nnv[i], v[i] * d[i], h[i] * tokens_per_character(v[i]), lossu[i]])
@@ -38,7 +45,9 @@ fn vocab_table(test: &str) -> Option<Table> {
 fn vocab_law_reproduces_published_coefficients() {
     let Some(table) = vocab_table("vocab_law_reproduces_published_coefficients") else { return };
     assert_eq!(table.len(), 1054, "points kept after the FLOPs cut");
-    let config = FitConfig::from_toml_str("laws = [{ name = \"vocab\" }]\nbootstrap = { resamples = 0 }\nextrapolation = false").unwrap();
+    let config =
+        FitConfig::from_toml_str("laws = [{ name = \"vocab\" }]\nbootstrap = { resamples = 0 }\nextrapolation = false")
+            .unwrap();
     let laws = fit_all(&table, None, &config).unwrap();
     let p = &laws.laws[0].params;
     // Published: A1 = 1.83139, A2 = 0.195842, B = 2.12411, E = 5.53278, alpha1 = beta = 0.446606,
@@ -53,13 +62,27 @@ fn vocab_law_reproduces_published_coefficients() {
     // 0.2100 with scipy 1.17), and converged runs 0.1907 to 0.1908, our value. The summed Huber
     // loss is lower at our estimate (checked below), and scipy's Nelder-Mead polished from the
     // published values lands on A2 = 0.190668, alpha2 = 0.663671 (we match it to 0.2%).
-    let published = [("A1", 1.83139, 0.01), ("A2", 0.195842, 0.03), ("B", 2.12411, 0.01), ("E", 5.53278, 0.01), ("beta", 0.446606, 0.01), ("alpha2", 0.670737, 0.02)];
+    let published = [
+        ("A1", 1.83139, 0.01),
+        ("A2", 0.195842, 0.03),
+        ("B", 2.12411, 0.01),
+        ("E", 5.53278, 0.01),
+        ("beta", 0.446606, 0.01),
+        ("alpha2", 0.670737, 0.02),
+    ];
     for (name, want, tol) in published {
         let got = p[name].estimate;
         eprintln!("vocab {name}: reproduced {got:.6}, published {want} ({:.2}% apart)", 100.0 * rel(got, want));
         assert!(rel(got, want) < tol, "{name}: reproduced {got}, published {want}");
     }
-    for (name, polished) in [("A1", 1.8288794), ("A2", 0.19066846), ("B", 2.1219732), ("E", 5.5349426), ("beta", 0.445317), ("alpha2", 0.66367133)] {
+    for (name, polished) in [
+        ("A1", 1.8288794),
+        ("A2", 0.19066846),
+        ("B", 2.1219732),
+        ("E", 5.5349426),
+        ("beta", 0.445317),
+        ("alpha2", 0.66367133),
+    ] {
         assert!(rel(p[name].estimate, polished) < 2e-3, "{name}: {} vs scipy-polished {polished}", p[name].estimate);
     }
     let law = sweep_fit::laws::builtin_law("vocab").unwrap();
@@ -68,7 +91,10 @@ fn vocab_law_reproduces_published_coefficients() {
     let ours: Vec<f64> = order.iter().map(|n| p[*n].estimate).collect();
     let theirs = [5.53278, 1.83139, 0.195842, 2.12411, 0.670737, 0.446606];
     let mut g = [0.0; 6];
-    let (o1, o2) = (sweep_fit::fit::objective(law.as_ref(), &data, &ours, 1e-3, &mut g), sweep_fit::fit::objective(law.as_ref(), &data, &theirs, 1e-3, &mut g));
+    let (o1, o2) = (
+        sweep_fit::fit::objective(law.as_ref(), &data, &ours, 1e-3, &mut g),
+        sweep_fit::fit::objective(law.as_ref(), &data, &theirs, 1e-3, &mut g),
+    );
     eprintln!("summed Huber objective: ours {o1:.9}, at the published values {o2:.9}");
     assert!(o1 <= o2, "our optimum {o1} is worse than the published values' {o2}");
 }
@@ -78,13 +104,21 @@ fn published_vocab_coefficients_lie_inside_the_bootstrap_intervals() {
     // The published A2 and alpha2 sit a little off the converged optimum (where scipy stopped;
     // see above), but well inside the fit's own 95% bootstrap intervals, as all six do.
     let Some(table) = vocab_table("published_vocab_coefficients_lie_inside_the_bootstrap_intervals") else { return };
-    let config = FitConfig::from_toml_str("laws = [{ name = \"vocab\" }]\nbootstrap = { resamples = 100, level = 0.95 }\nextrapolation = false").unwrap();
+    let config = FitConfig::from_toml_str(
+        "laws = [{ name = \"vocab\" }]\nbootstrap = { resamples = 100, level = 0.95 }\nextrapolation = false",
+    )
+    .unwrap();
     let laws = fit_all(&table, None, &config).unwrap();
     let p = &laws.laws[0].params;
-    for (name, published) in [("A1", 1.83139), ("A2", 0.195842), ("B", 2.12411), ("E", 5.53278), ("beta", 0.446606), ("alpha2", 0.670737)] {
+    for (name, published) in
+        [("A1", 1.83139), ("A2", 0.195842), ("B", 2.12411), ("E", 5.53278), ("beta", 0.446606), ("alpha2", 0.670737)]
+    {
         let [lo, hi] = p[name].ci.expect("bootstrap interval");
         eprintln!("vocab {name}: published {published} in [{lo:.5}, {hi:.5}]?");
-        assert!(lo <= published && published <= hi, "{name}: published {published} outside the 95% interval [{lo}, {hi}]");
+        assert!(
+            lo <= published && published <= hi,
+            "{name}: published {published} outside the 95% interval [{lo}, {hi}]"
+        );
     }
 }
 

@@ -67,9 +67,15 @@ fn chinchilla_huber_fit_barely_moves_with_corrupted_points() {
         assert!(rel(y, x) < 0.005, "{p}: clean {x}, corrupted {y}");
     }
     // A least-squares fit (huge delta) moves much more: shows the check can fail.
-    let config = FitConfig::from_toml_str("laws = [{ name = \"chinchilla\" }]\nhuber_delta = 10.0\nbootstrap = { resamples = 0 }\nextrapolation = false").unwrap();
+    let config = FitConfig::from_toml_str(
+        "laws = [{ name = \"chinchilla\" }]\nhuber_delta = 10.0\nbootstrap = { resamples = 0 }\nextrapolation = false",
+    )
+    .unwrap();
     let ls = fit_all(&dirty, None, &config).unwrap();
-    let moved = ["E", "alpha", "beta"].iter().map(|p| rel(ls.laws[0].params[*p].estimate, a.laws[0].params[*p].estimate)).fold(0.0, f64::max);
+    let moved = ["E", "alpha", "beta"]
+        .iter()
+        .map(|p| rel(ls.laws[0].params[*p].estimate, a.laws[0].params[*p].estimate))
+        .fold(0.0, f64::max);
     assert!(moved > 0.05, "least squares moved only {moved}");
 }
 
@@ -126,7 +132,18 @@ fn vocab_law_recovers_published_parameters() {
 fn fp_quant_recovers_published_exponents() {
     // Published Sun et al. values as truth, 0.3% noise, 2 x 3 x 3 x formats grid.
     let truth = [69.2343, 0.2368, 68973.0621, 0.5162, 1.9061, 11334.5197, 3.1926, 2.9543];
-    let formats: &[(f64, f64)] = &[(1.0, 2.0), (2.0, 1.0), (3.0, 2.0), (2.0, 3.0), (4.0, 3.0), (5.0, 2.0), (3.0, 4.0), (8.0, 7.0), (1.0, 1.0), (2.0, 2.0)];
+    let formats: &[(f64, f64)] = &[
+        (1.0, 2.0),
+        (2.0, 1.0),
+        (3.0, 2.0),
+        (2.0, 3.0),
+        (4.0, 3.0),
+        (5.0, 2.0),
+        (3.0, 4.0),
+        (8.0, 7.0),
+        (1.0, 1.0),
+        (2.0, 2.0),
+    ];
     let mut inputs = Vec::new();
     for n in logspace(7.5, 9.0, 3) {
         for d in logspace(9.5, 11.5, 4) {
@@ -191,7 +208,10 @@ fn chinchilla_approach2_recovers_frontier_exponent() {
     let mut t = simulate("chinchilla", &CHINCHILLA_TRUTH, &inputs, 0.0, 11);
     let c: Vec<f64> = inputs.iter().map(|x| 6.0 * x[0] * x[1]).collect();
     t.insert("C", c).unwrap();
-    let config = FitConfig::from_toml_str("laws = [{ name = \"chinchilla_approach2\" }]\nbootstrap = { resamples = 50 }\noptimal = { budgets = [1e21] }").unwrap();
+    let config = FitConfig::from_toml_str(
+        "laws = [{ name = \"chinchilla_approach2\" }]\nbootstrap = { resamples = 50 }\noptimal = { budgets = [1e21] }",
+    )
+    .unwrap();
     let laws = fit_all(&t, None, &config).unwrap();
     let a = laws.laws[0].params["a"].estimate;
     let want = 0.366 / (0.348 + 0.366);
@@ -204,7 +224,9 @@ fn chinchilla_approach2_recovers_frontier_exponent() {
     assert_eq!(x.n_held_out, 1, "{x:?}");
     assert!(x.mean_abs_rel_error < 0.05, "{x:?}");
     // A top budget whose minimum sits far off the trend is reported as a large error.
-    let mut f = sweep_fit::approaches::approach2(t.column("N").unwrap(), t.column("C").unwrap(), t.column("loss").unwrap()).unwrap();
+    let mut f =
+        sweep_fit::approaches::approach2(t.column("N").unwrap(), t.column("C").unwrap(), t.column("loss").unwrap())
+            .unwrap();
     let last = f.points.len() - 1;
     f.points[last].1 *= 3.0;
     let off = sweep_fit::approaches::frontier_extrapolation(&f).unwrap();
@@ -224,7 +246,9 @@ fn chinchilla_approach1_recovers_frontier_exponent() {
         }
     }
     let curves = Table::from_rows(&["run", "N", "C", "loss"], &rows, "simulated curves").unwrap();
-    let config = FitConfig::from_toml_str("laws = [{ name = \"chinchilla_approach1\" }]\nbootstrap = { resamples = 20 }").unwrap();
+    let config =
+        FitConfig::from_toml_str("laws = [{ name = \"chinchilla_approach1\" }]\nbootstrap = { resamples = 20 }")
+            .unwrap();
     let laws = fit_all(&Table::default(), Some(&curves), &config).unwrap();
     let a = laws.laws[0].params["a"].estimate;
     let want = 0.366 / (0.348 + 0.366);

@@ -358,7 +358,8 @@ impl LawParams {
 
     /// The law's loss for N parameters, D tokens and a source's own data fraction r.
     pub fn loss(&self, n: f64, d: f64, r: f64) -> f64 {
-        let data = if self.eta == 0.0 { self.b / d.powf(self.beta) } else { self.b * r.powf(self.eta) / d.powf(self.beta) };
+        let data =
+            if self.eta == 0.0 { self.b / d.powf(self.beta) } else { self.b * r.powf(self.eta) / d.powf(self.beta) };
         let ratio = if self.c == 0.0 { 0.0 } else { self.c / (r + self.eps).powf(self.gamma) };
         self.e + self.a / n.powf(self.alpha) + data + ratio
     }

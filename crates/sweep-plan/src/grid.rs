@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 /// The axes a grid may vary.
 pub const AXES: &[&str] = &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision"];
-const GRID_KEYS: &[&str] = &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision", "zip", "isoflop"];
+const GRID_KEYS: &[&str] =
+    &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision", "zip", "isoflop"];
 
 /// How a model size is given.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +129,8 @@ fn parse_model(v: &toml::Value, key: &str, custom: &BTreeMap<String, CoreShape>)
             if custom.contains_key(s) || NAMED_SIZES.iter().any(|(n, ..)| n == s) {
                 Ok(ModelSpec::Named(s.clone()))
             } else {
-                let names: Vec<&str> = NAMED_SIZES.iter().map(|(n, ..)| *n).chain(custom.keys().map(|k| k.as_str())).collect();
+                let names: Vec<&str> =
+                    NAMED_SIZES.iter().map(|(n, ..)| *n).chain(custom.keys().map(|k| k.as_str())).collect();
                 Err(KeyError::new(
                     key,
                     format!(
@@ -148,8 +150,14 @@ fn parse_model(v: &toml::Value, key: &str, custom: &BTreeMap<String, CoreShape>)
         }
         other => match number(other) {
             Some(p) if p.is_finite() && p >= 1.0 => Ok(ModelSpec::Params(p)),
-            Some(p) => Err(KeyError::new(key, format!("{p} is not a valid parameter count; it must be a positive number such as 1e6"))),
-            None => Err(KeyError::new(key, format!("expected a size name, a parameter count or a shape table, found {}", type_name(other)))),
+            Some(p) => Err(KeyError::new(
+                key,
+                format!("{p} is not a valid parameter count; it must be a positive number such as 1e6"),
+            )),
+            None => Err(KeyError::new(
+                key,
+                format!("expected a size name, a parameter count or a shape table, found {}", type_name(other)),
+            )),
         },
     }
 }
@@ -157,7 +165,10 @@ fn parse_model(v: &toml::Value, key: &str, custom: &BTreeMap<String, CoreShape>)
 /// Checks an explicit shape; the message says what to change.
 pub fn check_shape(s: &CoreShape) -> Result<(), String> {
     if s.d_model == 0 || s.n_layers == 0 || s.n_heads == 0 {
-        return Err(format!("d_model, n_layers and n_heads must be positive (got {}, {}, {})", s.d_model, s.n_layers, s.n_heads));
+        return Err(format!(
+            "d_model, n_layers and n_heads must be positive (got {}, {}, {})",
+            s.d_model, s.n_layers, s.n_heads
+        ));
     }
     if !s.d_model.is_multiple_of(s.n_heads) {
         return Err(format!("d_model {} is not divisible by n_heads {}", s.d_model, s.n_heads));
@@ -171,7 +182,12 @@ pub fn check_shape(s: &CoreShape) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_value(axis: &str, v: &toml::Value, key: &str, custom: &BTreeMap<String, CoreShape>) -> Result<AxisValue, KeyError> {
+fn parse_value(
+    axis: &str,
+    v: &toml::Value,
+    key: &str,
+    custom: &BTreeMap<String, CoreShape>,
+) -> Result<AxisValue, KeyError> {
     let positive = |what: &str| -> Result<f64, KeyError> {
         match number(v) {
             Some(x) if x.is_finite() && x > 0.0 => Ok(x),
@@ -201,7 +217,12 @@ fn parse_value(axis: &str, v: &toml::Value, key: &str, custom: &BTreeMap<String,
     })
 }
 
-fn parse_list(axis: &str, v: &toml::Value, key: &str, custom: &BTreeMap<String, CoreShape>) -> Result<Vec<(AxisValue, String)>, KeyError> {
+fn parse_list(
+    axis: &str,
+    v: &toml::Value,
+    key: &str,
+    custom: &BTreeMap<String, CoreShape>,
+) -> Result<Vec<(AxisValue, String)>, KeyError> {
     let items: Vec<toml::Value> = match v {
         toml::Value::Array(a) => a.clone(),
         // A single value is a one-element axis.
@@ -234,7 +255,10 @@ fn axis_key(axis: &str) -> &'static str {
 }
 
 fn unknown_key(key: &str, name: &str, allowed: &[&str]) -> KeyError {
-    KeyError::new(key, format!("unknown key{}; allowed keys: {}", did_you_mean(name, allowed.iter().copied()), allowed.join(", ")))
+    KeyError::new(
+        key,
+        format!("unknown key{}; allowed keys: {}", did_you_mean(name, allowed.iter().copied()), allowed.join(", ")),
+    )
 }
 
 /// Expands the raw `[grid]` table into assignments (cartesian product of its factors).
@@ -290,7 +314,13 @@ pub fn expand(grid: &toml::Table, custom: &BTreeMap<String, CoreShape>) -> Resul
             let len = columns[0].len();
             if let Some((i, c)) = columns.iter().enumerate().find(|(_, c)| c.len() != len) {
                 let name = t.keys().nth(i).expect("same order");
-                return Err(KeyError::new(format!("{bkey}.{name}"), format!("has {} values but the block's first axis has {len}: zipped axes must have equal length", c.len())));
+                return Err(KeyError::new(
+                    format!("{bkey}.{name}"),
+                    format!(
+                        "has {} values but the block's first axis has {len}: zipped axes must have equal length",
+                        c.len()
+                    ),
+                ));
             }
             factors.push((0..len).map(|row| columns.iter().map(|c| c[row].clone()).collect()).collect());
         }
@@ -310,8 +340,12 @@ pub fn expand(grid: &toml::Table, custom: &BTreeMap<String, CoreShape>) -> Resul
                     return Err(unknown_key(&format!("{bkey}.{name}"), name, &["budgets", "model"]));
                 }
             }
-            let budgets = t.get("budgets").ok_or_else(|| KeyError::new(&bkey, "missing `budgets` (training FLOP budgets C; tokens follow as C / (6 N))"))?;
-            let models = t.get("model").ok_or_else(|| KeyError::new(&bkey, "missing `model` (the sizes to place on each budget)"))?;
+            let budgets = t.get("budgets").ok_or_else(|| {
+                KeyError::new(&bkey, "missing `budgets` (training FLOP budgets C; tokens follow as C / (6 N))")
+            })?;
+            let models = t
+                .get("model")
+                .ok_or_else(|| KeyError::new(&bkey, "missing `model` (the sizes to place on each budget)"))?;
             let bkey_b = format!("{bkey}.budgets");
             let toml::Value::Array(bs) = budgets else {
                 return Err(KeyError::new(bkey_b, "expected a list of FLOP budgets"));
@@ -338,7 +372,10 @@ pub fn expand(grid: &toml::Table, custom: &BTreeMap<String, CoreShape>) -> Resul
         }
     }
     if !covered.contains_key("model") {
-        return Err(KeyError::new("grid", "missing the `model` axis: give sizes such as model = [\"tiny\", \"mini\"] or [1e5, 1e6]"));
+        return Err(KeyError::new(
+            "grid",
+            "missing the `model` axis: give sizes such as model = [\"tiny\", \"mini\"] or [1e5, 1e6]",
+        ));
     }
     if !covered.contains_key("tokens") {
         return Err(KeyError::new("grid", "missing the token budget: give `tokens` (absolute) or `tokens_per_param` (multiples of N), or an isoflop design"));

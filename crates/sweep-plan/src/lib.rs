@@ -58,7 +58,8 @@ impl Plan {
 
 /// Reads and plans a config file, applying `[profiles.<profile>]` when given.
 pub fn load(path: &Path, profile: Option<&str>) -> Result<Plan, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PlanError::file(path, format!("cannot read the config: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| PlanError::file(path, format!("cannot read the config: {e}")))?;
     plan_text(path, &text, profile)
 }
 
@@ -72,7 +73,12 @@ pub fn plan_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan,
         message: format!("TOML syntax: {}", e.message().trim()),
     })?;
     let at = |err: KeyError| -> PlanError {
-        PlanError { file: path.to_path_buf(), location: locate_key(&locator, profile, &err.key), key: err.key, message: err.message }
+        PlanError {
+            file: path.to_path_buf(),
+            location: locate_key(&locator, profile, &err.key),
+            key: err.key,
+            message: err.message,
+        }
     };
     let profiles = match root.remove("profiles") {
         None => toml::Table::new(),
@@ -84,7 +90,9 @@ pub fn plan_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan,
             Some(toml::Value::Table(overrides)) => {
                 // `tokens` and `tokens_per_param` are two spellings of one axis: a profile that
                 // sets one replaces the other.
-                if let (Some(toml::Value::Table(g)), Some(toml::Value::Table(base))) = (overrides.get("grid"), root.get_mut("grid")) {
+                if let (Some(toml::Value::Table(g)), Some(toml::Value::Table(base))) =
+                    (overrides.get("grid"), root.get_mut("grid"))
+                {
                     for (a, b) in [("tokens", "tokens_per_param"), ("tokens_per_param", "tokens")] {
                         if g.contains_key(a) {
                             base.remove(b);
@@ -96,7 +104,11 @@ pub fn plan_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan,
             Some(_) => return Err(at(KeyError::new(format!("profiles.{name}"), "expected a table of overrides"))),
             None => {
                 let names: Vec<&str> = profiles.keys().map(|k| k.as_str()).collect();
-                let list = if names.is_empty() { "this config has no [profiles.NAME] sections".to_string() } else { format!("available: {}", names.join(", ")) };
+                let list = if names.is_empty() {
+                    "this config has no [profiles.NAME] sections".to_string()
+                } else {
+                    format!("available: {}", names.join(", "))
+                };
                 return Err(PlanError {
                     file: path.to_path_buf(),
                     location: None,
@@ -110,7 +122,14 @@ pub fn plan_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan,
     validate(&config).map_err(&at)?;
     let points = resolve_all(&config).map_err(&at)?;
     let config_hash = point::sha256_hex(&format!("{}\n--profile {}", text, profile.unwrap_or("")));
-    Ok(Plan { config_path: path.to_path_buf(), config_text: text.to_string(), profile: profile.map(String::from), config_hash, config, points })
+    Ok(Plan {
+        config_path: path.to_path_buf(),
+        config_text: text.to_string(),
+        profile: profile.map(String::from),
+        config_hash,
+        config,
+        points,
+    })
 }
 
 impl Plan {
@@ -156,21 +175,40 @@ fn explain_serde(path: &str, raw: &str) -> KeyError {
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
         let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-        let key = if path.is_empty() || path == name || path.ends_with(&format!(".{name}")) { if path.is_empty() { name.to_string() } else { path.to_string() } } else { format!("{path}.{name}") };
-        let allowed = if expected.is_empty() { String::new() } else { format!("; allowed keys: {}", expected.join(", ")) };
+        let key = if path.is_empty() || path == name || path.ends_with(&format!(".{name}")) {
+            if path.is_empty() {
+                name.to_string()
+            } else {
+                path.to_string()
+            }
+        } else {
+            format!("{path}.{name}")
+        };
+        let allowed =
+            if expected.is_empty() { String::new() } else { format!("; allowed keys: {}", expected.join(", ")) };
         return KeyError::new(key, format!("unknown key{}{allowed}", did_you_mean(name, expected.iter().copied())));
     }
     if let Some(rest) = raw.strip_prefix("unknown variant `") {
         let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
         let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-        return KeyError::new(path, format!("unknown value {name:?}{}; allowed: {}", did_you_mean(name, expected.iter().copied()), expected.join(", ")));
+        return KeyError::new(
+            path,
+            format!(
+                "unknown value {name:?}{}; allowed: {}",
+                did_you_mean(name, expected.iter().copied()),
+                expected.join(", ")
+            ),
+        );
     }
     if let Some(rest) = raw.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or(rest);
         return KeyError::new(path, format!("missing required key `{name}`"));
     }
     if raw.starts_with("data did not match any variant of untagged enum LrRule") {
-        return KeyError::new(path, "expected a number, a table { base, ref_params, exponent } or a table of learning rates by model name");
+        return KeyError::new(
+            path,
+            "expected a number, a table { base, ref_params, exponent } or a table of learning rates by model name",
+        );
     }
     let plain = raw
         .replace("invalid type: ", "wrong type: ")
@@ -190,9 +228,11 @@ fn check(cond: bool, key: &str, msg: impl FnOnce() -> String) -> Result<(), KeyE
 
 fn validate(c: &RawConfig) -> Result<(), KeyError> {
     let s = &c.sweep;
-    check(!s.name.trim().is_empty() && !s.name.contains(['/', '\\']) && s.name != "." && s.name != "..", "sweep.name", || {
-        format!("{:?} cannot name a directory: use letters, digits, '-' or '_'", s.name)
-    })?;
+    check(
+        !s.name.trim().is_empty() && !s.name.contains(['/', '\\']) && s.name != "." && s.name != "..",
+        "sweep.name",
+        || format!("{:?} cannot name a directory: use letters, digits, '-' or '_'", s.name),
+    )?;
     let dev = s.device.as_str();
     let dev_ok = dev == "cpu" || dev == "metal" || dev.strip_prefix("cuda:").is_some_and(|n| n.parse::<u32>().is_ok());
     check(dev_ok, "sweep.device", || format!("{dev:?} is not a device; use \"cpu\", \"cuda:N\" or \"metal\""))?;
@@ -200,10 +240,16 @@ fn validate(c: &RawConfig) -> Result<(), KeyError> {
         check(f.is_finite() && f > 0.0, "sweep.flops_per_second", || format!("{f} must be positive"))?;
     }
     let m = &c.model;
-    check(m.aspect_ratio.is_finite() && m.aspect_ratio > 0.0, "model.aspect_ratio", || format!("{} must be positive", m.aspect_ratio))?;
-    check(m.head_dim >= 2 && m.head_dim.is_multiple_of(2), "model.head_dim", || format!("{} must be an even number >= 2", m.head_dim))?;
+    check(m.aspect_ratio.is_finite() && m.aspect_ratio > 0.0, "model.aspect_ratio", || {
+        format!("{} must be positive", m.aspect_ratio)
+    })?;
+    check(m.head_dim >= 2 && m.head_dim.is_multiple_of(2), "model.head_dim", || {
+        format!("{} must be an even number >= 2", m.head_dim)
+    })?;
     check(m.context >= 2, "model.context", || format!("{} is too short; use at least 2 tokens", m.context))?;
-    check((256..=u32::MAX as u64).contains(&m.vocab_size), "model.vocab_size", || format!("{} is outside [256, 4294967295]", m.vocab_size))?;
+    check((256..=u32::MAX as u64).contains(&m.vocab_size), "model.vocab_size", || {
+        format!("{} is outside [256, 4294967295]", m.vocab_size)
+    })?;
     check(m.ffn_multiple_of >= 1, "model.ffn_multiple_of", || "must be at least 1".into())?;
     if let Some(x) = m.ffn_multiplier {
         check(x.is_finite() && x > 0.0, "model.ffn_multiplier", || format!("{x} must be positive"))?;
@@ -228,10 +274,18 @@ fn validate(c: &RawConfig) -> Result<(), KeyError> {
             }
         }
     }
-    check((0.0..1.0).contains(&t.warmup_fraction), "train.warmup_fraction", || format!("{} is outside [0, 1)", t.warmup_fraction))?;
-    check((0.0..=1.0).contains(&t.cooldown_fraction), "train.cooldown_fraction", || format!("{} is outside [0, 1]", t.cooldown_fraction))?;
-    check((0.0..=1.0).contains(&t.min_lr_ratio), "train.min_lr_ratio", || format!("{} is outside [0, 1]", t.min_lr_ratio))?;
-    check(t.weight_decay >= 0.0 && t.weight_decay.is_finite(), "train.weight_decay", || format!("{} must be >= 0", t.weight_decay))?;
+    check((0.0..1.0).contains(&t.warmup_fraction), "train.warmup_fraction", || {
+        format!("{} is outside [0, 1)", t.warmup_fraction)
+    })?;
+    check((0.0..=1.0).contains(&t.cooldown_fraction), "train.cooldown_fraction", || {
+        format!("{} is outside [0, 1]", t.cooldown_fraction)
+    })?;
+    check((0.0..=1.0).contains(&t.min_lr_ratio), "train.min_lr_ratio", || {
+        format!("{} is outside [0, 1]", t.min_lr_ratio)
+    })?;
+    check(t.weight_decay >= 0.0 && t.weight_decay.is_finite(), "train.weight_decay", || {
+        format!("{} must be >= 0", t.weight_decay)
+    })?;
     check((0.0..1.0).contains(&t.beta1), "train.beta1", || format!("{} is outside [0, 1)", t.beta1))?;
     check((0.0..1.0).contains(&t.beta2), "train.beta2", || format!("{} is outside [0, 1)", t.beta2))?;
     check(t.eps > 0.0, "train.eps", || format!("{} must be positive", t.eps))?;
@@ -242,17 +296,30 @@ fn validate(c: &RawConfig) -> Result<(), KeyError> {
     check(t.checkpoint_every >= 1, "train.checkpoint_every", || "must be at least 1".into())?;
     check(t.diverge_factor > 1.0, "train.diverge_factor", || format!("{} must be above 1", t.diverge_factor))?;
     let p = &c.precision;
-    for (key, name) in [("weights", &p.weights), ("activations", &p.activations), ("gradients", &p.gradients), ("kv", &p.kv)] {
+    for (key, name) in
+        [("weights", &p.weights), ("activations", &p.activations), ("gradients", &p.gradients), ("kv", &p.kv)]
+    {
         if let Some(n) = name {
             PrecisionSpec::parse(n).map_err(|msg| KeyError::new(format!("precision.{key}"), msg))?;
         }
     }
     let sim = &c.simulate;
     check(sim.noise >= 0.0 && sim.noise < 1.0, "simulate.noise", || format!("{} is outside [0, 1)", sim.noise))?;
-    check(sim.seconds_per_point >= 0.0, "simulate.seconds_per_point", || format!("{} must be >= 0", sim.seconds_per_point))?;
+    check(sim.seconds_per_point >= 0.0, "simulate.seconds_per_point", || {
+        format!("{} must be >= 0", sim.seconds_per_point)
+    })?;
     for (key, law) in [("simulate.general", Some(&sim.general)), ("simulate.domain", sim.domain.as_ref())] {
         let Some(law) = law else { continue };
-        for (name, v) in [("E", law.e), ("A", law.a), ("alpha", law.alpha), ("B", law.b), ("beta", law.beta), ("C", law.c), ("gamma", law.gamma), ("eta", law.eta)] {
+        for (name, v) in [
+            ("E", law.e),
+            ("A", law.a),
+            ("alpha", law.alpha),
+            ("B", law.b),
+            ("beta", law.beta),
+            ("C", law.c),
+            ("gamma", law.gamma),
+            ("eta", law.eta),
+        ] {
             check(v.is_finite() && v >= 0.0, &format!("{key}.{name}"), || format!("{v} must be a finite number >= 0"))?;
         }
         check(law.eps > 0.0, &format!("{key}.eps"), || "must be positive".into())?;
@@ -265,7 +332,13 @@ fn shape_rule(m: &ModelSection) -> ShapeRule {
         shape::Ffn::Swiglu => 8.0 / 3.0,
         shape::Ffn::Gelu => 4.0,
     };
-    ShapeRule { aspect_ratio: m.aspect_ratio, head_dim: m.head_dim, ffn: m.ffn, ffn_multiplier: m.ffn_multiplier.unwrap_or(default_mult), ffn_multiple_of: m.ffn_multiple_of }
+    ShapeRule {
+        aspect_ratio: m.aspect_ratio,
+        head_dim: m.head_dim,
+        ffn: m.ffn,
+        ffn_multiplier: m.ffn_multiplier.unwrap_or(default_mult),
+        ffn_multiple_of: m.ffn_multiple_of,
+    }
 }
 
 fn core_shape(spec: &ModelSpec, m: &ModelSection, rule: &ShapeRule) -> CoreShape {
@@ -315,7 +388,13 @@ fn resolve_all(c: &RawConfig) -> Result<Vec<Point>, KeyError> {
     Ok(points)
 }
 
-fn resolve(c: &RawConfig, rule: &ShapeRule, a: &Assignment, index: usize, data: &serde_json::Value) -> Result<Point, KeyError> {
+fn resolve(
+    c: &RawConfig,
+    rule: &ShapeRule,
+    a: &Assignment,
+    index: usize,
+    data: &serde_json::Value,
+) -> Result<Point, KeyError> {
     let m = &c.model;
     let (spec, model_key) = a.model.clone().expect("expand() requires a model axis");
     let core = core_shape(&spec, m, rule);
@@ -350,7 +429,10 @@ fn resolve(c: &RawConfig, rule: &ShapeRule, a: &Assignment, index: usize, data: 
         LrRule::Constant(x) => *x,
         LrRule::Power { base, ref_params, exponent } => base * (n / ref_params).powf(*exponent),
         LrRule::ByModel(map) => *map.get(&label).ok_or_else(|| {
-            KeyError::new(model_key.clone(), format!("train.lr has no learning rate for model {label:?}; add {label:?} = <lr> to [train.lr]"))
+            KeyError::new(
+                model_key.clone(),
+                format!("train.lr has no learning rate for model {label:?}; add {label:?} = <lr> to [train.lr]"),
+            )
         })?,
     };
     let warmup_steps = t.warmup_steps.unwrap_or_else(|| (t.warmup_fraction * steps as f64).round() as u64).min(steps);
@@ -378,7 +460,11 @@ fn resolve(c: &RawConfig, rule: &ShapeRule, a: &Assignment, index: usize, data: 
         checkpoint_every: t.checkpoint_every,
         diverge_factor: t.diverge_factor,
     };
-    let spec_p = a.precision.as_ref().map(|(p, _)| p.clone()).unwrap_or_else(|| PrecisionSpec::parse("fp32").expect("fp32 parses"));
+    let spec_p = a
+        .precision
+        .as_ref()
+        .map(|(p, _)| p.clone())
+        .unwrap_or_else(|| PrecisionSpec::parse("fp32").expect("fp32 parses"));
     let pc = &c.precision;
     let parse_override = |o: &Option<String>| o.as_ref().map(|n| PrecisionSpec::parse(n).expect("validated"));
     let mut targets: Vec<(QuantTarget, PrecisionSpec)> = Vec::new();
@@ -408,11 +494,16 @@ fn resolve(c: &RawConfig, rule: &ShapeRule, a: &Assignment, index: usize, data: 
         targets,
         rounding: pc.rounding,
     };
-    let flops = point::Flops { six_nd: counts.flops_per_token_6n * tokens as f64, chinchilla: counts.flops_per_token_chinchilla * tokens as f64 };
+    let flops = point::Flops {
+        six_nd: counts.flops_per_token_6n * tokens as f64,
+        chinchilla: counts.flops_per_token_chinchilla * tokens as f64,
+    };
     let simulate = (c.sweep.trainer == TrainerKind::Simulate).then(|| c.simulate.clone());
     let estimated_seconds = match c.sweep.trainer {
         TrainerKind::Simulate => c.simulate.seconds_per_point,
-        TrainerKind::Candle => flops.chinchilla / c.sweep.flops_per_second.unwrap_or_else(|| default_flops_per_second(&c.sweep.device)),
+        TrainerKind::Candle => {
+            flops.chinchilla / c.sweep.flops_per_second.unwrap_or_else(|| default_flops_per_second(&c.sweep.device))
+        }
     };
     Ok(Point {
         id: String::new(),
@@ -431,6 +522,10 @@ fn resolve(c: &RawConfig, rule: &ShapeRule, a: &Assignment, index: usize, data: 
         lr_rule: t.lr.clone(),
         counts,
         flops,
-        runtime: point::Runtime { device: c.sweep.device.clone(), seconds_per_point: c.simulate.seconds_per_point, estimated_seconds },
+        runtime: point::Runtime {
+            device: c.sweep.device.clone(),
+            seconds_per_point: c.simulate.seconds_per_point,
+            estimated_seconds,
+        },
     })
 }

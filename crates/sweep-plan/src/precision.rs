@@ -125,7 +125,9 @@ impl PrecisionSpec {
                 .ok_or_else(|| format!("unknown precision {raw:?}; allowed: {ALLOWED}"))??,
         };
         if !format.is_simulated() && scaling != Scaling::Tensor {
-            return Err(format!("precision {raw:?}: a block or channel suffix only applies to simulated formats (eXmY, intN)"));
+            return Err(format!(
+                "precision {raw:?}: a block or channel suffix only applies to simulated formats (eXmY, intN)"
+            ));
         }
         let mut name = format.canonical();
         match scaling {
@@ -148,7 +150,10 @@ impl PrecisionSpec {
 }
 
 fn parse_exmy(s: &str) -> Option<Result<NumberFormat, String>> {
-    let s = s.strip_prefix("fp").map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start_matches('-')).unwrap_or(s);
+    let s = s
+        .strip_prefix("fp")
+        .map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start_matches('-'))
+        .unwrap_or(s);
     let rest = s.strip_prefix('e')?;
     let (e, m) = rest.split_once('m')?;
     let e: u32 = e.parse().ok()?;

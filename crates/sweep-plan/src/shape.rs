@@ -174,7 +174,16 @@ mod tests {
     #[test]
     fn counts_by_hand() {
         // d 4, 1 layer, d_ff 8, SwiGLU, tied, V 10, ctx 2.
-        let s = ModelShape { d_model: 4, n_layers: 1, n_heads: 2, d_ff: 8, context: 2, vocab_size: 10, ffn: Ffn::Swiglu, tied_embeddings: true };
+        let s = ModelShape {
+            d_model: 4,
+            n_layers: 1,
+            n_heads: 2,
+            d_ff: 8,
+            context: 2,
+            vocab_size: 10,
+            ffn: Ffn::Swiglu,
+            tied_embeddings: true,
+        };
         let c = s.counts();
         assert_eq!(c.non_embedding_params, 4 * 16 + 3 * 32 + 8 + 4);
         assert_eq!(c.embedding_params, 40);
@@ -188,7 +197,16 @@ mod tests {
     #[test]
     fn gpt2_small_like_count() {
         // 12 layers, d 768, GELU d_ff 3072: 12 * (4 d^2 + 8 d^2) = 84.9M non-embedding (+ norms).
-        let s = ModelShape { d_model: 768, n_layers: 12, n_heads: 12, d_ff: 3072, context: 1024, vocab_size: 50257, ffn: Ffn::Gelu, tied_embeddings: true };
+        let s = ModelShape {
+            d_model: 768,
+            n_layers: 12,
+            n_heads: 12,
+            d_ff: 3072,
+            context: 1024,
+            vocab_size: 50257,
+            ffn: Ffn::Gelu,
+            tied_embeddings: true,
+        };
         let c = s.counts();
         assert_eq!(c.non_embedding_params, 12 * (12 * 768 * 768 + 2 * 768) + 768);
         assert_eq!(c.embedding_params, 50257 * 768);

@@ -80,7 +80,13 @@ const H: u32 = 480;
 
 /// Writes the plots and index.html of a sweep into `dir` (created if needed). `table` is the
 /// results table the laws were fitted to (one row per finished point), `laws` the fitted laws.
-pub fn write_report(dir: &Path, title: &str, points: &[PointSummary], table: Option<&Table>, laws: Option<&LawsFile>) -> Result<ReportSummary, ReportError> {
+pub fn write_report(
+    dir: &Path,
+    title: &str,
+    points: &[PointSummary],
+    table: Option<&Table>,
+    laws: Option<&LawsFile>,
+) -> Result<ReportSummary, ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError::Io { path: dir.to_path_buf(), source: e })?;
     let mut files = Vec::new();
     let mut skipped = Vec::new();
@@ -166,7 +172,13 @@ pub fn si(x: f64) -> String {
     } else {
         (x, "")
     };
-    if v.abs() >= 100.0 { format!("{v:.0}{s}") } else if v.abs() >= 10.0 { format!("{v:.1}{s}") } else { format!("{v:.2}{s}") }
+    if v.abs() >= 100.0 {
+        format!("{v:.0}{s}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}{s}")
+    } else {
+        format!("{v:.2}{s}")
+    }
 }
 
 /// Range [lo, hi] of finite values, padded; a degenerate range is widened.
@@ -201,15 +213,33 @@ fn svg_chart<X: AsRangedCoord, Y: AsRangedCoord>(
     caption: &str,
     (x, y): (X, Y),
     legend: SeriesLabelPosition,
-    draw: impl FnOnce(&mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X::CoordDescType, Y::CoordDescType>>) -> Result<(), ReportError>,
+    draw: impl FnOnce(
+        &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X::CoordDescType, Y::CoordDescType>>,
+    ) -> Result<(), ReportError>,
 ) -> Result<String, ReportError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
         tryp!(what, root.fill(&WHITE));
-        let mut chart = tryp!(what, ChartBuilder::on(&root).caption(caption, ("sans-serif", 20)).margin(12).x_label_area_size(42).y_label_area_size(56).build_cartesian_2d(x, y));
+        let mut chart = tryp!(
+            what,
+            ChartBuilder::on(&root)
+                .caption(caption, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(42)
+                .y_label_area_size(56)
+                .build_cartesian_2d(x, y)
+        );
         draw(&mut chart)?;
-        tryp!(what, chart.configure_series_labels().position(legend).background_style(WHITE.mix(0.85)).border_style(BLACK).draw());
+        tryp!(
+            what,
+            chart
+                .configure_series_labels()
+                .position(legend)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+        );
         tryp!(what, root.present());
     }
     Ok(svg)
@@ -221,18 +251,42 @@ fn loss_curves(points: &[PointSummary], sizes: &[f64]) -> Result<String, ReportE
     let (Some((x0, x1)), Some((y0, y1))) = (span(all().map(|c| c.0), true), span(all().map(|c| c.1), false)) else {
         return Err(ReportError::Plot { what: what.into(), msg: "no finite losses".into() });
     };
-    svg_chart(what, "Validation loss during training", ((x0..x1).log_scale(), y0..y1), SeriesLabelPosition::UpperRight, |chart| {
-        tryp!(what, chart.configure_mesh().x_labels(8).light_line_style(BLACK.mix(0.04)).x_desc("training tokens").y_desc("validation loss (nats/token)").x_label_formatter(&|x| si(*x)).draw());
-        let mut labelled = std::collections::BTreeSet::new();
-        for p in points.iter().filter(|p| !p.curve.is_empty()) {
-            let c = colour_of(p.n, sizes);
-            let series = tryp!(what, chart.draw_series(LineSeries::new(p.curve.iter().copied().filter(|(x, y)| *x > 0.0 && y.is_finite()), c.stroke_width(2))));
-            if labelled.insert(p.n.to_bits()) {
-                series.label(format!("N = {}", si(p.n))).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
+    svg_chart(
+        what,
+        "Validation loss during training",
+        ((x0..x1).log_scale(), y0..y1),
+        SeriesLabelPosition::UpperRight,
+        |chart| {
+            tryp!(
+                what,
+                chart
+                    .configure_mesh()
+                    .x_labels(8)
+                    .light_line_style(BLACK.mix(0.04))
+                    .x_desc("training tokens")
+                    .y_desc("validation loss (nats/token)")
+                    .x_label_formatter(&|x| si(*x))
+                    .draw()
+            );
+            let mut labelled = std::collections::BTreeSet::new();
+            for p in points.iter().filter(|p| !p.curve.is_empty()) {
+                let c = colour_of(p.n, sizes);
+                let series = tryp!(
+                    what,
+                    chart.draw_series(LineSeries::new(
+                        p.curve.iter().copied().filter(|(x, y)| *x > 0.0 && y.is_finite()),
+                        c.stroke_width(2)
+                    ))
+                );
+                if labelled.insert(p.n.to_bits()) {
+                    series
+                        .label(format!("N = {}", si(p.n)))
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }
 
 /// The first fitted parametric built-in law of N and D alone (chinchilla, kaplan), with its
@@ -245,60 +299,89 @@ fn nd_law(laws: &LawsFile) -> Option<(String, Box<dyn sweep_fit::Law>, Vec<f64>)
         if vars != ["D", "N"] {
             return None;
         }
-        let theta = law.params().iter().map(|p| e.params.get(&p.name).map(|v| v.estimate)).collect::<Option<Vec<f64>>>()?;
+        let theta =
+            law.params().iter().map(|p| e.params.get(&p.name).map(|v| v.estimate)).collect::<Option<Vec<f64>>>()?;
         Some((e.name.clone(), law, theta))
     })
 }
 
-fn final_loss(points: &[PointSummary], sizes: &[f64], law: Option<(String, Box<dyn sweep_fit::Law>, Vec<f64>)>) -> Result<String, ReportError> {
+fn final_loss(
+    points: &[PointSummary],
+    sizes: &[f64],
+    law: Option<(String, Box<dyn sweep_fit::Law>, Vec<f64>)>,
+) -> Result<String, ReportError> {
     let what = "final_loss.svg";
-    let done: Vec<(f64, f64, f64)> = points.iter().filter_map(|p| Some((6.0 * p.n * p.d, p.final_loss?, p.n))).filter(|(c, l, _)| *c > 0.0 && l.is_finite()).collect();
-    let (Some((x0, x1)), Some((y0, y1))) = (span(done.iter().map(|d| d.0), true), span(done.iter().map(|d| d.1), false)) else {
+    let done: Vec<(f64, f64, f64)> = points
+        .iter()
+        .filter_map(|p| Some((6.0 * p.n * p.d, p.final_loss?, p.n)))
+        .filter(|(c, l, _)| *c > 0.0 && l.is_finite())
+        .collect();
+    let (Some((x0, x1)), Some((y0, y1))) =
+        (span(done.iter().map(|d| d.0), true), span(done.iter().map(|d| d.1), false))
+    else {
         return Err(ReportError::Plot { what: what.into(), msg: "no finished points with finite losses".into() });
     };
-    svg_chart(what, "Final loss against compute", ((x0..x1).log_scale(), y0..y1), SeriesLabelPosition::UpperRight, |chart| {
-        tryp!(what, chart.configure_mesh().x_labels(8).light_line_style(BLACK.mix(0.04)).x_desc("training compute 6ND (FLOPs)").y_desc("final validation loss").x_label_formatter(&|x| format!("{x:.0e}")).draw());
-        // The fitted law's loss for each model size across the compute range (D = C / 6N).
-        if let Some((name, law, theta)) = &law {
-            let vars = law.variables();
-            let mut labelled = false;
+    svg_chart(
+        what,
+        "Final loss against compute",
+        ((x0..x1).log_scale(), y0..y1),
+        SeriesLabelPosition::UpperRight,
+        |chart| {
+            tryp!(
+                what,
+                chart
+                    .configure_mesh()
+                    .x_labels(8)
+                    .light_line_style(BLACK.mix(0.04))
+                    .x_desc("training compute 6ND (FLOPs)")
+                    .y_desc("final validation loss")
+                    .x_label_formatter(&|x| format!("{x:.0e}"))
+                    .draw()
+            );
+            // The fitted law's loss for each model size across the compute range (D = C / 6N).
+            if let Some((name, law, theta)) = &law {
+                let vars = law.variables();
+                let mut labelled = false;
+                for (i, &n) in sizes.iter().enumerate() {
+                    let c = colour(i, sizes.len());
+                    let curve: Vec<(f64, f64)> = (0..=60)
+                        .map(|k| x0 * (x1 / x0).powf(k as f64 / 60.0))
+                        .filter_map(|cx| {
+                            let x: Vec<f64> = vars.iter().map(|v| if v == "N" { n } else { cx / (6.0 * n) }).collect();
+                            let y = law.predict(theta, &x);
+                            (y.is_finite() && y >= y0 && y <= y1).then_some((cx, y))
+                        })
+                        .collect();
+                    if curve.len() < 2 {
+                        continue;
+                    }
+                    let series = tryp!(what, chart.draw_series(LineSeries::new(curve, c.mix(0.9).stroke_width(1))));
+                    if !labelled {
+                        labelled = true;
+                        let label = format!("fitted {name}");
+                        series
+                            .label(label)
+                            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+                    }
+                }
+            }
             for (i, &n) in sizes.iter().enumerate() {
                 let c = colour(i, sizes.len());
-                let curve: Vec<(f64, f64)> = (0..=60)
-                    .map(|k| x0 * (x1 / x0).powf(k as f64 / 60.0))
-                    .filter_map(|cx| {
-                        let x: Vec<f64> = vars.iter().map(|v| if v == "N" { n } else { cx / (6.0 * n) }).collect();
-                        let y = law.predict(theta, &x);
-                        (y.is_finite() && y >= y0 && y <= y1).then_some((cx, y))
-                    })
-                    .collect();
-                if curve.len() < 2 {
+                let mut pts: Vec<(f64, f64)> = done.iter().filter(|d| d.2 == n).map(|d| (d.0, d.1)).collect();
+                if pts.is_empty() {
                     continue;
                 }
-                let series = tryp!(what, chart.draw_series(LineSeries::new(curve, c.mix(0.9).stroke_width(1))));
-                if !labelled {
-                    labelled = true;
-                    let label = format!("fitted {name}");
-                    series.label(label).legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                if law.is_none() {
+                    tryp!(what, chart.draw_series(LineSeries::new(pts.iter().copied(), c.mix(0.5).stroke_width(1))));
                 }
+                tryp!(what, chart.draw_series(pts.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled()))))
+                    .label(format!("N = {}", si(n)))
+                    .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
             }
-        }
-        for (i, &n) in sizes.iter().enumerate() {
-            let c = colour(i, sizes.len());
-            let mut pts: Vec<(f64, f64)> = done.iter().filter(|d| d.2 == n).map(|d| (d.0, d.1)).collect();
-            if pts.is_empty() {
-                continue;
-            }
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            if law.is_none() {
-                tryp!(what, chart.draw_series(LineSeries::new(pts.iter().copied(), c.mix(0.5).stroke_width(1))));
-            }
-            tryp!(what, chart.draw_series(pts.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled()))))
-                .label(format!("N = {}", si(n)))
-                .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }
 
 /// Predicted against observed for a parametric built-in law; Err(reason) when it cannot be drawn.
@@ -306,8 +389,19 @@ fn law_parity(entry: &sweep_fit::LawEntry, table: &Table) -> Result<String, Stri
     if entry.kind != "parametric" {
         return Err(format!("{} fits are not a formula with a prediction per point", entry.kind));
     }
-    let law = sweep_fit::laws::builtin_law(&entry.name).map_err(|_| "not a built-in law (user formulas are listed, not plotted)".to_string())?;
-    let theta: Vec<f64> = law.params().iter().map(|p| entry.params.get(&p.name).map(|e| e.estimate).ok_or_else(|| format!("laws.json has no parameter {}", p.name))).collect::<Result<_, _>>()?;
+    let law = sweep_fit::laws::builtin_law(&entry.name)
+        .map_err(|_| "not a built-in law (user formulas are listed, not plotted)".to_string())?;
+    let theta: Vec<f64> = law
+        .params()
+        .iter()
+        .map(|p| {
+            entry
+                .params
+                .get(&p.name)
+                .map(|e| e.estimate)
+                .ok_or_else(|| format!("laws.json has no parameter {}", p.name))
+        })
+        .collect::<Result<_, _>>()?;
     let col = |v: &str| -> Result<&[f64], String> {
         let name = entry.variables.get(v).map(String::as_str).unwrap_or(v);
         table.column(name).map_err(|e| e.to_string())
@@ -331,10 +425,22 @@ fn law_parity(entry: &sweep_fit::LawEntry, table: &Table) -> Result<String, Stri
     let (lo, hi) = span(pairs.iter().flat_map(|&(a, b)| [a, b]), false).ok_or("no finite values")?;
     let caption = format!("{}: {} points, R² {:.4}", entry.name, pairs.len(), entry.fit.r2);
     let drawn = svg_chart(&what, &caption, (lo..hi, lo..hi), SeriesLabelPosition::UpperLeft, |chart| {
-        tryp!(what, chart.configure_mesh().light_line_style(BLACK.mix(0.04)).x_desc(format!("observed {}", law.response())).y_desc("predicted by the fitted law").draw());
-        tryp!(what, chart.draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.4).stroke_width(1)))).label("predicted = observed").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
+        tryp!(
+            what,
+            chart
+                .configure_mesh()
+                .light_line_style(BLACK.mix(0.04))
+                .x_desc(format!("observed {}", law.response()))
+                .y_desc("predicted by the fitted law")
+                .draw()
+        );
+        tryp!(what, chart.draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.4).stroke_width(1))))
+            .label("predicted = observed")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
         let c = colour(1, 4);
-        tryp!(what, chart.draw_series(pairs.iter().map(|&(o, p)| Circle::new((o, p), 4, c.filled())))).label("finished points").legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
+        tryp!(what, chart.draw_series(pairs.iter().map(|&(o, p)| Circle::new((o, p), 4, c.filled()))))
+            .label("finished points")
+            .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
         Ok(())
     });
     drawn.map_err(|e| e.to_string())
@@ -349,10 +455,20 @@ fn num(x: f64) -> String {
         return "–".into();
     }
     let a = x.abs();
-    if a != 0.0 && !(1e-3..1e5).contains(&a) { format!("{x:.4e}") } else { format!("{x:.5}") }
+    if a != 0.0 && !(1e-3..1e5).contains(&a) {
+        format!("{x:.4e}")
+    } else {
+        format!("{x:.5}")
+    }
 }
 
-fn index_html(title: &str, points: &[PointSummary], laws: Option<&LawsFile>, images: &[(String, String)], skipped: &[(String, String)]) -> String {
+fn index_html(
+    title: &str,
+    points: &[PointSummary],
+    laws: Option<&LawsFile>,
+    images: &[(String, String)],
+    skipped: &[(String, String)],
+) -> String {
     let mut h = String::new();
     let count = |s: &str| points.iter().filter(|p| p.state == s).count();
     let _ = write!(
@@ -366,24 +482,47 @@ fn index_html(title: &str, points: &[PointSummary], laws: Option<&LawsFile>, ima
         f = count("failed"),
     );
     for (file, caption) in images {
-        let _ = writeln!(h, "<figure><img src=\"{f}\" alt=\"{c}\"><figcaption>{c}</figcaption></figure>", f = esc(file), c = esc(caption));
+        let _ = writeln!(
+            h,
+            "<figure><img src=\"{f}\" alt=\"{c}\"><figcaption>{c}</figcaption></figure>",
+            f = esc(file),
+            c = esc(caption)
+        );
     }
     match laws {
-        None => h.push_str("<h2>Laws</h2>\n<p>No laws.json yet (the sweep has no [fit] section, or the fit has not run).</p>\n"),
+        None => h.push_str(
+            "<h2>Laws</h2>\n<p>No laws.json yet (the sweep has no [fit] section, or the fit has not run).</p>\n",
+        ),
         Some(laws) => {
             h.push_str("<h2>Laws</h2>\n");
             for l in &laws.laws {
-                let _ = writeln!(h, "<h3>{}</h3>\n<p><code>{}</code> ({}; {} points, objective {}, R² {:.4})</p>", esc(&l.name), esc(&l.formula), esc(&l.kind), l.fit.n_points, esc(&l.fit.objective), l.fit.r2);
+                let _ = writeln!(
+                    h,
+                    "<h3>{}</h3>\n<p><code>{}</code> ({}; {} points, objective {}, R² {:.4})</p>",
+                    esc(&l.name),
+                    esc(&l.formula),
+                    esc(&l.kind),
+                    l.fit.n_points,
+                    esc(&l.fit.objective),
+                    l.fit.r2
+                );
                 h.push_str("<table><tr><th class=\"l\">parameter</th><th>estimate</th><th>interval</th></tr>\n");
                 for (name, e) in l.params.iter().chain(l.derived.iter()) {
                     let ci = e.ci.map(|[a, b]| format!("[{}, {}]", num(a), num(b))).unwrap_or_else(|| "–".into());
-                    let _ = writeln!(h, "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td></tr>", esc(name), num(e.estimate), ci);
+                    let _ = writeln!(
+                        h,
+                        "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(name),
+                        num(e.estimate),
+                        ci
+                    );
                 }
                 h.push_str("</table>\n");
                 if !l.optimal.is_empty() {
                     h.push_str("<p>Optimal configurations:</p><ul>\n");
                     for o in &l.optimal {
-                        let _ = writeln!(h, "<li><code>{}</code></li>", esc(&serde_json::to_string(o).unwrap_or_default()));
+                        let _ =
+                            writeln!(h, "<li><code>{}</code></li>", esc(&serde_json::to_string(o).unwrap_or_default()));
                     }
                     h.push_str("</ul>\n");
                 }

@@ -40,7 +40,8 @@ impl Owner {
     pub fn this_process(label: &str) -> Owner {
         let host = fsio::hostname();
         let pid = std::process::id();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         Owner { token: format!("{host}:{pid}:{label}:{nanos:08x}"), host, pid }
     }
 }
@@ -57,7 +58,13 @@ pub fn read(path: &Path) -> io::Result<Option<LeaseInfo>> {
 
 /// Tries to claim the lease at `path`; `Ok(false)` if another worker holds it.
 pub fn claim(path: &Path, owner: &Owner) -> io::Result<bool> {
-    let info = LeaseInfo { owner: owner.token.clone(), host: owner.host.clone(), pid: owner.pid, counter: 0, claimed_unix: fsio::unix_now() };
+    let info = LeaseInfo {
+        owner: owner.token.clone(),
+        host: owner.host.clone(),
+        pid: owner.pid,
+        counter: 0,
+        claimed_unix: fsio::unix_now(),
+    };
     fsio::create_exclusive(path, &serde_json::to_vec(&info).map_err(io::Error::other)?)
 }
 
@@ -117,7 +124,9 @@ impl StaleWatch {
         }
         let now = Instant::now();
         match self.seen.get(path) {
-            Some((owner, counter, since)) if *owner == info.owner && *counter == info.counter => now.duration_since(*since) >= self.stale_after,
+            Some((owner, counter, since)) if *owner == info.owner && *counter == info.counter => {
+                now.duration_since(*since) >= self.stale_after
+            }
             _ => {
                 self.seen.insert(path.to_path_buf(), (info.owner.clone(), info.counter, now));
                 false

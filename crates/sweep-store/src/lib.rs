@@ -72,7 +72,12 @@ impl Store {
         let (change, revisions) = match &old {
             None => {
                 let ids: Vec<String> = plan.points.iter().map(|p| p.id.clone()).collect();
-                let rev = manifest::Revision { config_hash: plan.config_hash.clone(), applied_unix: now, added: ids.clone(), removed: vec![] };
+                let rev = manifest::Revision {
+                    config_hash: plan.config_hash.clone(),
+                    applied_unix: now,
+                    added: ids.clone(),
+                    removed: vec![],
+                };
                 (Change { created: true, added: ids, ..Default::default() }, vec![rev])
             }
             Some(old) => {
@@ -90,7 +95,12 @@ impl Store {
                 }
                 let mut revs = old.revisions.clone();
                 if !change.added.is_empty() || !change.removed.is_empty() || old.config_hash != plan.config_hash {
-                    revs.push(manifest::Revision { config_hash: plan.config_hash.clone(), applied_unix: now, added: change.added.clone(), removed: change.removed.clone() });
+                    revs.push(manifest::Revision {
+                        config_hash: plan.config_hash.clone(),
+                        applied_unix: now,
+                        added: change.added.clone(),
+                        removed: change.removed.clone(),
+                    });
                 }
                 (change, revs)
             }
@@ -135,7 +145,8 @@ impl Store {
 
     /// Appends an event to events.jsonl (best effort: events are a log, not the truth).
     pub fn event(&self, kind: &str, id: &str, extra: serde_json::Value) {
-        let mut record = serde_json::json!({"t": fsio::unix_now(), "event": kind, "point": id, "pid": std::process::id()});
+        let mut record =
+            serde_json::json!({"t": fsio::unix_now(), "event": kind, "point": id, "pid": std::process::id()});
         if let (Some(r), serde_json::Value::Object(e)) = (record.as_object_mut(), extra) {
             r.extend(e);
         }

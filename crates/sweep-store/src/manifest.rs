@@ -67,7 +67,8 @@ impl Change {
 /// Compares the plan with an existing manifest.
 pub fn diff(sweep_dir: &Path, old: &Manifest, plan: &Plan) -> Change {
     let new: Vec<&str> = plan.points.iter().map(|p| p.id.as_str()).collect();
-    let added: Vec<String> = new.iter().filter(|id| !old.point_ids.iter().any(|o| o == *id)).map(|s| s.to_string()).collect();
+    let added: Vec<String> =
+        new.iter().filter(|id| !old.point_ids.iter().any(|o| o == *id)).map(|s| s.to_string()).collect();
     let removed: Vec<String> = old.point_ids.iter().filter(|o| !new.contains(&o.as_str())).cloned().collect();
     let removed_with_work = removed
         .iter()

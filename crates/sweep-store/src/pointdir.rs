@@ -68,7 +68,9 @@ impl PointDir {
 
     /// Reads point.json.
     pub fn read_point(&self) -> io::Result<Point> {
-        fsio::read_json(&self.point_file())?.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} is missing", self.point_file().display())))
+        fsio::read_json(&self.point_file())?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{} is missing", self.point_file().display()))
+        })
     }
     /// Whether result.json exists.
     pub fn is_done(&self) -> bool {

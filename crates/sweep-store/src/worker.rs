@@ -25,7 +25,12 @@ pub struct WorkerOptions {
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        WorkerOptions { heartbeat: Duration::from_secs(5), stale_after: Duration::from_secs(120), poll: Duration::from_millis(500), wait_for_others: true }
+        WorkerOptions {
+            heartbeat: Duration::from_secs(5),
+            stale_after: Duration::from_secs(120),
+            poll: Duration::from_millis(500),
+            wait_for_others: true,
+        }
     }
 }
 
@@ -58,16 +63,21 @@ fn try_claim(store: &Store, dir: &PointDir, owner: &Owner, watch: &mut StaleWatc
     if info.owner == owner.token {
         return Ok(Claim::Won);
     }
-    if watch.is_stale(&path, &info)
-        && lease::take_over(&path, &info, owner)? {
-            store.event("takeover", &dir.id, serde_json::json!({"from": info.owner, "by": owner.token}));
-            return Ok(Claim::Won);
-        }
+    if watch.is_stale(&path, &info) && lease::take_over(&path, &info, owner)? {
+        store.event("takeover", &dir.id, serde_json::json!({"from": info.owner, "by": owner.token}));
+        return Ok(Claim::Won);
+    }
     Ok(Claim::Busy)
 }
 
 /// Runs points until none is left to claim (or a stop is requested).
-pub fn run_worker(store: &Store, trainer: &dyn Trainer, owner: &Owner, opts: &WorkerOptions, stop: Arc<AtomicBool>) -> anyhow::Result<WorkerReport> {
+pub fn run_worker(
+    store: &Store,
+    trainer: &dyn Trainer,
+    owner: &Owner,
+    opts: &WorkerOptions,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<WorkerReport> {
     let mut report = WorkerReport::default();
     let mut watch = StaleWatch::new(opts.stale_after);
     loop {
@@ -108,7 +118,15 @@ pub fn run_worker(store: &Store, trainer: &dyn Trainer, owner: &Owner, opts: &Wo
     Ok(report)
 }
 
-fn run_point(store: &Store, trainer: &dyn Trainer, owner: &Owner, opts: &WorkerOptions, dir: &PointDir, stop: &Arc<AtomicBool>, report: &mut WorkerReport) -> anyhow::Result<()> {
+fn run_point(
+    store: &Store,
+    trainer: &dyn Trainer,
+    owner: &Owner,
+    opts: &WorkerOptions,
+    dir: &PointDir,
+    stop: &Arc<AtomicBool>,
+    report: &mut WorkerReport,
+) -> anyhow::Result<()> {
     let point = dir.read_point()?;
     let control = Control { stop: stop.clone(), lost: Arc::new(AtomicBool::new(false)) };
     let resumed_from = dir.checkpoints().first().map(|c| c.0);
@@ -118,7 +136,8 @@ fn run_point(store: &Store, trainer: &dyn Trainer, owner: &Owner, opts: &WorkerO
     // Heartbeat thread: advances the lease counter; flags loss so training stops at once.
     let done = Arc::new(AtomicBool::new(false));
     let beat = {
-        let (path, owner, lost, done, every) = (dir.lease_file(), owner.clone(), control.lost.clone(), done.clone(), opts.heartbeat);
+        let (path, owner, lost, done, every) =
+            (dir.lease_file(), owner.clone(), control.lost.clone(), done.clone(), opts.heartbeat);
         std::thread::spawn(move || {
             let tick = Duration::from_millis(50);
             let mut last = Instant::now();
@@ -145,7 +164,11 @@ fn run_point(store: &Store, trainer: &dyn Trainer, owner: &Owner, opts: &WorkerO
     let outcome = match outcome {
         Ok(r) => r,
         Err(panic) => {
-            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into());
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
             Err(anyhow::anyhow!("the trainer panicked: {msg}"))
         }
     };
@@ -188,7 +211,11 @@ fn run_point(store: &Store, trainer: &dyn Trainer, owner: &Owner, opts: &WorkerO
             lease::release(&dir.lease_file(), owner)?;
         }
         Ok(Outcome::Stopped) => {
-            store.event("stopped", &dir.id, serde_json::json!({"owner": owner.token, "checkpoint_step": dir.checkpoints().first().map(|c| c.0)}));
+            store.event(
+                "stopped",
+                &dir.id,
+                serde_json::json!({"owner": owner.token, "checkpoint_step": dir.checkpoints().first().map(|c| c.0)}),
+            );
             tracing::info!(point = %dir.id, "point stopped with a checkpoint");
             lease::release(&dir.lease_file(), owner)?;
         }
@@ -212,8 +239,22 @@ fn run_point(store: &Store, trainer: &dyn Trainer, owner: &Owner, opts: &WorkerO
     Ok(())
 }
 
-fn record_failure(store: &Store, dir: &PointDir, owner: &Owner, kind: &str, reason: &str, step: Option<u64>) -> anyhow::Result<()> {
-    let failure = Failure { id: dir.id.clone(), kind: kind.into(), reason: reason.into(), step, owner: owner.token.clone(), failed_unix: fsio::unix_now() };
+fn record_failure(
+    store: &Store,
+    dir: &PointDir,
+    owner: &Owner,
+    kind: &str,
+    reason: &str,
+    step: Option<u64>,
+) -> anyhow::Result<()> {
+    let failure = Failure {
+        id: dir.id.clone(),
+        kind: kind.into(),
+        reason: reason.into(),
+        step,
+        owner: owner.token.clone(),
+        failed_unix: fsio::unix_now(),
+    };
     dir.write_failure(&failure)?;
     store.event("failed", &dir.id, serde_json::json!({"kind": kind, "reason": reason, "step": step}));
     tracing::warn!(point = %dir.id, kind, "point failed: {reason}");

@@ -62,7 +62,12 @@ pub struct BenchResult {
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -74,7 +79,16 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
     let model = Transformer::new(c.clone(), 0, &device)?;
     let hooks = crate::precision::hooks_for(&o.precision, sweep_plan::config::Rounding::Nearest, 0)?;
     let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, &model.params)?;
-    let shape = ModelShape { d_model: c.d_model as u64, n_layers: c.n_layers as u64, n_heads: c.n_heads as u64, d_ff: c.d_ff as u64, context: c.context as u64, vocab_size: c.vocab_size as u64, ffn: c.ffn, tied_embeddings: c.tied_embeddings };
+    let shape = ModelShape {
+        d_model: c.d_model as u64,
+        n_layers: c.n_layers as u64,
+        n_heads: c.n_heads as u64,
+        d_ff: c.d_ff as u64,
+        context: c.context as u64,
+        vocab_size: c.vocab_size as u64,
+        ffn: c.ffn,
+        tied_embeddings: c.tied_embeddings,
+    };
     let counts = shape.counts();
     let n = o.batch * c.context;
     // Random tokens from a fixed seed; targets are inputs shifted, as in real batches.

@@ -24,7 +24,10 @@ impl DivergenceCheck {
             return Some(format!("loss became {loss} at step {step}"));
         }
         if self.min_loss.is_finite() && loss > self.factor * self.min_loss {
-            return Some(format!("loss {loss:.4} at step {step} is above {} x the running minimum {:.4}", self.factor, self.min_loss));
+            return Some(format!(
+                "loss {loss:.4} at step {step} is above {} x the running minimum {:.4}",
+                self.factor, self.min_loss
+            ));
         }
         self.min_loss = self.min_loss.min(loss);
         None

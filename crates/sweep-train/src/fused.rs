@@ -11,8 +11,11 @@
 //! reductions across rows sum per-chunk partials in chunk order, so results are bit-for-bit
 //! the same run to run and for any thread count.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, InplaceOp1, Layout, Result, Shape, Storage, Tensor, WithDType};
 use candle_core::backend::BackendStorage;
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, InplaceOp1, Layout, Result, Shape, Storage,
+    Tensor, WithDType,
+};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -245,7 +248,9 @@ impl CustomOp2 for RmsNorm {
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         fn run<T: Real>(x: &Tensor, w: &Tensor, gy: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-            let (dx, dw) = with_slice::<T, _>(x, |xs| with_slice::<T, _>(w, |ws| with_slice::<T, _>(gy, |gs| Ok(rms_bwd(xs, ws, gs, eps)))))?;
+            let (dx, dw) = with_slice::<T, _>(x, |xs| {
+                with_slice::<T, _>(w, |ws| with_slice::<T, _>(gy, |gs| Ok(rms_bwd(xs, ws, gs, eps))))
+            })?;
             Ok((to_tensor(dx, x.shape())?, to_tensor(dw, w.shape())?))
         }
         let (dx, dw) = dispatch!(x.dtype(), run, x, w, gy, self.eps)?;
@@ -344,11 +349,13 @@ const ELEMS_PER_TASK: usize = 16_384;
 
 fn swiglu_fwd<T: Real>(g: &[T], u: &[T]) -> Vec<T> {
     let mut y = vec![T::zero(); g.len()];
-    y.par_chunks_mut(ELEMS_PER_TASK).zip(g.par_chunks(ELEMS_PER_TASK)).zip(u.par_chunks(ELEMS_PER_TASK)).for_each(|((y, g), u)| {
-        for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
-            *y = g * sigmoid(g) * u;
-        }
-    });
+    y.par_chunks_mut(ELEMS_PER_TASK).zip(g.par_chunks(ELEMS_PER_TASK)).zip(u.par_chunks(ELEMS_PER_TASK)).for_each(
+        |((y, g), u)| {
+            for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
+                *y = g * sigmoid(g) * u;
+            }
+        },
+    );
     y
 }
 
@@ -356,15 +363,20 @@ fn swiglu_bwd<T: Real>(g: &[T], u: &[T], gy: &[T]) -> (Vec<T>, Vec<T>) {
     let mut dg = vec![T::zero(); g.len()];
     let mut du = vec![T::zero(); g.len()];
     let n = ELEMS_PER_TASK;
-    dg.par_chunks_mut(n).zip(du.par_chunks_mut(n)).zip(g.par_chunks(n)).zip(u.par_chunks(n)).zip(gy.par_chunks(n)).for_each(|((((dg, du), g), u), gy)| {
-        for i in 0..g.len() {
-            let s = sigmoid(g[i]);
-            let silu = g[i] * s;
-            let dsilu = s * (T::one() + g[i] * (T::one() - s));
-            dg[i] = gy[i] * u[i] * dsilu;
-            du[i] = gy[i] * silu;
-        }
-    });
+    dg.par_chunks_mut(n)
+        .zip(du.par_chunks_mut(n))
+        .zip(g.par_chunks(n))
+        .zip(u.par_chunks(n))
+        .zip(gy.par_chunks(n))
+        .for_each(|((((dg, du), g), u), gy)| {
+            for i in 0..g.len() {
+                let s = sigmoid(g[i]);
+                let silu = g[i] * s;
+                let dsilu = s * (T::one() + g[i] * (T::one() - s));
+                dg[i] = gy[i] * u[i] * dsilu;
+                du[i] = gy[i] * silu;
+            }
+        });
     (dg, du)
 }
 
@@ -383,7 +395,9 @@ impl CustomOp2 for SwiGlu {
     }
     fn bwd(&self, g: &Tensor, u: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         fn run<T: Real>(g: &Tensor, u: &Tensor, gy: &Tensor) -> Result<(Tensor, Tensor)> {
-            let (dg, du) = with_slice::<T, _>(g, |gs| with_slice::<T, _>(u, |us| with_slice::<T, _>(gy, |ys| Ok(swiglu_bwd(gs, us, ys)))))?;
+            let (dg, du) = with_slice::<T, _>(g, |gs| {
+                with_slice::<T, _>(u, |us| with_slice::<T, _>(gy, |ys| Ok(swiglu_bwd(gs, us, ys))))
+            })?;
             Ok((to_tensor(dg, g.shape())?, to_tensor(du, u.shape())?))
         }
         let (dg, du) = dispatch!(g.dtype(), run, g, u, gy)?;
@@ -428,13 +442,15 @@ fn gelu_bwd<T: Real>(x: &[T], gy: &[T]) -> Vec<T> {
     let mut dx = vec![T::zero(); x.len()];
     let (c, a, half) = (T::of(GELU_C), T::of(GELU_A), T::of(0.5));
     let a3 = T::of(3.0 * GELU_A);
-    dx.par_chunks_mut(ELEMS_PER_TASK).zip(x.par_chunks(ELEMS_PER_TASK)).zip(gy.par_chunks(ELEMS_PER_TASK)).for_each(|((dx, x), gy)| {
-        for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(gy) {
-            let t = tanh_(c * (x + a * x * x * x));
-            let d = half * (T::one() + t) + half * x * (T::one() - t * t) * c * (T::one() + a3 * x * x);
-            *dx = g * d;
-        }
-    });
+    dx.par_chunks_mut(ELEMS_PER_TASK).zip(x.par_chunks(ELEMS_PER_TASK)).zip(gy.par_chunks(ELEMS_PER_TASK)).for_each(
+        |((dx, x), gy)| {
+            for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(gy) {
+                let t = tanh_(c * (x + a * x * x * x));
+                let d = half * (T::one() + t) + half * x * (T::one() - t * t) * c * (T::one() + a3 * x * x);
+                *dx = g * d;
+            }
+        },
+    );
     dx
 }
 
@@ -525,24 +541,59 @@ impl CustomOp3 for SplitHeads {
     fn name(&self) -> &'static str {
         "fused-split-heads-rope"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (b, t, d) = l1.shape().dims3()?;
         let (h, hd) = (self.heads, d / self.heads);
         if d % h != 0 || (self.rotate && (hd % 2 != 0 || l2.dims() != [t, hd / 2] || l3.dims() != [t, hd / 2])) {
             bail!("split heads: input {:?}, {} heads, tables {:?} {:?}", l1.dims(), h, l2.dims(), l3.dims());
         }
         #[allow(clippy::too_many_arguments)] // the three storages and layouts of a CustomOp3, and the shape
-        fn run<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout, dims: (usize, usize, usize, usize), rotate: bool) -> Result<CpuStorage> {
+        fn run<T: Real>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+            dims: (usize, usize, usize, usize),
+            rotate: bool,
+        ) -> Result<CpuStorage> {
             let (b, t, h, hd) = dims;
-            Ok(T::to_cpu_storage_owned(split_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, cpu_slice::<T>(s3, l3)?, b, t, h, hd, rotate)))
+            Ok(T::to_cpu_storage_owned(split_fwd(
+                cpu_slice::<T>(s1, l1)?,
+                cpu_slice::<T>(s2, l2)?,
+                cpu_slice::<T>(s3, l3)?,
+                b,
+                t,
+                h,
+                hd,
+                rotate,
+            )))
         }
         let out = dispatch!(s1.dtype(), run, s1, l1, s2, l2, s3, l3, (b, t, h, hd), self.rotate)?;
         Ok((out, Shape::from((b, h, t, hd))))
     }
-    fn bwd(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         fn run<T: Real>(x: &Tensor, cos: &Tensor, sin: &Tensor, gy: &Tensor, h: usize, rotate: bool) -> Result<Tensor> {
             let (_, t, d) = x.dims3()?;
-            let dx = with_slice::<T, _>(gy, |g| with_slice::<T, _>(cos, |c| with_slice::<T, _>(sin, |s| Ok(split_bwd(g, c, s, t, h, d / h, rotate)))))?;
+            let dx = with_slice::<T, _>(gy, |g| {
+                with_slice::<T, _>(cos, |c| with_slice::<T, _>(sin, |s| Ok(split_bwd(g, c, s, t, h, d / h, rotate))))
+            })?;
             to_tensor(dx, x.shape())
         }
         Ok((Some(dispatch!(x.dtype(), run, x, cos, sin, gy, self.heads, self.rotate)?), None, None))
@@ -631,7 +682,14 @@ impl CustomOp2 for HeadCrossEntropy {
         if n != self.targets.len() {
             bail!("cross-entropy: {n} rows but {} targets", self.targets.len());
         }
-        fn run<T: Real>(op: &HeadCrossEntropy, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, (n, d, v): (usize, usize, usize)) -> Result<CpuStorage> {
+        fn run<T: Real>(
+            op: &HeadCrossEntropy,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            (n, d, v): (usize, usize, usize),
+        ) -> Result<CpuStorage> {
             let (x, w) = (cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?);
             let mut logits = scratch_take::<T>(&op.scratch, n * v);
             matmul_into(&mut logits, v, mat(x, 0, d, 1), mat(w, 0, 1, d), (n, v, d), rayon::current_num_threads());
@@ -643,15 +701,33 @@ impl CustomOp2 for HeadCrossEntropy {
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _loss: &Tensor, gl: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = gl.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let probs = self.state.lock().expect("ce state lock").take().ok_or_else(|| candle_core::Error::Msg("cross-entropy: backward without a forward pass".into()))?;
-        fn run<T: Real>(op: &HeadCrossEntropy, x: &Tensor, w: &Tensor, probs: Box<dyn std::any::Any + Send>, g: f64) -> Result<(Tensor, Tensor)> {
+        let probs = self
+            .state
+            .lock()
+            .expect("ce state lock")
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("cross-entropy: backward without a forward pass".into()))?;
+        fn run<T: Real>(
+            op: &HeadCrossEntropy,
+            x: &Tensor,
+            w: &Tensor,
+            probs: Box<dyn std::any::Any + Send>,
+            g: f64,
+        ) -> Result<(Tensor, Tensor)> {
             let (n, d) = x.dims2()?;
             let v = w.dim(0)?;
-            let mut dl = *probs.downcast::<Vec<T>>().map_err(|_| candle_core::Error::Msg("cross-entropy: dtype changed between forward and backward".into()))?;
+            let mut dl = *probs.downcast::<Vec<T>>().map_err(|_| {
+                candle_core::Error::Msg("cross-entropy: dtype changed between forward and backward".into())
+            })?;
             ce_bwd_in_place(&mut dl, &op.targets, v, g);
             // dx = dlogits W [n x d]; dW = dlogits^T x [v x d].
             let (dx, dw) = with_slice::<T, _>(x, |xs| {
-                with_slice::<T, _>(w, |ws| Ok(matmul_pair((mat(&dl, 0, v, 1), mat(ws, 0, d, 1), (n, d, v)), (mat(&dl, 0, 1, v), mat(xs, 0, d, 1), (v, d, n)))))
+                with_slice::<T, _>(w, |ws| {
+                    Ok(matmul_pair(
+                        (mat(&dl, 0, v, 1), mat(ws, 0, d, 1), (n, d, v)),
+                        (mat(&dl, 0, 1, v), mat(xs, 0, d, 1), (v, d, n)),
+                    ))
+                })
             })?;
             scratch_give(&op.scratch, dl);
             Ok((to_tensor(dx, x.shape())?, to_tensor(dw, w.shape())?))
@@ -666,7 +742,8 @@ impl CustomOp2 for HeadCrossEntropy {
 /// logits buffer between steps.
 pub fn head_cross_entropy(x: &Tensor, w: &Tensor, targets: &Tensor, scratch: &Scratch) -> Result<Tensor> {
     let targets: Vec<u32> = targets.flatten_all()?.to_dtype(DType::U32)?.to_vec1()?;
-    x.contiguous()?.apply_op2(&w.contiguous()?, HeadCrossEntropy { targets, scratch: scratch.clone(), state: Mutex::new(None) })
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, HeadCrossEntropy { targets, scratch: scratch.clone(), state: Mutex::new(None) })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -693,7 +770,8 @@ fn with_slice_mut<T: Real>(t: &Tensor, f: impl FnOnce(&mut [T]) -> Result<()>) -
         bail!("in-place update: tensor is not contiguous");
     }
     let op = InPlace(std::cell::RefCell::new(Some(move |s: &mut CpuStorage, l: &Layout| {
-        let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("in-place update: not contiguous".into()))?;
+        let (a, b) =
+            l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("in-place update: not contiguous".into()))?;
         match T::slice_mut(s) {
             Some(v) => f(&mut v[a..b]),
             None => bail!("in-place update: dtype mismatch"),
@@ -723,16 +801,24 @@ pub struct AdamWStep {
 
 fn adamw_kernel<T: Real>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], s: AdamWStep) {
     let (b1, b2, c1, c2) = (T::of(s.beta1), T::of(s.beta2), T::of(1.0 - s.beta1), T::of(1.0 - s.beta2));
-    let (ibc1, ibc2, eps, lr, keep) = (T::of(1.0 / s.bias_correction1), T::of(1.0 / s.bias_correction2), T::of(s.eps), T::of(s.lr), T::of(1.0 - s.lr * s.weight_decay));
+    let (ibc1, ibc2, eps, lr, keep) = (
+        T::of(1.0 / s.bias_correction1),
+        T::of(1.0 / s.bias_correction2),
+        T::of(s.eps),
+        T::of(s.lr),
+        T::of(1.0 - s.lr * s.weight_decay),
+    );
     let n = ELEMS_PER_TASK;
-    p.par_chunks_mut(n).zip(m.par_chunks_mut(n)).zip(v.par_chunks_mut(n)).zip(g.par_chunks(n)).for_each(|(((p, m), v), g)| {
-        for i in 0..p.len() {
-            m[i] = b1 * m[i] + c1 * g[i];
-            v[i] = b2 * v[i] + c2 * (g[i] * g[i]);
-            let update = (m[i] * ibc1) / ((v[i] * ibc2).sqrt() + eps);
-            p[i] = p[i] * keep - lr * update;
-        }
-    });
+    p.par_chunks_mut(n).zip(m.par_chunks_mut(n)).zip(v.par_chunks_mut(n)).zip(g.par_chunks(n)).for_each(
+        |(((p, m), v), g)| {
+            for i in 0..p.len() {
+                m[i] = b1 * m[i] + c1 * g[i];
+                v[i] = b2 * v[i] + c2 * (g[i] * g[i]);
+                let update = (m[i] * ibc1) / ((v[i] * ibc2).sqrt() + eps);
+                p[i] = p[i] * keep - lr * update;
+            }
+        },
+    );
 }
 
 /// Whether [`adamw_in_place`] can update `p` with moments `m`, `v` and gradient `g`: contiguous
@@ -740,8 +826,13 @@ fn adamw_kernel<T: Real>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], s: Adam
 /// CUDA's f32 in a `cuda` build), in four separate storages.
 pub fn adamw_supported(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor) -> bool {
     let kernel = |t: &Tensor| use_fused(t) || cuda::available(t);
-    [p, m, v, g].iter().all(|t| t.is_contiguous() && t.shape() == p.shape() && t.dtype() == p.dtype() && t.device().same_device(p.device()) && kernel(t))
-        && ![(p, m), (p, v), (m, v), (g, p), (g, m), (g, v)].iter().any(|(a, b)| shares_storage(a, b))
+    [p, m, v, g].iter().all(|t| {
+        t.is_contiguous()
+            && t.shape() == p.shape()
+            && t.dtype() == p.dtype()
+            && t.device().same_device(p.device())
+            && kernel(t)
+    }) && ![(p, m), (p, v), (m, v), (g, p), (g, m), (g, v)].iter().any(|(a, b)| shares_storage(a, b))
 }
 
 /// One AdamW update of parameter `p` and its moments `m`, `v` in place from gradient `g`, on the
@@ -754,10 +845,16 @@ pub fn adamw_in_place(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, s: AdamWSt
         return cuda::adamw_in_place(p, m, v, g, s);
     }
     fn run<T: Real>(p: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor, s: AdamWStep) -> Result<()> {
-        with_slice::<T, _>(g, |gs| with_slice_mut::<T>(p, |ps| with_slice_mut::<T>(m, |ms| with_slice_mut::<T>(v, |vs| {
-            adamw_kernel(ps, ms, vs, gs, s);
-            Ok(())
-        }))))
+        with_slice::<T, _>(g, |gs| {
+            with_slice_mut::<T>(p, |ps| {
+                with_slice_mut::<T>(m, |ms| {
+                    with_slice_mut::<T>(v, |vs| {
+                        adamw_kernel(ps, ms, vs, gs, s);
+                        Ok(())
+                    })
+                })
+            })
+        })
     }
     dispatch!(p.dtype(), run, p, m, v, g, s)
 }
@@ -775,7 +872,17 @@ pub fn shares_storage(a: &Tensor, b: &Tensor) -> bool {
 pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
     fn run<T: Real>(t: &Tensor) -> Result<f64> {
         with_slice::<T, _>(t, |x| {
-            let parts: Vec<f64> = x.par_chunks(ELEMS_PER_TASK).map(|c| c.iter().map(|&v| { let v = WithDType::to_f64(v); v * v }).sum::<f64>()).collect();
+            let parts: Vec<f64> = x
+                .par_chunks(ELEMS_PER_TASK)
+                .map(|c| {
+                    c.iter()
+                        .map(|&v| {
+                            let v = WithDType::to_f64(v);
+                            v * v
+                        })
+                        .sum::<f64>()
+                })
+                .collect();
             Ok(parts.iter().sum())
         })
     }
@@ -786,7 +893,9 @@ pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
 pub fn scale(t: &Tensor, s: f64) -> Result<Tensor> {
     fn run<T: Real>(t: &Tensor, s: f64) -> Result<Tensor> {
         let s = T::of(s);
-        let v = with_slice::<T, _>(t, |x| Ok(x.par_chunks(ELEMS_PER_TASK).flat_map_iter(|c| c.iter().map(move |&v| v * s)).collect::<Vec<T>>()))?;
+        let v = with_slice::<T, _>(t, |x| {
+            Ok(x.par_chunks(ELEMS_PER_TASK).flat_map_iter(|c| c.iter().map(move |&v| v * s)).collect::<Vec<T>>())
+        })?;
         to_tensor(v, t.shape())
     }
     dispatch!(t.dtype(), run, t, s)
@@ -809,7 +918,14 @@ fn mat<T>(data: &[T], off: usize, rs: usize, cs: usize) -> Mat<'_, T> {
 }
 
 /// dst[m x n] (row-major, row stride `dst_rs`) = a[m x k] b[k x n], on `threads` threads.
-fn matmul_into<T: Real>(dst: &mut [T], dst_rs: usize, a: Mat<T>, b: Mat<T>, (m, n, k): (usize, usize, usize), threads: usize) {
+fn matmul_into<T: Real>(
+    dst: &mut [T],
+    dst_rs: usize,
+    a: Mat<T>,
+    b: Mat<T>,
+    (m, n, k): (usize, usize, usize),
+    threads: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -836,12 +952,23 @@ fn matmul_new<T: Real>(a: Mat<T>, b: Mat<T>, (m, n, k): (usize, usize, usize), t
 
 /// gemm into `dst` (row stride `dst_rs`, m rows of n). Safety: dst must be valid for writes
 /// of (m - 1) * dst_rs + n elements and not aliased.
-unsafe fn matmul_raw<T: Real>(dst: *mut T, dst_rs: usize, a: Mat<T>, b: Mat<T>, (m, n, k): (usize, usize, usize), threads: usize) {
+unsafe fn matmul_raw<T: Real>(
+    dst: *mut T,
+    dst_rs: usize,
+    a: Mat<T>,
+    b: Mat<T>,
+    (m, n, k): (usize, usize, usize),
+    threads: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
     // Bounds: the last element each operand addresses lies inside its slice.
-    assert!(k == 0 || (a.off + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len() && b.off + (k - 1) * b.rs + (n - 1) * b.cs < b.data.len()));
+    assert!(
+        k == 0
+            || (a.off + (m - 1) * a.rs + (k - 1) * a.cs < a.data.len()
+                && b.off + (k - 1) * b.rs + (n - 1) * b.cs < b.data.len())
+    );
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the assert above keeps every operand address inside its slice; the caller
     // guarantees dst.
@@ -873,7 +1000,10 @@ unsafe fn matmul_raw<T: Real>(dst: *mut T, dst_rs: usize, a: Mat<T>, b: Mat<T>, 
 /// Two independent products side by side, one thread each when the pool has two or more
 /// (the backward's input and weight gradients have equal FLOPs, so the halves balance and each
 /// gemm runs without synchronisation); one after the other on all threads otherwise.
-fn matmul_pair<T: Real>(p: (Mat<T>, Mat<T>, (usize, usize, usize)), q: (Mat<T>, Mat<T>, (usize, usize, usize))) -> (Vec<T>, Vec<T>) {
+fn matmul_pair<T: Real>(
+    p: (Mat<T>, Mat<T>, (usize, usize, usize)),
+    q: (Mat<T>, Mat<T>, (usize, usize, usize)),
+) -> (Vec<T>, Vec<T>) {
     let threads = rayon::current_num_threads();
     if threads >= 2 {
         let (half, rest) = (threads / 2, threads - threads / 2);
@@ -895,7 +1025,10 @@ fn linear_fwd<T: Real>(x: &[T], w: &[T], (rows, inp, out): (usize, usize, usize)
 
 fn linear_bwd<T: Real>(x: &[T], w: &[T], gy: &[T], (rows, inp, out): (usize, usize, usize)) -> (Vec<T>, Vec<T>) {
     // dx = gy W [rows x inp]; dW = gy^T x [out x inp].
-    matmul_pair((mat(gy, 0, out, 1), mat(w, 0, inp, 1), (rows, inp, out)), (mat(gy, 0, 1, out), mat(x, 0, inp, 1), (out, inp, rows)))
+    matmul_pair(
+        (mat(gy, 0, out, 1), mat(w, 0, inp, 1), (rows, inp, out)),
+        (mat(gy, 0, 1, out), mat(x, 0, inp, 1), (out, inp, rows)),
+    )
 }
 
 fn linear_dims(x: &Shape, w: &Shape) -> Result<(usize, usize, usize)> {
@@ -913,7 +1046,13 @@ impl CustomOp2 for Linear {
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = linear_dims(l1.shape(), l2.shape())?;
-        fn run<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, dims: (usize, usize, usize)) -> Result<CpuStorage> {
+        fn run<T: Real>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            dims: (usize, usize, usize),
+        ) -> Result<CpuStorage> {
             Ok(T::to_cpu_storage_owned(linear_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, dims)))
         }
         let mut out_dims = l1.dims().to_vec();
@@ -923,7 +1062,9 @@ impl CustomOp2 for Linear {
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         fn run<T: Real>(x: &Tensor, w: &Tensor, gy: &Tensor) -> Result<(Tensor, Tensor)> {
             let dims = linear_dims(x.shape(), w.shape())?;
-            let (dx, dw) = with_slice::<T, _>(x, |xs| with_slice::<T, _>(w, |ws| with_slice::<T, _>(gy, |gs| Ok(linear_bwd(xs, ws, gs, dims)))))?;
+            let (dx, dw) = with_slice::<T, _>(x, |xs| {
+                with_slice::<T, _>(w, |ws| with_slice::<T, _>(gy, |gs| Ok(linear_bwd(xs, ws, gs, dims))))
+            })?;
             Ok((to_tensor(dx, x.shape())?, to_tensor(dw, w.shape())?))
         }
         let (dx, dw) = dispatch!(x.dtype(), run, x, w, gy)?;
@@ -980,7 +1121,14 @@ fn attn_head_probs<T: Real>(p: &mut [T], q: Mat<T>, kt: Mat<T>, t: usize, hd: us
 }
 
 /// Attention forward: y [B, T, H*hd], and the probabilities [B, H, T, T] when `keep`.
-fn attn_fwd<T: Real>(q: &[T], k: &[T], v: &[T], (_b, h, t, hd): (usize, usize, usize, usize), scale: f64, keep: bool) -> (Vec<T>, Option<Vec<T>>) {
+fn attn_fwd<T: Real>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    (_b, h, t, hd): (usize, usize, usize, usize),
+    scale: f64,
+    keep: bool,
+) -> (Vec<T>, Option<Vec<T>>) {
     let scale = T::of(scale);
     let blk = t * hd;
     let s = causal_split(t);
@@ -1017,7 +1165,15 @@ type Grads3<T> = (Vec<T>, Vec<T>, Vec<T>);
 /// Attention backward; `probs` are the forward pass's [B, H, T, T] probabilities if it kept
 /// them (otherwise they are recomputed per head).
 #[allow(clippy::too_many_arguments)]
-fn attn_bwd<T: Real>(q: &[T], k: &[T], v: &[T], gy: &[T], (_b, h, t, hd): (usize, usize, usize, usize), scale: f64, probs: Option<&[T]>) -> Grads3<T> {
+fn attn_bwd<T: Real>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    gy: &[T],
+    (_b, h, t, hd): (usize, usize, usize, usize),
+    scale: f64,
+    probs: Option<&[T]>,
+) -> Grads3<T> {
     let sc = T::of(scale);
     let blk = t * hd;
     let s = causal_split(t);
@@ -1068,22 +1224,61 @@ impl CustomOp3 for CausalAttention {
     fn name(&self) -> &'static str {
         "fused-causal-attention"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let dims = l1.shape().dims4()?;
         if l2.dims() != l1.dims() || l3.dims() != l1.dims() {
             bail!("causal attention: q {:?}, k {:?}, v {:?} differ in shape", l1.dims(), l2.dims(), l3.dims());
         }
         #[allow(clippy::too_many_arguments)] // the three storages and layouts of a CustomOp3, and the shape
-        fn run<T: Real>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout, dims: (usize, usize, usize, usize), scale: f64) -> Result<CpuStorage> {
-            Ok(T::to_cpu_storage_owned(attn_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, cpu_slice::<T>(s3, l3)?, dims, scale, false).0))
+        fn run<T: Real>(
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+            dims: (usize, usize, usize, usize),
+            scale: f64,
+        ) -> Result<CpuStorage> {
+            Ok(T::to_cpu_storage_owned(
+                attn_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, cpu_slice::<T>(s3, l3)?, dims, scale, false)
+                    .0,
+            ))
         }
         let (b, h, t, hd) = dims;
         Ok((dispatch!(s1.dtype(), run, s1, l1, s2, l2, s3, l3, dims, self.scale)?, Shape::from((b, t, h * hd))))
     }
-    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        fn run<T: Real>(q: &Tensor, k: &Tensor, v: &Tensor, gy: &Tensor, scale: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        fn run<T: Real>(
+            q: &Tensor,
+            k: &Tensor,
+            v: &Tensor,
+            gy: &Tensor,
+            scale: f64,
+        ) -> Result<(Tensor, Tensor, Tensor)> {
             let dims = q.dims4()?;
-            let (dq, dk, dv) = with_slice::<T, _>(q, |qs| with_slice::<T, _>(k, |ks| with_slice::<T, _>(v, |vs| with_slice::<T, _>(gy, |gs| Ok(attn_bwd(qs, ks, vs, gs, dims, scale, None))))))?;
+            let (dq, dk, dv) = with_slice::<T, _>(q, |qs| {
+                with_slice::<T, _>(k, |ks| {
+                    with_slice::<T, _>(v, |vs| {
+                        with_slice::<T, _>(gy, |gs| Ok(attn_bwd(qs, ks, vs, gs, dims, scale, None)))
+                    })
+                })
+            })?;
             Ok((to_tensor(dq, q.shape())?, to_tensor(dk, k.shape())?, to_tensor(dv, v.shape())?))
         }
         let (dq, dk, dv) = dispatch!(q.dtype(), run, q, k, v, gy, self.scale)?;

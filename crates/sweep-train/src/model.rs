@@ -231,7 +231,11 @@ impl Transformer {
             let t = if shape.len() == 1 {
                 Tensor::ones(shape, DType::F32, device)?
             } else {
-                let std = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") { 0.02 * residual_scale } else { 0.02 };
+                let std = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+                    0.02 * residual_scale
+                } else {
+                    0.02
+                };
                 let stream = rng::stream_of(&name);
                 let data: Vec<f32> = (0..n as u64).map(|i| (std * rng::normal(seed, stream, i)) as f32).collect();
                 Tensor::from_vec(data, shape, device)?
@@ -246,14 +250,19 @@ impl Transformer {
         for (name, shape) in Self::param_shapes(&config) {
             let p = params.get(&name).ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))?;
             if p.dims() != shape.as_slice() {
-                return Err(candle_core::Error::Msg(format!("parameter {name} has shape {:?}, expected {shape:?}", p.dims())));
+                return Err(candle_core::Error::Msg(format!(
+                    "parameter {name} has shape {:?}, expected {shape:?}",
+                    p.dims()
+                )));
             }
         }
         let (t, hd) = (config.context, config.head_dim());
-        let inv: Vec<f32> = (0..hd / 2).map(|i| (1.0 / config.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32).collect();
+        let inv: Vec<f32> =
+            (0..hd / 2).map(|i| (1.0 / config.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32).collect();
         let freqs: Vec<f32> = (0..t).flat_map(|p| inv.iter().map(move |f| p as f32 * f)).collect();
         let freqs = Tensor::from_vec(freqs, (t, hd / 2), device)?;
-        let mask: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        let mask: Vec<f32> =
+            (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
         // Tables in the parameters' dtype (f32 for training, f64 for gradient checks).
         let dtype = params["model.embed_tokens.weight"].dtype();
         Ok(Transformer {
@@ -284,7 +293,8 @@ impl Transformer {
         let (h, hd) = (c.n_heads, c.head_dim());
         let embed = self.p("model.embed_tokens.weight");
         let fast = self.fused_for(embed);
-        let norm = |x: &Tensor, w: &Tensor| if fast { fused::rms_norm(x, w, c.norm_eps) } else { rms_norm(x, w, c.norm_eps) };
+        let norm =
+            |x: &Tensor, w: &Tensor| if fast { fused::rms_norm(x, w, c.norm_eps) } else { rms_norm(x, w, c.norm_eps) };
         let mut x = embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, c.d_model))?;
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
@@ -302,7 +312,17 @@ impl Transformer {
                 let names = BLOCK_PARAMS.iter().filter(|r| swiglu || !r.starts_with("mlp.gate"));
                 let weights = names.map(|r| (n(r), self.p(&n(r)).clone())).collect();
                 let params = fused::block::BlockParams { weights, swiglu };
-                x = fused::block::transformer_block(&x, params, &cos, &sin, h, c.d_ff, c.norm_eps, &block_quant, &self.side_grads)?;
+                x = fused::block::transformer_block(
+                    &x,
+                    params,
+                    &cos,
+                    &sin,
+                    h,
+                    c.d_ff,
+                    c.norm_eps,
+                    &block_quant,
+                    &self.side_grads,
+                )?;
                 continue;
             }
             // Attention.
@@ -313,7 +333,11 @@ impl Transformer {
                     fused::split_heads(&y, &cos, &sin, h, rotate)
                 } else {
                     let y = y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?;
-                    if rotate { rope(&y, &cos, &sin) } else { Ok(y) }
+                    if rotate {
+                        rope(&y, &cos, &sin)
+                    } else {
+                        Ok(y)
+                    }
                 }
             };
             let q = heads("self_attn.q_proj.weight", true)?;
@@ -325,7 +349,11 @@ impl Transformer {
                 // Products in the autocast type, softmax in f32 (as PyTorch's autocast does).
                 let cd = hooks.compute_dtype();
                 let scores = autocast_matmul(&q, &k.t()?, cd)?;
-                let att = if fused::cuda::available(&scores) { fused::cuda::causal_softmax(&scores, scale)? } else { causal_softmax(&scores, &mask, scale)? };
+                let att = if fused::cuda::available(&scores) {
+                    fused::cuda::causal_softmax(&scores, scale)?
+                } else {
+                    causal_softmax(&scores, &mask, scale)?
+                };
                 autocast_matmul(&att, &v, cd)?.transpose(1, 2)?.reshape((b, t, c.d_model))?
             };
             x = (x + linear(&y, self.p(&n("self_attn.o_proj.weight")), hooks, fast)?)?;
@@ -335,11 +363,19 @@ impl Transformer {
                 Ffn::Swiglu => {
                     let gate = linear(&hn, self.p(&n("mlp.gate_proj.weight")), hooks, fast)?;
                     let up = linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks, fast)?;
-                    if fast { fused::swiglu(&gate, &up)? } else { swiglu(&gate, &up)? }
+                    if fast {
+                        fused::swiglu(&gate, &up)?
+                    } else {
+                        swiglu(&gate, &up)?
+                    }
                 }
                 Ffn::Gelu => {
                     let up = linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks, fast)?;
-                    if fast { fused::gelu(&up)? } else { up.gelu()? }
+                    if fast {
+                        fused::gelu(&up)?
+                    } else {
+                        up.gelu()?
+                    }
                 }
             };
             x = (x + linear(&inner, self.p(&n("mlp.down_proj.weight")), hooks, fast)?)?;
@@ -349,7 +385,11 @@ impl Transformer {
 
     /// The output projection: the embedding when tied, else lm_head.
     fn head(&self) -> &Tensor {
-        if self.config.tied_embeddings { self.p("model.embed_tokens.weight") } else { self.p("lm_head.weight") }
+        if self.config.tied_embeddings {
+            self.p("model.embed_tokens.weight")
+        } else {
+            self.p("lm_head.weight")
+        }
     }
 
     /// Logits [B*T, V] for token ids [B, T].
@@ -365,7 +405,11 @@ impl Transformer {
             fused::head_cross_entropy(&x, self.head(), targets, &self.scratch)
         } else {
             let logits = x.matmul(&self.head().t()?)?;
-            if fused::cuda::available(&logits) { fused::cuda::cross_entropy(&logits, targets) } else { cross_entropy(&logits, targets) }
+            if fused::cuda::available(&logits) {
+                fused::cuda::cross_entropy(&logits, targets)
+            } else {
+                cross_entropy(&logits, targets)
+            }
         }
     }
 

@@ -56,7 +56,15 @@ impl AdamW {
             let (pt, mt, vt) = (p.as_tensor(), &self.m[name], &self.v[name]);
             let g = &g.contiguous()?;
             if self.fused && fused::adamw_supported(pt, mt, vt, g) {
-                let s = fused::AdamWStep { beta1: c.beta1, beta2: c.beta2, eps: c.eps, bias_correction1: bc1, bias_correction2: bc2, lr, weight_decay: decay };
+                let s = fused::AdamWStep {
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    eps: c.eps,
+                    bias_correction1: bc1,
+                    bias_correction2: bc2,
+                    lr,
+                    weight_decay: decay,
+                };
                 fused::adamw_in_place(pt, mt, vt, g, s)?;
                 continue;
             }
@@ -77,7 +85,9 @@ impl AdamW {
 pub fn named_grads(params: &BTreeMap<String, Var>, store: &GradStore) -> Result<BTreeMap<String, Tensor>> {
     let mut out = BTreeMap::new();
     for (name, p) in params {
-        let g = store.get(p.as_tensor()).ok_or_else(|| candle_core::Error::Msg(format!("parameter {name} received no gradient")))?;
+        let g = store
+            .get(p.as_tensor())
+            .ok_or_else(|| candle_core::Error::Msg(format!("parameter {name} received no gradient")))?;
         out.insert(name.clone(), g.clone());
     }
     Ok(out)
@@ -87,7 +97,11 @@ pub fn named_grads(params: &BTreeMap<String, Var>, store: &GradStore) -> Result<
 pub fn grad_norm(grads: &BTreeMap<String, Tensor>) -> Result<f64> {
     let mut total = 0f64;
     for g in grads.values() {
-        total += if fused::use_fused(g) { fused::sum_of_squares(g)? } else { g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? };
+        total += if fused::use_fused(g) {
+            fused::sum_of_squares(g)?
+        } else {
+            g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?
+        };
     }
     Ok(total.sqrt())
 }

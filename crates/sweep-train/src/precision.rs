@@ -91,9 +91,22 @@ pub fn hooks(point: &Point) -> anyhow::Result<PrecisionHooks> {
 /// Hooks for a precision name applied to weights and activations (for benchmarks).
 pub fn hooks_for(name: &str, rounding: Rounding, seed: u64) -> anyhow::Result<PrecisionHooks> {
     let spec = sweep_plan::precision::PrecisionSpec::parse(name).map_err(anyhow::Error::msg)?;
-    let targets = if spec.format.is_simulated() { vec![(QuantTarget::Weights, spec.clone()), (QuantTarget::Activations, spec.clone())] } else { vec![] };
+    let targets = if spec.format.is_simulated() {
+        vec![(QuantTarget::Weights, spec.clone()), (QuantTarget::Activations, spec.clone())]
+    } else {
+        vec![]
+    };
     let (e, m) = spec.format.exp_man().map(|(e, m)| (Some(e), Some(m))).unwrap_or((None, None));
-    let resolved = ResolvedPrecision { name: spec.name.clone(), bits: spec.format.bits(), block_size: spec.law_block_size(), exp_bits: e, man_bits: m, spec, targets, rounding };
+    let resolved = ResolvedPrecision {
+        name: spec.name.clone(),
+        bits: spec.format.bits(),
+        block_size: spec.law_block_size(),
+        exp_bits: e,
+        man_bits: m,
+        spec,
+        targets,
+        rounding,
+    };
     build(&resolved, seed)
 }
 
@@ -109,7 +122,8 @@ mod tests {
         let x = Var::new(&[1.0f32 + 1.0 / 512.0, 3.14172, -2.0e-3][..], &Device::Cpu).unwrap();
         let y = h.input(x.as_tensor()).unwrap();
         let got: Vec<f32> = y.to_vec1().unwrap();
-        let want: Vec<f32> = [1.0f32 + 1.0 / 512.0, 3.14172, -2.0e-3].iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect();
+        let want: Vec<f32> =
+            [1.0f32 + 1.0 / 512.0, 3.14172, -2.0e-3].iter().map(|v| half::bf16::from_f32(*v).to_f32()).collect();
         assert_eq!(got, want);
         assert_ne!(got[0], 1.0 + 1.0 / 512.0, "1 + 2^-9 is not a bf16 value");
         // Straight through: d(sum y)/dx = 1.
@@ -134,7 +148,18 @@ mod tests {
         }
         // A composed model (the path CUDA takes) trains in autocast: same loss to bf16 accuracy,
         // f32 gradients for every parameter, which differ from the f32 run's.
-        let cfg = ModelConfig { d_model: 16, n_layers: 2, n_heads: 2, d_ff: 24, context: 6, vocab_size: 13, ffn: Ffn::Swiglu, tied_embeddings: true, rope_theta: 10_000.0, norm_eps: 1e-5 };
+        let cfg = ModelConfig {
+            d_model: 16,
+            n_layers: 2,
+            n_heads: 2,
+            d_ff: 24,
+            context: 6,
+            vocab_size: 13,
+            ffn: Ffn::Swiglu,
+            tied_embeddings: true,
+            rope_theta: 10_000.0,
+            norm_eps: 1e-5,
+        };
         let mut m = Transformer::new(cfg, 5, &dev).unwrap();
         m.fused = false;
         let x = Tensor::from_vec(vec![1u32, 4, 2, 9, 3, 0, 7, 7, 12, 5, 11, 6], (2, 6), &dev).unwrap();
@@ -147,7 +172,10 @@ mod tests {
         let mut differ = 0;
         for (name, g) in &g16 {
             assert_eq!(g.dtype(), DType::F32, "{name}");
-            let (a, b) = (g.flatten_all().unwrap().to_vec1::<f32>().unwrap(), g32[name].flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            let (a, b) = (
+                g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                g32[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
             let norm = b.iter().map(|v| v * v).sum::<f32>().sqrt();
             let diff = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt();
             assert!(diff <= 0.05 * norm + 1e-6, "{name}: bf16 gradient off by {diff} (norm {norm})");
@@ -165,7 +193,11 @@ mod tests {
                 self.0.input(x)
             }
         }
-        let rounded_only = m.loss(&x, &t, &F32Products(hooks_for("bf16", Rounding::Nearest, 0).unwrap())).unwrap().to_scalar::<f32>().unwrap();
+        let rounded_only = m
+            .loss(&x, &t, &F32Products(hooks_for("bf16", Rounding::Nearest, 0).unwrap()))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_ne!(rounded_only, f16, "bf16 products and f32 products of the same rounded inputs agree exactly");
         assert!((rounded_only - f16).abs() < 0.01 * f16);
     }

@@ -45,7 +45,9 @@ fn load_checkpoint(dir: &PointDir) -> Option<State> {
 
 fn save_checkpoint(dir: &PointDir, step: u64, div: &DivergenceCheck) -> anyhow::Result<()> {
     let state = State { step, divergence: div.clone(), checksum: State::digest(step, div) };
-    dir.write_checkpoint(step, |tmp| std::fs::write(tmp.join("state.json"), serde_json::to_vec(&state).expect("state serialises")))?;
+    dir.write_checkpoint(step, |tmp| {
+        std::fs::write(tmp.join("state.json"), serde_json::to_vec(&state).expect("state serialises"))
+    })?;
     Ok(())
 }
 
@@ -152,7 +154,8 @@ impl Trainer for SimulateTrainer {
                 save_checkpoint(dir, step, &div)?;
             }
         }
-        let (train_loss, general, domain) = if start_step == steps { losses(point, (steps * tokens_per_step) as f64, steps) } else { last };
+        let (train_loss, general, domain) =
+            if start_step == steps { losses(point, (steps * tokens_per_step) as f64, steps) } else { last };
         let mut val = serde_json::json!({"general": general});
         if let Some(d) = domain {
             val["domain"] = d.into();

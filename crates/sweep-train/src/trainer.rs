@@ -67,7 +67,15 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
     Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn save_checkpoint(dir: &PointDir, step: u64, model: &Transformer, opt: &AdamW, div: &DivergenceCheck, tokens_seen: u64, quant_counters: [u64; 4]) -> anyhow::Result<()> {
+fn save_checkpoint(
+    dir: &PointDir,
+    step: u64,
+    model: &Transformer,
+    opt: &AdamW,
+    div: &DivergenceCheck,
+    tokens_seen: u64,
+    quant_counters: [u64; 4],
+) -> anyhow::Result<()> {
     let mut tensors: BTreeMap<String, Tensor> = model.tensors();
     for (k, m) in &opt.m {
         tensors.insert(format!("adamw.m.{k}"), m.clone());
@@ -105,12 +113,26 @@ fn load_checkpoint(dir: &PointDir, device: &Device) -> Option<(CkptState, BTreeM
     None
 }
 
-fn batch_tensors(inputs: &[u32], targets: &[u32], rows: usize, context: usize, device: &Device) -> anyhow::Result<(Tensor, Tensor)> {
+fn batch_tensors(
+    inputs: &[u32],
+    targets: &[u32],
+    rows: usize,
+    context: usize,
+    device: &Device,
+) -> anyhow::Result<(Tensor, Tensor)> {
     Ok((Tensor::from_slice(inputs, (rows, context), device)?, Tensor::from_slice(targets, (rows, context), device)?))
 }
 
 /// Validation loss (nats/token) and bits per byte per source.
-fn evaluate(model: &Transformer, data: &PreparedData, batch_size: usize, context: usize, batches: usize, hooks: &dyn LinearHooks, device: &Device) -> anyhow::Result<BTreeMap<&'static str, (f64, f64)>> {
+fn evaluate(
+    model: &Transformer,
+    data: &PreparedData,
+    batch_size: usize,
+    context: usize,
+    batches: usize,
+    hooks: &dyn LinearHooks,
+    device: &Device,
+) -> anyhow::Result<BTreeMap<&'static str, (f64, f64)>> {
     let mut out = BTreeMap::new();
     for kind in [SourceKind::General, SourceKind::Domain] {
         if data.source(kind).is_none() {
@@ -176,7 +198,8 @@ impl Trainer for CandleTrainer {
         // Data: prepared once per sweep and shared through the cache.
         let sweep_dir = dir.path.parent().and_then(|p| p.parent()).context("point directory outside a sweep")?;
         let prep_start = Instant::now();
-        let data = sweep_data::prepare(&data_config(point)?, cfg.vocab_size, &sweep_dir.join("cache").join("data"), false)?;
+        let data =
+            sweep_data::prepare(&data_config(point)?, cfg.vocab_size, &sweep_dir.join("cache").join("data"), false)?;
         tracing::debug!(point = %dir.id, seconds = prep_start.elapsed().as_secs_f64(), "data ready");
         let rows_per_step = batch * t.grad_accum as usize;
         let sampler = data.sampler(point.mixture_ratio, rows_per_step, context, point.seed)?;
@@ -196,8 +219,18 @@ impl Trainer for CandleTrainer {
                 let model = Transformer::with_params(cfg.clone(), params, &device)?;
                 let mut opt = AdamW::new(adam, &model.params)?;
                 for name in model.params.keys() {
-                    opt.m.insert(name.clone(), tensors.remove(&format!("adamw.m.{name}")).with_context(|| format!("checkpoint lacks adamw.m.{name}"))?);
-                    opt.v.insert(name.clone(), tensors.remove(&format!("adamw.v.{name}")).with_context(|| format!("checkpoint lacks adamw.v.{name}"))?);
+                    opt.m.insert(
+                        name.clone(),
+                        tensors
+                            .remove(&format!("adamw.m.{name}"))
+                            .with_context(|| format!("checkpoint lacks adamw.m.{name}"))?,
+                    );
+                    opt.v.insert(
+                        name.clone(),
+                        tensors
+                            .remove(&format!("adamw.v.{name}"))
+                            .with_context(|| format!("checkpoint lacks adamw.v.{name}"))?,
+                    );
                 }
                 opt.t = state.adam_t;
                 hooks.set_counters(state.quant_counters);
@@ -257,7 +290,10 @@ impl Trainer for CandleTrainer {
             }
             let grad_norm = clip_grads(&mut grads, t.grad_clip)?;
             if !grad_norm.is_finite() {
-                return Ok(Outcome::Diverged { step, reason: format!("gradient norm became {grad_norm} at step {step}") });
+                return Ok(Outcome::Diverged {
+                    step,
+                    reason: format!("gradient norm became {grad_norm} at step {step}"),
+                });
             }
             opt.step(&model.params, &grads, lr)?;
             tokens_seen += tokens_per_step;
@@ -280,8 +316,16 @@ impl Trainer for CandleTrainer {
                 });
                 if is_eval {
                     let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device)?;
-                    record["val_loss"] = ev.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v.0))).collect::<serde_json::Map<_, _>>().into();
-                    record["val_bpb"] = ev.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v.1))).collect::<serde_json::Map<_, _>>().into();
+                    record["val_loss"] = ev
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), serde_json::json!(v.0)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into();
+                    record["val_bpb"] = ev
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), serde_json::json!(v.1)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into();
                     let epochs = sampler.epochs_after(step);
                     record["epochs"] = serde_json::to_value(epochs)?;
                 }

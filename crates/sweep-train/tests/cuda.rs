@@ -28,7 +28,22 @@ fn gpu() -> Device {
 /// Values whose magnitudes differ from row to row (so per-channel and per-block scales differ),
 /// with zeros, NaN, infinities, subnormals, ties and values past the FP8 ranges sprinkled in.
 fn mixed(n: usize, row_len: usize, seed: u64) -> Vec<f32> {
-    let specials = [0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -3e-39, 0.5, 1.5, 2.5, -448.0, 449.0, 6.5e4, f32::MIN_POSITIVE];
+    let specials = [
+        0.0,
+        -0.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e-40,
+        -3e-39,
+        0.5,
+        1.5,
+        2.5,
+        -448.0,
+        449.0,
+        6.5e4,
+        f32::MIN_POSITIVE,
+    ];
     (0..n)
         .map(|i| {
             let r = sweep_train::rng::mix64(seed.wrapping_mul(0x9e37_79b9) ^ i as u64);
@@ -43,14 +58,28 @@ fn mixed(n: usize, row_len: usize, seed: u64) -> Vec<f32> {
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {
-    t.to_device(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+    t.to_device(&Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
 }
 
 fn assert_same_bits(got: &[u32], want: &[u32], x: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let same = g == w || (f32::from_bits(g).is_nan() && f32::from_bits(w).is_nan());
-        assert!(same, "{what}: element {i} = {:e}: CUDA gives {:e} ({g:#x}), CPU {:e} ({w:#x})", x[i], f32::from_bits(g), f32::from_bits(w));
+        assert!(
+            same,
+            "{what}: element {i} = {:e}: CUDA gives {:e} ({g:#x}), CPU {:e} ({w:#x})",
+            x[i],
+            f32::from_bits(g),
+            f32::from_bits(w)
+        );
     }
 }
 
@@ -72,7 +101,12 @@ fn fake_quant_on_cuda_equals_the_cpu_kernel_bit_for_bit() {
                     let want = bits(&fake_quant_at(&host, &q, 17).unwrap());
                     let got = fake_quant_at(&on_gpu, &q, 17).unwrap();
                     assert!(got.device().is_cuda(), "the result stays on the GPU");
-                    assert_same_bits(&bits(&got), &want, shown, &format!("{} {scaling:?} {rule:?} {rounding:?}", q.name));
+                    assert_same_bits(
+                        &bits(&got),
+                        &want,
+                        shown,
+                        &format!("{} {scaling:?} {rule:?} {rounding:?}", q.name),
+                    );
                     cases += 1;
                 }
             }
@@ -91,10 +125,19 @@ fn fake_quant_on_cuda_covers_tensors_larger_than_one_grid() {
     let x = mixed(n, row_len, 2);
     let host = Tensor::from_vec(x.clone(), (n / row_len, row_len), &Device::Cpu).unwrap();
     let on_gpu = host.to_device(&dev).unwrap();
-    for (scaling, rounding) in [(Scaling::Tensor, Rounding::Stochastic), (Scaling::Block(128), Rounding::Nearest), (Scaling::Channel, Rounding::Nearest)] {
+    for (scaling, rounding) in [
+        (Scaling::Tensor, Rounding::Stochastic),
+        (Scaling::Block(128), Rounding::Nearest),
+        (Scaling::Channel, Rounding::Nearest),
+    ] {
         let q = QuantConfig::new(Format::Float(FloatFormat::new(4, 3).unwrap()), scaling, rounding, 9).unwrap();
         let want = bits(&fake_quant_at(&host, &q, 3).unwrap());
-        assert_same_bits(&bits(&fake_quant_at(&on_gpu, &q, 3).unwrap()), &want, &x, &format!("large {scaling:?} {rounding:?}"));
+        assert_same_bits(
+            &bits(&fake_quant_at(&on_gpu, &q, 3).unwrap()),
+            &want,
+            &x,
+            &format!("large {scaling:?} {rounding:?}"),
+        );
     }
 }
 
@@ -102,9 +145,13 @@ fn fake_quant_on_cuda_covers_tensors_larger_than_one_grid() {
 fn quantised_gradients_on_cuda_equal_the_cpu() {
     let dev = gpu();
     let (rows, row_len) = (24, 64);
-    let xv = mixed(rows * row_len, row_len, 3).into_iter().map(|v| if v.is_finite() { v.clamp(-4.0, 4.0) } else { 1.0 }).collect::<Vec<_>>();
+    let xv = mixed(rows * row_len, row_len, 3)
+        .into_iter()
+        .map(|v| if v.is_finite() { v.clamp(-4.0, 4.0) } else { 1.0 })
+        .collect::<Vec<_>>();
     let wv: Vec<f32> = (0..rows * row_len).map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3).collect();
-    let q = QuantConfig::new(Format::Float(FloatFormat::new(5, 2).unwrap()), Scaling::Channel, Rounding::Stochastic, 5).unwrap();
+    let q = QuantConfig::new(Format::Float(FloatFormat::new(5, 2).unwrap()), Scaling::Channel, Rounding::Stochastic, 5)
+        .unwrap();
     let grad_on = |device: &Device| -> Vec<u32> {
         let x = Var::from_tensor(&Tensor::from_vec(xv.clone(), (rows, row_len), device).unwrap()).unwrap();
         let w = Tensor::from_vec(wv.clone(), (rows, row_len), device).unwrap();
@@ -123,10 +170,22 @@ fn quantised_gradients_on_cuda_equal_the_cpu() {
 
 /// Losses of `steps` AdamW steps of a small model on `device` at `precision`.
 fn losses(device: &Device, precision: &str, steps: usize) -> Vec<f64> {
-    let config = ModelConfig { d_model: 64, n_layers: 2, n_heads: 4, d_ff: 192, context: 32, vocab_size: 256, ffn: Ffn::Swiglu, tied_embeddings: true, rope_theta: 10_000.0, norm_eps: 1e-5 };
+    let config = ModelConfig {
+        d_model: 64,
+        n_layers: 2,
+        n_heads: 4,
+        d_ff: 192,
+        context: 32,
+        vocab_size: 256,
+        ffn: Ffn::Swiglu,
+        tied_embeddings: true,
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+    };
     let model = Transformer::new(config, 7, device).unwrap();
     let hooks = sweep_train::precision::hooks_for(precision, Rounding::Nearest, 0).unwrap();
-    let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, &model.params).unwrap();
+    let mut opt =
+        AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, &model.params).unwrap();
     // A learnable stream: each token follows from the one before.
     let tokens: Vec<u32> = (0..8 * 33).map(|i: u32| (i * 7 + i / 33) % 61).collect();
     let input: Vec<u32> = tokens.chunks(33).flat_map(|c| c[..32].to_vec()).collect();
@@ -147,7 +206,10 @@ fn losses(device: &Device, precision: &str, steps: usize) -> Vec<f64> {
 
 fn assert_close(got: &[f64], want: &[f64], rel: f64, what: &str) {
     for (s, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(g.is_finite() && ((g - w) / w).abs() <= rel, "{what}: step {s}: CUDA loss {g}, CPU {w} (tolerance {rel})\n  cuda {got:?}\n  cpu  {want:?}");
+        assert!(
+            g.is_finite() && ((g - w) / w).abs() <= rel,
+            "{what}: step {s}: CUDA loss {g}, CPU {w} (tolerance {rel})\n  cuda {got:?}\n  cpu  {want:?}"
+        );
     }
 }
 
@@ -171,7 +233,15 @@ fn training_on_cuda_follows_the_cpu() {
 
 /// Deterministic values in [-amp, amp).
 fn uniform(n: usize, seed: u64, amp: f32) -> Vec<f32> {
-    (0..n).map(|i| ((sweep_train::rng::mix64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp).collect()
+    (0..n)
+        .map(|i| {
+            ((sweep_train::rng::mix64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 40) as f32
+                / (1u64 << 24) as f32
+                * 2.0
+                - 1.0)
+                * amp
+        })
+        .collect()
 }
 
 fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
@@ -192,7 +262,8 @@ fn cuda_causal_softmax_equals_the_composed_ops() {
         let x = Var::from_tensor(&Tensor::from_vec(uniform(n, 1, amp), &shape, &dev).unwrap()).unwrap();
         let w = Tensor::from_vec(uniform(n, 2, 1.0), &shape, &dev).unwrap();
         let t = shape[3];
-        let mask: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        let mask: Vec<f32> =
+            (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
         let mask = Tensor::from_vec(mask, (t, t), &dev).unwrap();
         assert!(cuda::available(x.as_tensor()));
         let fused = cuda::causal_softmax(x.as_tensor(), 0.3).unwrap();
@@ -228,16 +299,31 @@ fn cuda_cross_entropy_equals_the_composed_ops() {
 fn cuda_adamw_equals_the_composed_update() {
     let dev = gpu();
     let mut params = std::collections::BTreeMap::new();
-    params.insert("w".to_string(), Var::from_tensor(&Tensor::from_vec(uniform(70_001, 4, 0.1), 70_001, &dev).unwrap().reshape((70_001, 1)).unwrap()).unwrap());
-    params.insert("b".to_string(), Var::from_tensor(&Tensor::from_vec(uniform(333, 5, 1.0), 333, &dev).unwrap()).unwrap());
-    let copy = |ps: &std::collections::BTreeMap<String, Var>| -> std::collections::BTreeMap<String, Var> { ps.iter().map(|(k, v)| (k.clone(), Var::from_tensor(&v.as_tensor().copy().unwrap()).unwrap())).collect() };
+    params.insert(
+        "w".to_string(),
+        Var::from_tensor(
+            &Tensor::from_vec(uniform(70_001, 4, 0.1), 70_001, &dev).unwrap().reshape((70_001, 1)).unwrap(),
+        )
+        .unwrap(),
+    );
+    params.insert(
+        "b".to_string(),
+        Var::from_tensor(&Tensor::from_vec(uniform(333, 5, 1.0), 333, &dev).unwrap()).unwrap(),
+    );
+    let copy = |ps: &std::collections::BTreeMap<String, Var>| -> std::collections::BTreeMap<String, Var> {
+        ps.iter().map(|(k, v)| (k.clone(), Var::from_tensor(&v.as_tensor().copy().unwrap()).unwrap())).collect()
+    };
     let reference = copy(&params);
     let config = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
     let (mut fused, mut composed) = (AdamW::new(config, &params).unwrap(), AdamW::new(config, &reference).unwrap());
     composed.fused = false;
     for step in 0..5u64 {
         let grads = |ps: &std::collections::BTreeMap<String, Var>| -> std::collections::BTreeMap<String, Tensor> {
-            ps.iter().map(|(k, v)| (k.clone(), Tensor::from_vec(uniform(v.elem_count(), 10 + step, 0.01), v.shape(), &dev).unwrap())).collect()
+            ps.iter()
+                .map(|(k, v)| {
+                    (k.clone(), Tensor::from_vec(uniform(v.elem_count(), 10 + step, 0.01), v.shape(), &dev).unwrap())
+                })
+                .collect()
         };
         fused.step(&params, &grads(&params), 1e-2).unwrap();
         composed.step(&reference, &grads(&reference), 1e-2).unwrap();
@@ -245,7 +331,15 @@ fn cuda_adamw_equals_the_composed_update() {
     for (k, p) in &params {
         let d = max_rel(p.as_tensor(), reference[k].as_tensor());
         assert!(d < 1e-6, "{k}: fused and composed AdamW differ by {d}");
-        let moved = max_rel(p.as_tensor(), &Tensor::from_vec(uniform(p.elem_count(), if k == "w" { 4 } else { 5 }, if k == "w" { 0.1 } else { 1.0 }), p.shape(), &dev).unwrap());
+        let moved = max_rel(
+            p.as_tensor(),
+            &Tensor::from_vec(
+                uniform(p.elem_count(), if k == "w" { 4 } else { 5 }, if k == "w" { 0.1 } else { 1.0 }),
+                p.shape(),
+                &dev,
+            )
+            .unwrap(),
+        );
         assert!(moved > 1e-4, "{k}: the update moved the parameter ({moved})");
     }
 }

@@ -19,7 +19,10 @@ const DEV: Device = Device::Cpu;
 
 /// Deterministic pseudo-random values in [-amp, amp).
 fn data(n: usize, seed: u64, amp: f64) -> Vec<f64> {
-    (0..n as u64).map(|i| (sweep_train::rng::mix64(seed.wrapping_mul(1_000_003) ^ i) % 1_000_000) as f64 / 500_000.0 - 1.0).map(|v| v * amp).collect()
+    (0..n as u64)
+        .map(|i| (sweep_train::rng::mix64(seed.wrapping_mul(1_000_003) ^ i) % 1_000_000) as f64 / 500_000.0 - 1.0)
+        .map(|v| v * amp)
+        .collect()
 }
 
 fn tensor(shape: &[usize], seed: u64, amp: f64, dtype: DType) -> Tensor {
@@ -56,15 +59,47 @@ fn causal_mask(t: usize, dtype: DType) -> Tensor {
 fn split_composed(x: &Tensor, cos: &Tensor, sin: &Tensor, h: usize, rotate: bool) -> Tensor {
     let (b, t, d) = x.dims3().unwrap();
     let y = x.reshape((b, t, h, d / h)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
-    if rotate { model::rope(&y, cos, sin).unwrap() } else { y }
+    if rotate {
+        model::rope(&y, cos, sin).unwrap()
+    } else {
+        y
+    }
 }
 
 fn cases() -> Vec<Case> {
     vec![
-        Case { name: "rms_norm", shapes: vec![vec![3, 5, 16], vec![16]], amps: vec![2.0, 1.5], constant: vec![], fused: |a| fused::rms_norm(&a[0], &a[1], 1e-5).unwrap(), composed: |a| model::rms_norm(&a[0], &a[1], 1e-5).unwrap() },
-        Case { name: "causal_softmax", shapes: vec![vec![2, 3, 7, 7]], amps: vec![3.0], constant: vec![], fused: |a| fused::causal_softmax(&a[0], 0.35).unwrap(), composed: |a| model::causal_softmax(&a[0], &causal_mask(7, a[0].dtype()), 0.35).unwrap() },
-        Case { name: "swiglu", shapes: vec![vec![4, 9, 13], vec![4, 9, 13]], amps: vec![4.0, 2.0], constant: vec![], fused: |a| fused::swiglu(&a[0], &a[1]).unwrap(), composed: |a| model::swiglu(&a[0], &a[1]).unwrap() },
-        Case { name: "gelu", shapes: vec![vec![5, 37]], amps: vec![5.0], constant: vec![], fused: |a| fused::gelu(&a[0]).unwrap(), composed: |a| a[0].gelu().unwrap() },
+        Case {
+            name: "rms_norm",
+            shapes: vec![vec![3, 5, 16], vec![16]],
+            amps: vec![2.0, 1.5],
+            constant: vec![],
+            fused: |a| fused::rms_norm(&a[0], &a[1], 1e-5).unwrap(),
+            composed: |a| model::rms_norm(&a[0], &a[1], 1e-5).unwrap(),
+        },
+        Case {
+            name: "causal_softmax",
+            shapes: vec![vec![2, 3, 7, 7]],
+            amps: vec![3.0],
+            constant: vec![],
+            fused: |a| fused::causal_softmax(&a[0], 0.35).unwrap(),
+            composed: |a| model::causal_softmax(&a[0], &causal_mask(7, a[0].dtype()), 0.35).unwrap(),
+        },
+        Case {
+            name: "swiglu",
+            shapes: vec![vec![4, 9, 13], vec![4, 9, 13]],
+            amps: vec![4.0, 2.0],
+            constant: vec![],
+            fused: |a| fused::swiglu(&a[0], &a[1]).unwrap(),
+            composed: |a| model::swiglu(&a[0], &a[1]).unwrap(),
+        },
+        Case {
+            name: "gelu",
+            shapes: vec![vec![5, 37]],
+            amps: vec![5.0],
+            constant: vec![],
+            fused: |a| fused::gelu(&a[0]).unwrap(),
+            composed: |a| a[0].gelu().unwrap(),
+        },
         Case {
             name: "split_heads_rope",
             shapes: vec![vec![2, 6, 12], vec![6, 2], vec![6, 2]],
@@ -87,7 +122,9 @@ fn cases() -> Vec<Case> {
             amps: vec![2.0, 1.0],
             constant: vec![],
             fused: |a| fused::linear(&a[0], &a[1]).unwrap(),
-            composed: |a| a[0].reshape((15, 8)).unwrap().matmul(&a[1].t().unwrap()).unwrap().reshape((3, 5, 6)).unwrap(),
+            composed: |a| {
+                a[0].reshape((15, 8)).unwrap().matmul(&a[1].t().unwrap()).unwrap().reshape((3, 5, 6)).unwrap()
+            },
         },
         Case {
             name: "causal_attention",
@@ -96,7 +133,12 @@ fn cases() -> Vec<Case> {
             constant: vec![],
             fused: |a| fused::causal_attention(&a[0], &a[1], &a[2], 0.5).unwrap(),
             composed: |a| {
-                let p = model::causal_softmax(&a[0].matmul(&a[1].t().unwrap()).unwrap(), &causal_mask(7, a[0].dtype()), 0.5).unwrap();
+                let p = model::causal_softmax(
+                    &a[0].matmul(&a[1].t().unwrap()).unwrap(),
+                    &causal_mask(7, a[0].dtype()),
+                    0.5,
+                )
+                .unwrap();
                 p.matmul(&a[2]).unwrap().transpose(1, 2).unwrap().reshape((2, 7, 12)).unwrap()
             },
         },
@@ -122,7 +164,13 @@ fn objective(y: &Tensor) -> Tensor {
 }
 
 fn inputs(c: &Case, dtype: DType) -> (Vec<Var>, Vec<Tensor>) {
-    let vars: Vec<Var> = c.shapes.iter().zip(&c.amps).enumerate().map(|(i, (s, &a))| Var::from_tensor(&tensor(s, i as u64 + 1, a, dtype)).unwrap()).collect();
+    let vars: Vec<Var> = c
+        .shapes
+        .iter()
+        .zip(&c.amps)
+        .enumerate()
+        .map(|(i, (s, &a))| Var::from_tensor(&tensor(s, i as u64 + 1, a, dtype)).unwrap())
+        .collect();
     let ts = vars.iter().map(|v| v.as_tensor().clone()).collect();
     (vars, ts)
 }
@@ -172,7 +220,12 @@ fn fused_backward_equals_finite_differences_in_f64() {
                 let fd = (f(h) - f(-h)) / (2.0 * h);
                 // f64 central differences: truncation O(h^2) and rounding O(eps/h), about 1e-8.
                 let tol = 1e-7 + 1e-6 * fd.abs().max(g[idx].abs());
-                assert!((fd - g[idx]).abs() <= tol, "{} input {i}[{idx}]: fused gradient {} vs finite difference {fd}", c.name, g[idx]);
+                assert!(
+                    (fd - g[idx]).abs() <= tol,
+                    "{} input {i}[{idx}]: fused gradient {} vs finite difference {fd}",
+                    c.name,
+                    g[idx]
+                );
             }
         }
     }
@@ -211,7 +264,18 @@ fn fused_kernels_are_bit_identical_for_any_thread_count() {
 }
 
 fn tiny(ffn: Ffn) -> ModelConfig {
-    ModelConfig { d_model: 16, n_layers: 2, n_heads: 2, d_ff: 24, context: 6, vocab_size: 13, ffn, tied_embeddings: matches!(ffn, Ffn::Swiglu), rope_theta: 10_000.0, norm_eps: 1e-5 }
+    ModelConfig {
+        d_model: 16,
+        n_layers: 2,
+        n_heads: 2,
+        d_ff: 24,
+        context: 6,
+        vocab_size: 13,
+        ffn,
+        tied_embeddings: matches!(ffn, Ffn::Swiglu),
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+    }
 }
 
 #[test]
@@ -250,17 +314,30 @@ fn fused_model_equals_the_composed_model_in_f32() {
 
 #[test]
 fn fused_adamw_equals_the_composed_update() {
-    let params: BTreeMap<String, Var> = [("w", vec![7, 5]), ("norm", vec![5])].iter().enumerate().map(|(i, (n, s))| (n.to_string(), Var::from_tensor(&tensor(s, 10 + i as u64, 1.0, DType::F32)).unwrap())).collect();
-    let twin: BTreeMap<String, Var> = params.iter().map(|(k, v)| (k.clone(), Var::from_tensor(&v.as_tensor().copy().unwrap()).unwrap())).collect();
+    let params: BTreeMap<String, Var> = [("w", vec![7, 5]), ("norm", vec![5])]
+        .iter()
+        .enumerate()
+        .map(|(i, (n, s))| (n.to_string(), Var::from_tensor(&tensor(s, 10 + i as u64, 1.0, DType::F32)).unwrap()))
+        .collect();
+    let twin: BTreeMap<String, Var> =
+        params.iter().map(|(k, v)| (k.clone(), Var::from_tensor(&v.as_tensor().copy().unwrap()).unwrap())).collect();
     let cfg = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
     let (mut a, mut b) = (AdamW::new(cfg, &params).unwrap(), AdamW::new(cfg, &twin).unwrap());
     b.fused = false;
     for step in 0..3u64 {
-        let grads: BTreeMap<String, Tensor> = params.iter().enumerate().map(|(i, (k, v))| (k.clone(), tensor(v.dims(), 100 + step * 7 + i as u64, 0.5, DType::F32))).collect();
+        let grads: BTreeMap<String, Tensor> = params
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| (k.clone(), tensor(v.dims(), 100 + step * 7 + i as u64, 0.5, DType::F32)))
+            .collect();
         a.step(&params, &grads, 1e-2).unwrap();
         b.step(&twin, &grads, 1e-2).unwrap();
         for name in params.keys() {
-            for (x, y, what) in [(params[name].as_tensor(), twin[name].as_tensor(), "parameter"), (&a.m[name], &b.m[name], "m"), (&a.v[name], &b.v[name], "v")] {
+            for (x, y, what) in [
+                (params[name].as_tensor(), twin[name].as_tensor(), "parameter"),
+                (&a.m[name], &b.m[name], "m"),
+                (&a.v[name], &b.v[name], "v"),
+            ] {
                 let d = max_rel_diff(x, y);
                 assert!(d < 1e-6, "step {step} {name}: {what} differs by {d:e}");
             }
@@ -317,7 +394,11 @@ fn quantised_fused_blocks_equal_the_per_op_path() {
                 kv: q(e4m3, Scaling::Tensor, Rounding::Stochastic, 4),
             }
         } else {
-            QuantTargets { weights: q(e4m3, Scaling::Tensor, Rounding::Nearest, 1), activations: q(e4m3, Scaling::Tensor, Rounding::Nearest, 2), ..Default::default() }
+            QuantTargets {
+                weights: q(e4m3, Scaling::Tensor, Rounding::Nearest, 1),
+                activations: q(e4m3, Scaling::Tensor, Rounding::Nearest, 2),
+                ..Default::default()
+            }
         };
         PrecisionHooks { targets, autocast: None }
     };
@@ -333,7 +414,11 @@ fn quantised_fused_blocks_equal_the_per_op_path() {
             let (lb, lp) = (m.loss(&x, &y, &hb).unwrap(), m.loss(&x, &y, &hp).unwrap());
             let (gb, gp) = (m.backward(&lb).unwrap(), m.backward(&lp).unwrap());
             // The same kernels and random streams: the forward pass is bit for bit the same.
-            assert_eq!(lb.to_scalar::<f32>().unwrap(), lp.to_scalar::<f32>().unwrap(), "{ffn:?} all={all}: losses differ");
+            assert_eq!(
+                lb.to_scalar::<f32>().unwrap(),
+                lp.to_scalar::<f32>().unwrap(),
+                "{ffn:?} all={all}: losses differ"
+            );
             assert_eq!(hb.counters(), hp.0.counters(), "{ffn:?} all={all}: random streams drawn differently");
             assert!(hb.counters().iter().any(|&c| c > 0));
             for (name, g) in &gp {

@@ -13,7 +13,18 @@ struct PerOp;
 impl LinearHooks for PerOp {}
 
 fn tiny(ffn: Ffn, tied: bool) -> ModelConfig {
-    ModelConfig { d_model: 8, n_layers: 2, n_heads: 2, d_ff: 12, context: 5, vocab_size: 11, ffn, tied_embeddings: tied, rope_theta: 10_000.0, norm_eps: 1e-5 }
+    ModelConfig {
+        d_model: 8,
+        n_layers: 2,
+        n_heads: 2,
+        d_ff: 12,
+        context: 5,
+        vocab_size: 11,
+        ffn,
+        tied_embeddings: tied,
+        rope_theta: 10_000.0,
+        norm_eps: 1e-5,
+    }
 }
 
 fn batch(dev: &Device) -> (Tensor, Tensor) {
@@ -58,7 +69,14 @@ fn every_parameter_receives_a_nonzero_gradient() {
 fn gradients_match_finite_differences_in_f64() {
     let per_op: &dyn LinearHooks = &PerOp;
     let blocks: &dyn LinearHooks = &NoHooks;
-    let cases = [(Ffn::Swiglu, true, true, blocks), (Ffn::Gelu, false, true, blocks), (Ffn::Swiglu, false, true, per_op), (Ffn::Gelu, true, true, per_op), (Ffn::Swiglu, false, false, blocks), (Ffn::Gelu, true, false, blocks)];
+    let cases = [
+        (Ffn::Swiglu, true, true, blocks),
+        (Ffn::Gelu, false, true, blocks),
+        (Ffn::Swiglu, false, true, per_op),
+        (Ffn::Gelu, true, true, per_op),
+        (Ffn::Swiglu, false, false, blocks),
+        (Ffn::Gelu, true, false, blocks),
+    ];
     for (ffn, tied, fused, hooks) in cases {
         let m = model_f64(tiny(ffn, tied), fused);
         let (x, y) = batch(&Device::Cpu);
@@ -83,7 +101,12 @@ fn gradients_match_finite_differences_in_f64() {
                 var.set(&Tensor::from_vec(base.clone(), shape.clone(), &Device::Cpu).unwrap()).unwrap();
                 let fd = (lp - lm) / (2.0 * h);
                 let tol = 1e-6 + 1e-5 * fd.abs().max(g[idx].abs());
-                assert!((fd - g[idx]).abs() <= tol, "{ffn:?} fused={fused} blocks={} {name}[{idx}]: autograd {} vs finite difference {fd}", hooks.block_quant().is_some(), g[idx]);
+                assert!(
+                    (fd - g[idx]).abs() <= tol,
+                    "{ffn:?} fused={fused} blocks={} {name}[{idx}]: autograd {} vs finite difference {fd}",
+                    hooks.block_quant().is_some(),
+                    g[idx]
+                );
                 checked += 1;
             }
         }

@@ -9,7 +9,18 @@ use sweep_train::model::{ModelConfig, NoHooks, Transformer};
 fn llama_loads_the_export_and_matches_logits() {
     let dev = Device::Cpu;
     for tied in [true, false] {
-        let cfg = ModelConfig { d_model: 32, n_layers: 2, n_heads: 4, d_ff: 64, context: 12, vocab_size: 50, ffn: Ffn::Swiglu, tied_embeddings: tied, rope_theta: 10_000.0, norm_eps: 1e-5 };
+        let cfg = ModelConfig {
+            d_model: 32,
+            n_layers: 2,
+            n_heads: 4,
+            d_ff: 64,
+            context: 12,
+            vocab_size: 50,
+            ffn: Ffn::Swiglu,
+            tied_embeddings: tied,
+            rope_theta: 10_000.0,
+            norm_eps: 1e-5,
+        };
         let model = Transformer::new(cfg, 5, &dev).unwrap();
         // Perturb the norms so a misplaced norm weight would show.
         for (name, v) in &model.params {
@@ -32,7 +43,8 @@ fn llama_loads_the_export_and_matches_logits() {
         for t in 1..=12 {
             let mut cache = Cache::new(false, DType::F32, &llama_cfg, &dev).unwrap();
             let input = Tensor::from_vec(tokens[..t].to_vec(), (1, t), &dev).unwrap();
-            let theirs: Vec<f32> = llama.forward(&input, 0, &mut cache).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let theirs: Vec<f32> =
+                llama.forward(&input, 0, &mut cache).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let mine: Vec<f32> = ours.i(t - 1).unwrap().to_vec1().unwrap();
             let max_diff = mine.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(max_diff < 1e-4, "tied={tied} position {t}: logits differ by {max_diff}");

@@ -8,8 +8,8 @@ mod quant {
     use float8::{F8E4M3, F8E5M2};
     use half::{bf16, f16};
     use sweep_plan::config::{QuantTarget, Rounding};
-    use sweep_plan::ResolvedPrecision;
     use sweep_plan::precision::{NumberFormat, PrecisionSpec, Scaling};
+    use sweep_plan::ResolvedPrecision;
     use sweep_train::quant::{
         fake_quant, fake_quant_at, quant_grad, quant_grad_at, quantize_slice, random_bits, FloatFormat, Format,
         IntFormat, QuantConfig, QuantTargets, ScaleRule,
@@ -43,7 +43,14 @@ mod quant {
     fn assert_same(got: &[f32], want: &[f32], inputs: &[f32], what: &str) {
         assert_eq!(got.len(), want.len());
         for i in 0..got.len() {
-            assert!(same(got[i], want[i]), "{what}: input {:e} ({:#010x}) gave {:e}, expected {:e}", inputs[i], inputs[i].to_bits(), got[i], want[i]);
+            assert!(
+                same(got[i], want[i]),
+                "{what}: input {:e} ({:#010x}) gave {:e}, expected {:e}",
+                inputs[i],
+                inputs[i].to_bits(),
+                got[i],
+                want[i]
+            );
         }
     }
 
@@ -60,7 +67,11 @@ mod quant {
                     let code = (sign << (e + m)) | (exp << m) | mant;
                     let is_e4m3_nan = e == 4 && m == 3 && exp == top && mant == (1 << m) - 1;
                     let value = if (e >= 5 && exp == top) || is_e4m3_nan {
-                        if mant == 0 { f64::INFINITY } else { f64::NAN }
+                        if mant == 0 {
+                            f64::INFINITY
+                        } else {
+                            f64::NAN
+                        }
                     } else if exp == 0 {
                         mant as f64 / 2f64.powi(m as i32) * 2f64.powi(1 - bias)
                     } else {
@@ -94,10 +105,18 @@ mod quant {
             let i = pos.partition_point(|(v, _)| *v <= a) - 1; // pos[i].0 <= a < pos[i+1].0
             let (lo, hi) = (pos[i], pos[i + 1]);
             let (dl, dh) = (a - lo.0, hi.0 - a);
-            if dl < dh || (dl == dh && lo.1 & 1 == 0) { lo.0 } else { hi.0 }
+            if dl < dh || (dl == dh && lo.1 & 1 == 0) {
+                lo.0
+            } else {
+                hi.0
+            }
         };
         let r = r as f32;
-        if x.is_sign_negative() { -r } else { r }
+        if x.is_sign_negative() {
+            -r
+        } else {
+            r
+        }
     }
 
     /// Deterministic test inputs: log-uniform magnitudes in [lo, hi], random signs.
@@ -105,7 +124,11 @@ mod quant {
         (0..n as u64)
             .map(|i| {
                 let m = (lo.ln() + uniform(11, stream, i) * (hi.ln() - lo.ln())).exp() as f32;
-                if uniform(12, stream, i) < 0.5 { -m } else { m }
+                if uniform(12, stream, i) < 0.5 {
+                    -m
+                } else {
+                    m
+                }
             })
             .collect()
     }
@@ -142,7 +165,11 @@ mod quant {
             let t = table(e, m);
             let mut finite = Vec::new();
             for code in 0..256u32 {
-                let reference = if e == 4 { F8E4M3::from_bits(code as u8).to_f32() } else { F8E5M2::from_bits(code as u8).to_f32() };
+                let reference = if e == 4 {
+                    F8E4M3::from_bits(code as u8).to_f32()
+                } else {
+                    F8E5M2::from_bits(code as u8).to_f32()
+                };
                 let ours = f.decode(code);
                 let (tabled, tcode) = t[code as usize];
                 assert_eq!(tcode, code);
@@ -156,7 +183,8 @@ mod quant {
             assert_same(&cast(e, m, &finite), &finite, &finite, &format!("e{e}m{m} code values"));
         }
         // candle's own F8E4M3 dtype decodes every finite code to the same value.
-        let codes: Vec<f32> = (0..256u32).map(|c| FloatFormat::new(4, 3).unwrap().decode(c)).filter(|v| v.is_finite()).collect();
+        let codes: Vec<f32> =
+            (0..256u32).map(|c| FloatFormat::new(4, 3).unwrap().decode(c)).filter(|v| v.is_finite()).collect();
         let t = Tensor::new(codes.as_slice(), &Device::Cpu).unwrap();
         let back: Vec<f32> = t.to_dtype(DType::F8E4M3).unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap();
         assert_same(&back, &codes, &codes, "candle F8E4M3 round trip of the codes");
@@ -173,7 +201,14 @@ mod quant {
             let mut xs = log_uniform(20_000, f.min_subnormal() as f64 / 8.0, f.max as f64, 1);
             xs.extend(log_uniform(5_000, f.min_subnormal() as f64 / 4.0, f.min_normal() as f64, 2));
             xs.extend(ties_and_neighbours(&pos));
-            xs.extend([0.0, -0.0, f32::NAN, f.min_subnormal() / 2.0, -f.min_subnormal() / 2.0, f.min_subnormal() * 0.50001]);
+            xs.extend([
+                0.0,
+                -0.0,
+                f32::NAN,
+                f.min_subnormal() / 2.0,
+                -f.min_subnormal() / 2.0,
+                f.min_subnormal() * 0.50001,
+            ]);
             let want: Vec<f32> = xs.iter().map(|&x| reference(x)).collect();
             assert_same(&cast(e, m, &xs), &want, &xs, &format!("e{e}m{m} vs float8"));
             let brute: Vec<f32> = xs.iter().map(|&x| reference_round(&pos, x)).collect();
@@ -225,7 +260,8 @@ mod quant {
                 let f = FloatFormat::new(e, m).unwrap();
                 let pos = positive_finite(&table(e, m));
                 assert_eq!(pos.last().unwrap().0 as f32, f.max, "e{e}m{m} max");
-                let mut xs = log_uniform(3_000, f.min_subnormal() as f64 / 4.0, f.max as f64 * 2.0, (e * 16 + m) as u64);
+                let mut xs =
+                    log_uniform(3_000, f.min_subnormal() as f64 / 4.0, f.max as f64 * 2.0, (e * 16 + m) as u64);
                 let ties = ties_and_neighbours(&pos);
                 let step = (ties.len() / 4000).max(1);
                 xs.extend(ties.iter().step_by(step));
@@ -242,7 +278,8 @@ mod quant {
         for e in 1..=8u32 {
             for m in 0..=10u32 {
                 let f = FloatFormat::new(e, m).unwrap();
-                let mut xs = log_uniform(4_000, f.min_subnormal() as f64 / 4.0, f.max as f64 * 2.0, (e * 32 + m) as u64);
+                let mut xs =
+                    log_uniform(4_000, f.min_subnormal() as f64 / 4.0, f.max as f64 * 2.0, (e * 32 + m) as u64);
                 let ties = ties_and_neighbours(&positive_finite(&table(e, m)));
                 xs.extend(ties.iter().step_by((ties.len() / 2000).max(1)));
                 xs.extend([0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f.max, -f.max, 1e-40, -1e-45]);
@@ -251,8 +288,19 @@ mod quant {
                 let mut finite: Vec<f32> = xs.iter().copied().filter(|x| x.is_finite()).collect();
                 finite.truncate(finite.len() / 64 * 64);
                 let mut v = finite.clone();
-                quantize_slice(&mut v, 64, &float_cfg(e, m, Scaling::Block(32), Rounding::Nearest, ScaleRule::AbsMax), 0).unwrap();
-                assert_same(&v, &direct(&finite, 64, 32, f.max, |y| f.round(y, None)), &finite, &format!("e{e}m{m}-b32"));
+                quantize_slice(
+                    &mut v,
+                    64,
+                    &float_cfg(e, m, Scaling::Block(32), Rounding::Nearest, ScaleRule::AbsMax),
+                    0,
+                )
+                .unwrap();
+                assert_same(
+                    &v,
+                    &direct(&finite, 64, 32, f.max, |y| f.round(y, None)),
+                    &finite,
+                    &format!("e{e}m{m}-b32"),
+                );
                 // Stochastic rounding: the same random bits give the same result on both paths.
                 let mut v = xs.clone();
                 let q = float_cfg(e, m, Scaling::Tensor, Rounding::Stochastic, ScaleRule::Unit);
@@ -295,7 +343,12 @@ mod quant {
         assert_same(&cast(5, 10, &xs), &want, &xs, "e5m10 vs f16");
         let mut xs = log_uniform(50_000, 1e-44, 3e38, 6);
         xs.extend((1..2000u32).map(|i| f32::from_bits(i * 4099 % 0x80_0000))); // f32 subnormals
-        xs.extend([f32::MAX * 0.99, f32::from_bits(0x0000_8000), f32::from_bits(0x0001_8000), f32::from_bits(0x3f80_8000)]);
+        xs.extend([
+            f32::MAX * 0.99,
+            f32::from_bits(0x0000_8000),
+            f32::from_bits(0x0001_8000),
+            f32::from_bits(0x3f80_8000),
+        ]);
         let want: Vec<f32> = xs.iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
         assert_same(&cast(8, 7, &xs), &want, &xs, "e8m7 vs bf16");
     }
@@ -405,7 +458,9 @@ mod quant {
         // 300 rows of 400 = 120 000 elements, above the parallel threshold; 1 and 2 threads.
         let (rows, row_len) = (300, 400);
         let xs: Vec<f32> = (0..(rows * row_len) as u64).map(|i| sweep_train::rng::normal(5, 6, i) as f32).collect();
-        for (scaling, group) in [(Scaling::Tensor, rows * row_len), (Scaling::Channel, row_len), (Scaling::Block(32), 32)] {
+        for (scaling, group) in
+            [(Scaling::Tensor, rows * row_len), (Scaling::Channel, row_len), (Scaling::Block(32), 32)]
+        {
             let q = float_cfg(4, 3, scaling, Rounding::Nearest, ScaleRule::AbsMax);
             let rl = if scaling == Scaling::Tensor { xs.len() } else { row_len };
             let want = direct(&xs, rl, group, 448.0, |y| F8E4M3::from_f32(y).to_f32());
@@ -447,7 +502,12 @@ mod quant {
         // (format, value, lower neighbour, upper neighbour)
         let cases: Vec<(QuantConfig, f32, f32, f32)> = vec![
             (float_cfg(4, 3, Scaling::Tensor, Rounding::Stochastic, ScaleRule::Unit), 1.3, 1.25, 1.375),
-            (float_cfg(4, 3, Scaling::Tensor, Rounding::Stochastic, ScaleRule::Unit), -0.003, -0.00390625, -0.001953125),
+            (
+                float_cfg(4, 3, Scaling::Tensor, Rounding::Stochastic, ScaleRule::Unit),
+                -0.003,
+                -0.00390625,
+                -0.001953125,
+            ),
             (float_cfg(2, 1, Scaling::Tensor, Rounding::Stochastic, ScaleRule::Unit), 4.4, 4.0, 6.0),
             (float_cfg(5, 2, Scaling::Tensor, Rounding::Stochastic, ScaleRule::Unit), 1e-5, 0.0, 2f32.powi(-16)),
         ];
@@ -458,7 +518,11 @@ mod quant {
             let mean = v.iter().map(|&y| y as f64).sum::<f64>() / n as f64;
             let p = (x - lo) as f64 / (hi - lo) as f64;
             let sigma = (p * (1.0 - p) / n as f64).sqrt() * (hi - lo) as f64;
-            assert!((mean - x as f64).abs() < 4.0 * sigma, "{}: mean {mean} of roundings of {x} (sigma {sigma})", q.name);
+            assert!(
+                (mean - x as f64).abs() < 4.0 * sigma,
+                "{}: mean {mean} of roundings of {x} (sigma {sigma})",
+                q.name
+            );
         }
         // Integers: x = 2.3 with scale 1 (amax 7 in the group) rounds to 2 or 3, mean 2.3.
         let mut v = vec![2.3f32; n];
@@ -470,7 +534,8 @@ mod quant {
         assert!((mean - 2.3).abs() < 4.0 * sigma, "int4 mean {mean}");
         // Values already on the grid never move.
         let mut v = vec![1.25f32; 1000];
-        quantize_slice(&mut v, 1000, &float_cfg(4, 3, Scaling::Tensor, Rounding::Stochastic, ScaleRule::Unit), 0).unwrap();
+        quantize_slice(&mut v, 1000, &float_cfg(4, 3, Scaling::Tensor, Rounding::Stochastic, ScaleRule::Unit), 0)
+            .unwrap();
         assert!(v.iter().all(|&y| y == 1.25));
     }
 
@@ -602,7 +667,11 @@ mod quant {
         assert_eq!(t.get(QuantTarget::Gradients).unwrap().name, "e5m2-channel");
         assert_eq!(t.gradients.as_ref().unwrap().rounding, Rounding::Stochastic);
         assert!(t.activations.is_none() && t.kv.is_none() && !t.is_empty());
-        assert_ne!(t.weights.as_ref().unwrap().seed, t.gradients.as_ref().unwrap().seed, "targets draw separate streams");
+        assert_ne!(
+            t.weights.as_ref().unwrap().seed,
+            t.gradients.as_ref().unwrap().seed,
+            "targets draw separate streams"
+        );
         // Counters for a checkpoint: calls advance them, a restore sets them back.
         let x = Tensor::new(&[[0.3f32, 1.7], [2.2, -0.4]], &Device::Cpu).unwrap();
         fake_quant(&x, t.weights.as_ref().unwrap()).unwrap();
@@ -613,7 +682,10 @@ mod quant {
         resumed.set_counters(t.counters());
         assert_eq!(resumed.counters(), [1, 0, 2, 0]);
         // A format the quantiser cannot build names its target.
-        precision.targets.push((QuantTarget::Kv, PrecisionSpec { name: "int12".into(), format: NumberFormat::Int { bits: 12 }, scaling: Scaling::Tensor }));
+        precision.targets.push((
+            QuantTarget::Kv,
+            PrecisionSpec { name: "int12".into(), format: NumberFormat::Int { bits: 12 }, scaling: Scaling::Tensor },
+        ));
         let err = QuantTargets::from_resolved(&precision, 11).unwrap_err().to_string();
         assert!(err.contains("Kv") && err.contains("2..=8"), "{err}");
         assert!(QuantTargets::default().is_empty());
@@ -621,16 +693,28 @@ mod quant {
 
     #[test]
     fn bad_input_is_a_clear_error() {
-        assert!(QuantConfig::from_spec(&PrecisionSpec::parse("bf16").unwrap(), Rounding::Nearest, 0).unwrap().is_none());
-        assert!(QuantConfig::from_spec(&PrecisionSpec::parse("fp32").unwrap(), Rounding::Nearest, 0).unwrap().is_none());
-        let q = QuantConfig::from_spec(&PrecisionSpec::parse("e2m1-b32").unwrap(), Rounding::Stochastic, 3).unwrap().unwrap();
+        assert!(QuantConfig::from_spec(&PrecisionSpec::parse("bf16").unwrap(), Rounding::Nearest, 0)
+            .unwrap()
+            .is_none());
+        assert!(QuantConfig::from_spec(&PrecisionSpec::parse("fp32").unwrap(), Rounding::Nearest, 0)
+            .unwrap()
+            .is_none());
+        let q = QuantConfig::from_spec(&PrecisionSpec::parse("e2m1-b32").unwrap(), Rounding::Stochastic, 3)
+            .unwrap()
+            .unwrap();
         assert_eq!((q.name.as_str(), q.scaling, q.seed), ("e2m1-b32", Scaling::Block(32), 3));
-        let bad = PrecisionSpec { name: "e9m2".into(), format: NumberFormat::Float { exp_bits: 9, man_bits: 2 }, scaling: Scaling::Tensor };
+        let bad = PrecisionSpec {
+            name: "e9m2".into(),
+            format: NumberFormat::Float { exp_bits: 9, man_bits: 2 },
+            scaling: Scaling::Tensor,
+        };
         let err = QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err();
         assert!(err.to_string().contains("exponent bits must be in 1..=8"), "{err}");
-        let bad = PrecisionSpec { name: "int9".into(), format: NumberFormat::Int { bits: 9 }, scaling: Scaling::Tensor };
+        let bad =
+            PrecisionSpec { name: "int9".into(), format: NumberFormat::Int { bits: 9 }, scaling: Scaling::Tensor };
         assert!(QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err().to_string().contains("2..=8"));
-        let bad = PrecisionSpec { name: "int4-b0".into(), format: NumberFormat::Int { bits: 4 }, scaling: Scaling::Block(0) };
+        let bad =
+            PrecisionSpec { name: "int4-b0".into(), format: NumberFormat::Int { bits: 4 }, scaling: Scaling::Block(0) };
         assert!(QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err().to_string().contains("at least 1"));
         let err = quantize_slice(&mut [1.0; 10], 4, &q, 0).unwrap_err();
         assert!(err.to_string().contains("whole rows of length 4"), "{err}");

@@ -32,7 +32,9 @@ fn compile_host() -> Option<PathBuf> {
             .status();
         match status {
             Ok(s) if s.success() => return Some(out),
-            Ok(s) => panic!("{cxx} failed to compile tests/fake_quant_host.cpp ({s}): the .cu source does not build as C++"),
+            Ok(s) => {
+                panic!("{cxx} failed to compile tests/fake_quant_host.cpp ({s}): the .cu source does not build as C++")
+            }
             Err(_) => continue,
         }
     }
@@ -42,7 +44,20 @@ fn compile_host() -> Option<PathBuf> {
 /// Runs the host build of the kernels on `x` (rows of `row_len`) with `q` as call `counter`.
 fn run_host(bin: &PathBuf, q: &QuantConfig, x: &[f32], row_len: usize, counter: u64) -> Vec<u32> {
     let p = kernel_params(q, row_len, counter);
-    let mut input = format!("{} {} {} {} {} {} {} {:x} {} {:x} {}\n", p.mode, p.row_len, p.block.max(1), p.rule, p.man_bits, p.emin, p.bias, p.max.to_bits(), p.stochastic, p.key, x.len());
+    let mut input = format!(
+        "{} {} {} {} {} {} {} {:x} {} {:x} {}\n",
+        p.mode,
+        p.row_len,
+        p.block.max(1),
+        p.rule,
+        p.man_bits,
+        p.emin,
+        p.bias,
+        p.max.to_bits(),
+        p.stochastic,
+        p.key,
+        x.len()
+    );
     for v in x {
         input.push_str(&format!("{:x}\n", v.to_bits()));
     }
@@ -60,7 +75,16 @@ fn check(bin: &PathBuf, q: &QuantConfig, x: &[f32], row_len: usize, counter: u64
     assert_eq!(got.len(), x.len());
     for (i, (&g, w)) in got.iter().zip(&want).enumerate() {
         let same = g == w.to_bits() || (f32::from_bits(g).is_nan() && w.is_nan());
-        assert!(same, "{what} {}: element {i} = {:e} ({:#x}): CUDA source gives {:e} ({g:#x}), CPU kernel {:e} ({:#x})", q.name, x[i], x[i].to_bits(), f32::from_bits(g), w, w.to_bits());
+        assert!(
+            same,
+            "{what} {}: element {i} = {:e} ({:#x}): CUDA source gives {:e} ({g:#x}), CPU kernel {:e} ({:#x})",
+            q.name,
+            x[i],
+            x[i].to_bits(),
+            f32::from_bits(g),
+            w,
+            w.to_bits()
+        );
     }
 }
 
@@ -73,7 +97,23 @@ fn mixed_input(rows: usize, row_len: usize) -> Vec<f32> {
         s ^= s << 17;
         s
     };
-    let specials = [0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -3e-39, 0.5, 1.5, 2.5, -448.0, 449.0, 6.5e4, f32::MAX, f32::MIN_POSITIVE];
+    let specials = [
+        0.0,
+        -0.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e-40,
+        -3e-39,
+        0.5,
+        1.5,
+        2.5,
+        -448.0,
+        449.0,
+        6.5e4,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+    ];
     (0..rows * row_len)
         .map(|i| {
             let r = next();

@@ -48,7 +48,8 @@ pub fn simulate(law_name: &str, truth: &[f64], inputs: &[Vec<f64>], sigma: f64, 
 pub fn grid(axes: &[&[f64]]) -> Vec<Vec<f64>> {
     let mut out = vec![vec![]];
     for axis in axes {
-        out = out.into_iter().flat_map(|p: Vec<f64>| axis.iter().map(move |v| [p.clone(), vec![*v]].concat())).collect();
+        out =
+            out.into_iter().flat_map(|p: Vec<f64>| axis.iter().map(move |v| [p.clone(), vec![*v]].concat())).collect();
     }
     out
 }

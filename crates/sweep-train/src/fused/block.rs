@@ -122,7 +122,12 @@ impl Block {
 
     /// A linear layer's forward with the fake quantisation of its input and weight (counters
     /// drawn in the per-op path's order: activations, gradients, weights).
-    fn site_fwd<T: Real>(&self, x: &[T], w: &[T], (rows, inp, out): (usize, usize, usize)) -> Result<(Vec<T>, Site<T>)> {
+    fn site_fwd<T: Real>(
+        &self,
+        x: &[T],
+        w: &[T],
+        (rows, inp, out): (usize, usize, usize),
+    ) -> Result<(Vec<T>, Site<T>)> {
         let q = &self.quant;
         let xq = q.activations.as_ref().map(|c| fq(x, inp, c, c.next_counter())).transpose()?;
         let grad_counter = q.gradients.as_ref().map(|c| c.next_counter());
@@ -133,7 +138,14 @@ impl Block {
 
     /// A linear layer's backward: (dx, dW) with the quantised input and weight the forward used
     /// (straight-through), dx fake-quantised when gradients are.
-    fn site_bwd<T: Real>(&self, site: &Site<T>, x: &[T], w: &[T], gy: &[T], dims: (usize, usize, usize)) -> Result<(Vec<T>, Vec<T>)> {
+    fn site_bwd<T: Real>(
+        &self,
+        site: &Site<T>,
+        x: &[T],
+        w: &[T],
+        gy: &[T],
+        dims: (usize, usize, usize),
+    ) -> Result<(Vec<T>, Vec<T>)> {
         let (dx, dw) = linear_bwd(site.x.as_deref().unwrap_or(x), site.w.as_deref().unwrap_or(w), gy, dims);
         let dx = match (&self.quant.gradients, site.grad_counter) {
             (Some(c), Some(counter)) => fq(&dx, dims.1, c, counter)?,
@@ -191,7 +203,8 @@ impl Block {
             let (mut y, site) = self.site_fwd(&act, wd, (rows, d_ff, d))?;
             sites.push(site);
             add_into(&mut y, &x1);
-            let saved: Box<dyn Any + Send> = Box::new(Saved { hn, q, k, v, probs, attn, x1, hn2, gate, up, act, sites });
+            let saved: Box<dyn Any + Send> =
+                Box::new(Saved { hn, q, k, v, probs, attn, x1, hn2, gate, up, act, sites });
             *self.saved.lock().expect("saved lock") = Some(saved);
             Ok(y)
         })
@@ -203,8 +216,15 @@ impl Block {
         let d = h * hd;
         let rows = b * t;
         let sw = self.params.swiglu;
-        let saved = self.saved.lock().expect("saved lock").take().ok_or_else(|| candle_core::Error::Msg("fused block: backward without a forward pass".into()))?;
-        let s = saved.downcast::<Saved<T>>().map_err(|_| candle_core::Error::Msg("fused block: dtype changed between forward and backward".into()))?;
+        let saved = self
+            .saved
+            .lock()
+            .expect("saved lock")
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("fused block: backward without a forward pass".into()))?;
+        let s = saved
+            .downcast::<Saved<T>>()
+            .map_err(|_| candle_core::Error::Msg("fused block: dtype changed between forward and backward".into()))?;
         let mut grads: Vec<Vec<T>> = Vec::with_capacity(self.params.weights.len());
         let dx = with_slices::<T, _>(&self.weight_refs(), |w| {
             let (an, wq, wk, wv, wo, mn) = (w[0], w[1], w[2], w[3], w[4], w[5]);
@@ -298,7 +318,17 @@ impl CustomOp1 for Block {
 /// precision (the same function, random streams included, as the per-op path's hooks); weight
 /// gradients land in `side`.
 #[allow(clippy::too_many_arguments)]
-pub fn transformer_block(x: &Tensor, params: BlockParams, cos: &Tensor, sin: &Tensor, heads: usize, d_ff: usize, eps: f64, quant: &QuantTargets, side: &SideGrads) -> Result<Tensor> {
+pub fn transformer_block(
+    x: &Tensor,
+    params: BlockParams,
+    cos: &Tensor,
+    sin: &Tensor,
+    heads: usize,
+    d_ff: usize,
+    eps: f64,
+    quant: &QuantTargets,
+    side: &SideGrads,
+) -> Result<Tensor> {
     let (b, t, d) = x.dims3()?;
     if heads == 0 || d % heads != 0 || !(d / heads).is_multiple_of(2) {
         bail!("fused block: d_model {d} does not split into {heads} heads of even size");
@@ -309,7 +339,9 @@ pub fn transformer_block(x: &Tensor, params: BlockParams, cos: &Tensor, sin: &Te
         want.push(vec![d_ff, d]);
     }
     want.extend([vec![d_ff, d], vec![d, d_ff]]);
-    if params.weights.len() != want.len() || params.weights.iter().zip(&want).any(|((_, w), s)| w.dims() != s.as_slice()) {
+    if params.weights.len() != want.len()
+        || params.weights.iter().zip(&want).any(|((_, w), s)| w.dims() != s.as_slice())
+    {
         let got: Vec<_> = params.weights.iter().map(|(n, w)| format!("{n} {:?}", w.dims())).collect();
         bail!("fused block: weights {got:?} do not have the shapes {want:?}");
     }

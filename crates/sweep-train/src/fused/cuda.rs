@@ -19,13 +19,16 @@ pub const SOURCE: &str = include_str!("train_kernels.cu");
 /// environment variable `SWEEP_CUDA_KERNELS` is `0`.
 pub fn available(t: &Tensor) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    cfg!(feature = "cuda") && t.device().is_cuda() && t.dtype() == DType::F32 && *ENABLED.get_or_init(|| std::env::var("SWEEP_CUDA_KERNELS").map(|v| v.trim() != "0").unwrap_or(true))
+    cfg!(feature = "cuda")
+        && t.device().is_cuda()
+        && t.dtype() == DType::F32
+        && *ENABLED.get_or_init(|| std::env::var("SWEEP_CUDA_KERNELS").map(|v| v.trim() != "0").unwrap_or(true))
 }
 
 #[cfg(feature = "cuda")]
-pub use imp::{causal_softmax, cross_entropy};
-#[cfg(feature = "cuda")]
 pub(crate) use imp::{adamw_in_place, ptx_once};
+#[cfg(feature = "cuda")]
+pub use imp::{causal_softmax, cross_entropy};
 
 #[cfg(not(feature = "cuda"))]
 mod no_cuda {
@@ -48,9 +51,9 @@ mod no_cuda {
     }
 }
 #[cfg(not(feature = "cuda"))]
-pub use no_cuda::{causal_softmax, cross_entropy};
-#[cfg(not(feature = "cuda"))]
 pub(crate) use no_cuda::adamw_in_place;
+#[cfg(not(feature = "cuda"))]
+pub use no_cuda::{causal_softmax, cross_entropy};
 
 #[cfg(feature = "cuda")]
 mod imp {
@@ -60,16 +63,27 @@ mod imp {
     use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
     use candle_core::cuda_backend::CudaDType;
     use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
-    use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Error, InplaceOp1, Layout, Result, Shape, Storage, Tensor, D};
+    use candle_core::{
+        CpuStorage, CustomOp1, CustomOp2, DType, Error, InplaceOp1, Layout, Result, Shape, Storage, Tensor, D,
+    };
     use std::sync::OnceLock;
 
     const MODULE: &str = "sweep_train_kernels";
 
     /// PTX of `source`, compiled by NVRTC once per process into `cell` (the error, too, is kept).
-    pub(crate) fn ptx_once(cell: &'static OnceLock<std::result::Result<String, String>>, source: &str, opts: CompileOptions, what: &str) -> Result<&'static str> {
-        cell.get_or_init(|| compile_ptx_with_opts(source, opts).map(|p| p.to_src()).map_err(|e| format!("compiling {what} with NVRTC: {e}")))
-            .as_deref()
-            .map_err(|e| Error::Msg(e.clone()))
+    pub(crate) fn ptx_once(
+        cell: &'static OnceLock<std::result::Result<String, String>>,
+        source: &str,
+        opts: CompileOptions,
+        what: &str,
+    ) -> Result<&'static str> {
+        cell.get_or_init(|| {
+            compile_ptx_with_opts(source, opts)
+                .map(|p| p.to_src())
+                .map_err(|e| format!("compiling {what} with NVRTC: {e}"))
+        })
+        .as_deref()
+        .map_err(|e| Error::Msg(e.clone()))
     }
 
     fn ptx() -> Result<&'static str> {
@@ -83,7 +97,8 @@ mod imp {
 
     /// The contiguous elements of a storage under a layout (f32 tensors; u32 targets).
     fn view<'a, T: CudaDType + DeviceRepr>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, T>> {
-        let (a, b) = l.contiguous_offsets().ok_or_else(|| Error::Msg(format!("{what}: the input must be contiguous")))?;
+        let (a, b) =
+            l.contiguous_offsets().ok_or_else(|| Error::Msg(format!("{what}: the input must be contiguous")))?;
         Ok(s.as_cuda_slice::<T>()?.slice(a..b))
     }
 
@@ -114,7 +129,11 @@ mod imp {
 
     /// One block per row (grid-stride beyond 2^20 rows), `threads` a multiple of 32.
     fn rows_cfg(rows: u64, threads: u32) -> LaunchConfig {
-        LaunchConfig { grid_dim: (rows.clamp(1, 1 << 20) as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+        LaunchConfig {
+            grid_dim: (rows.clamp(1, 1 << 20) as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
 
     /// Threads per row of `len` elements: about 4 elements a thread, 32 to 512.
@@ -132,7 +151,10 @@ mod imp {
     pub fn causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
         let (t1, t2) = (x.dim(D::Minus2)?, x.dim(D::Minus1)?);
         if t1 != t2 {
-            return Err(Error::Msg(format!("causal_softmax: the scores must be square in their last two dimensions, got {:?}", x.dims())));
+            return Err(Error::Msg(format!(
+                "causal_softmax: the scores must be square in their last two dimensions, got {:?}",
+                x.dims()
+            )));
         }
         x.contiguous()?.apply_op1(CausalSoftmax { scale: scale as f32 })
     }
@@ -179,9 +201,20 @@ mod imp {
             cpu_only(self.name())
         }
 
-        fn cuda_fwd(&self, ys: &CudaStorage, yl: &Layout, gs: &CudaStorage, gl: &Layout) -> Result<(CudaStorage, Shape)> {
+        fn cuda_fwd(
+            &self,
+            ys: &CudaStorage,
+            yl: &Layout,
+            gs: &CudaStorage,
+            gl: &Layout,
+        ) -> Result<(CudaStorage, Shape)> {
             if yl.shape() != gl.shape() {
-                return Err(Error::Msg(format!("{}: gradient shape {:?} differs from {:?}", self.name(), gl.dims(), yl.dims())));
+                return Err(Error::Msg(format!(
+                    "{}: gradient shape {:?} differs from {:?}",
+                    self.name(),
+                    gl.dims(),
+                    yl.dims()
+                )));
             }
             let (y, dy) = (view::<f32>(ys, yl, self.name())?, view::<f32>(gs, gl, self.name())?);
             let dev = &ys.device;
@@ -236,7 +269,8 @@ mod imp {
         }
 
         fn bwd(&self, arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-            let op = CrossEntropyBwd { targets: self.targets.clone(), res: res.contiguous()?, grad: grad_res.contiguous()? };
+            let op =
+                CrossEntropyBwd { targets: self.targets.clone(), res: res.contiguous()?, grad: grad_res.contiguous()? };
             Ok(Some(arg.apply_op1_no_bwd(&op)?))
         }
     }
@@ -301,7 +335,9 @@ mod imp {
         }
 
         fn cuda_fwd(&self, storage: &mut CudaStorage, layout: &Layout) -> Result<()> {
-            let (a, b) = layout.contiguous_offsets().ok_or_else(|| Error::Msg("in-place AdamW: the parameter must be contiguous".into()))?;
+            let (a, b) = layout
+                .contiguous_offsets()
+                .ok_or_else(|| Error::Msg("in-place AdamW: the parameter must be contiguous".into()))?;
             let n = (b - a) as u64;
             if n == 0 {
                 return Ok(());
@@ -309,12 +345,27 @@ mod imp {
             let dev = storage.device.clone();
             let s = self.s;
             let f32_of = |x: f64| x as f32;
-            let consts = [s.beta1, s.beta2, 1.0 - s.beta1, 1.0 - s.beta2, 1.0 / s.bias_correction1, 1.0 / s.bias_correction2, s.eps, s.lr, 1.0 - s.lr * s.weight_decay].map(f32_of);
+            let consts = [
+                s.beta1,
+                s.beta2,
+                1.0 - s.beta1,
+                1.0 - s.beta2,
+                1.0 / s.bias_correction1,
+                1.0 / s.bias_correction2,
+                s.eps,
+                s.lr,
+                1.0 - s.lr * s.weight_decay,
+            ]
+            .map(f32_of);
             let mut p = storage.as_cuda_slice_mut::<f32>()?.slice_mut(a..b);
             with_cuda(&self.m, "adamw m", |ms, ml| {
                 with_cuda(&self.v, "adamw v", |vs, vl| {
                     with_cuda(&self.g, "adamw g", |gs, gl| {
-                        let (m, v, g) = (view::<f32>(ms, ml, "adamw m")?, view::<f32>(vs, vl, "adamw v")?, view::<f32>(gs, gl, "adamw g")?);
+                        let (m, v, g) = (
+                            view::<f32>(ms, ml, "adamw m")?,
+                            view::<f32>(vs, vl, "adamw v")?,
+                            view::<f32>(gs, gl, "adamw g")?,
+                        );
                         let f = dev.get_or_load_custom_func("sw_adamw", MODULE, ptx()?)?;
                         let mut b = f.builder();
                         b.arg(&mut p).arg(&m).arg(&v).arg(&g).arg(&n);
@@ -326,7 +377,14 @@ mod imp {
                         // The kernel also writes m and v, which are read here through shared
                         // guards: the optimiser owns them alone (checked: no storage is shared)
                         // and nothing else reads them during the launch.
-                        unsafe { b.launch(LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }) }.w()?;
+                        unsafe {
+                            b.launch(LaunchConfig {
+                                grid_dim: (blocks, 1, 1),
+                                block_dim: (256, 1, 1),
+                                shared_mem_bytes: 0,
+                            })
+                        }
+                        .w()?;
                         Ok(())
                     })
                 })

@@ -74,8 +74,8 @@ pub use launch::fake_quant_cuda;
 #[cfg(feature = "cuda")]
 mod launch {
     use super::{kernel_params, QuantConfig, CUDA_SOURCE};
-    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
     use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
     use candle_core::{Error, Layout, Result, Shape};
     use std::sync::OnceLock;
@@ -88,7 +88,13 @@ mod launch {
         use candle_core::cuda_backend::cudarc::nvrtc::CompileOptions;
         static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
         // IEEE arithmetic as on the CPU: no fused multiply-add, subnormals kept.
-        let opts = CompileOptions { ftz: Some(false), prec_div: Some(true), prec_sqrt: Some(true), fmad: Some(false), ..Default::default() };
+        let opts = CompileOptions {
+            ftz: Some(false),
+            prec_div: Some(true),
+            prec_sqrt: Some(true),
+            fmad: Some(false),
+            ..Default::default()
+        };
         crate::fused::cuda::ptx_once(&PTX, CUDA_SOURCE, opts, "the fake-quant CUDA kernels")
     }
 
@@ -102,9 +108,20 @@ mod launch {
 
     /// Fake-quantises an f32 CUDA tensor into a new CUDA storage (same shape), with `q` as call
     /// `counter`: the same values as the CPU kernel.
-    pub fn fake_quant_cuda(storage: &CudaStorage, layout: &Layout, q: &QuantConfig, counter: u64) -> Result<(CudaStorage, Shape)> {
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| Error::Msg("fake_quant: the input must be contiguous".into()))?;
-        let x = storage.as_cuda_slice::<f32>().map_err(|_| Error::Msg(format!("fake_quant on CUDA: dtype {:?} is not supported; use f32 (bf16 autocast keeps f32 tensors)", storage.dtype())))?;
+    pub fn fake_quant_cuda(
+        storage: &CudaStorage,
+        layout: &Layout,
+        q: &QuantConfig,
+        counter: u64,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (start, end) =
+            layout.contiguous_offsets().ok_or_else(|| Error::Msg("fake_quant: the input must be contiguous".into()))?;
+        let x = storage.as_cuda_slice::<f32>().map_err(|_| {
+            Error::Msg(format!(
+                "fake_quant on CUDA: dtype {:?} is not supported; use f32 (bf16 autocast keeps f32 tensors)",
+                storage.dtype()
+            ))
+        })?;
         let x = x.slice(start..end);
         let dev: &CudaDevice = &storage.device;
         let n = (end - start) as u64;

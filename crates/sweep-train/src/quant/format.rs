@@ -97,12 +97,22 @@ impl FloatFormat {
         let negative = (code >> (m + self.exp_bits)) & 1 == 1;
         let top = (1u32 << self.exp_bits) - 1;
         let magnitude = match Self::top_binade(self.exp_bits, self.man_bits) {
-            TopBinade::Reserved if exp == top => if mant == 0 { f32::INFINITY } else { f32::NAN },
+            TopBinade::Reserved if exp == top => {
+                if mant == 0 {
+                    f32::INFINITY
+                } else {
+                    f32::NAN
+                }
+            }
             TopBinade::LastIsNan if exp == top && mant == (1 << m) - 1 => f32::NAN,
             _ if exp == 0 => mant as f32 * pow2(self.emin - m as i32),
             _ => ((1u32 << m) | mant) as f32 * pow2(exp as i32 - self.bias - m as i32),
         };
-        if negative { -magnitude } else { magnitude }
+        if negative {
+            -magnitude
+        } else {
+            magnitude
+        }
     }
 
     /// Rounds `x` to this format: ties to even, or stochastically when `random` is `Some` (32
@@ -139,7 +149,8 @@ impl FloatFormat {
         let half = 1 << (shift - 1);
         // Ties go to the even code. With M >= 1 the code's last bit is the last bit of k; with M = 0
         // the code of k * 2^quantum_exp (k = 1 for normal inputs) is k + exponent + bias - 1.
-        let parity = if self.man_bits == 0 && exponent >= self.emin { k + (exponent + self.bias - 1) as u32 } else { k };
+        let parity =
+            if self.man_bits == 0 && exponent >= self.emin { k + (exponent + self.bias - 1) as u32 } else { k };
         let k = k + u32::from(rem > half || (rem == half && parity & 1 == 1));
         let magnitude = (k as f32 * pow2(quantum_exp)).min(self.max);
         f32::from_bits(sign | magnitude.to_bits())

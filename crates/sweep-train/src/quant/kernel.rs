@@ -167,11 +167,9 @@ enum NearestKernel {
 impl NearestKernel {
     fn of(format: &Format) -> NearestKernel {
         match format {
-            Format::Float(f) if f.exp_bits <= 7 && f.man_bits >= 1 => NearestKernel::Float {
-                max: f.max,
-                min_exp_field: (f.emin + 127) as u32,
-                c_offset: 23 - f.man_bits,
-            },
+            Format::Float(f) if f.exp_bits <= 7 && f.man_bits >= 1 => {
+                NearestKernel::Float { max: f.max, min_exp_field: (f.emin + 127) as u32, c_offset: 23 - f.man_bits }
+            }
             Format::Float(_) => NearestKernel::Scalar,
             Format::Int(i) => NearestKernel::Int { max: i.max },
         }

@@ -201,7 +201,8 @@ pub struct QuantTargets {
 }
 
 impl QuantTargets {
-    const ALL: [QuantTarget; 4] = [QuantTarget::Weights, QuantTarget::Activations, QuantTarget::Gradients, QuantTarget::Kv];
+    const ALL: [QuantTarget; 4] =
+        [QuantTarget::Weights, QuantTarget::Activations, QuantTarget::Gradients, QuantTarget::Kv];
 
     /// The configs of a planned point's precision (targets it does not list stay `None`).
     pub fn from_resolved(precision: &ResolvedPrecision, seed: u64) -> Result<QuantTargets, QuantError> {

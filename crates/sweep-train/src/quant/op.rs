@@ -43,10 +43,15 @@ fn on_kernel_device(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Re
 }
 
 /// Fake-quantises a CPU tensor's storage into a new storage of the same dtype.
-fn quantize_storage(storage: &CpuStorage, layout: &Layout, q: &QuantConfig, counter: u64, op: &str) -> Result<CpuStorage> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| Error::Msg(format!("{op}: the input must be contiguous")))?;
+fn quantize_storage(
+    storage: &CpuStorage,
+    layout: &Layout,
+    q: &QuantConfig,
+    counter: u64,
+    op: &str,
+) -> Result<CpuStorage> {
+    let (start, end) =
+        layout.contiguous_offsets().ok_or_else(|| Error::Msg(format!("{op}: the input must be contiguous")))?;
     let row_len = layout.dims().last().copied().unwrap_or(1);
     let run = |mut v: Vec<f32>| -> Result<Vec<f32>> {
         quantize_slice(&mut v, row_len, q, counter)?;
@@ -90,7 +95,11 @@ impl CustomOp1 for FakeQuant {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, storage: &candle_core::CudaStorage, layout: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
         super::cuda::fake_quant_cuda(storage, layout, &self.config, self.counter)
     }
 
@@ -111,9 +120,8 @@ impl CustomOp1 for QuantGrad {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| Error::Msg("quant_grad: the input must be contiguous".into()))?;
+        let (start, end) =
+            layout.contiguous_offsets().ok_or_else(|| Error::Msg("quant_grad: the input must be contiguous".into()))?;
         let out = match storage {
             CpuStorage::F32(s) => CpuStorage::F32(s[start..end].to_vec()),
             CpuStorage::BF16(s) => CpuStorage::BF16(s[start..end].to_vec()),
@@ -130,11 +138,18 @@ impl CustomOp1 for QuantGrad {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, storage: &candle_core::CudaStorage, layout: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::backend::BackendDevice;
         // The identity: a copy of the layout's elements.
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| Error::Msg("quant_grad: the input must be contiguous".into()))?;
-        let x = storage.as_cuda_slice::<f32>().map_err(|_| Error::Msg(format!("quant_grad on CUDA: dtype {:?} is not supported; use f32", storage.dtype())))?;
+        let (start, end) =
+            layout.contiguous_offsets().ok_or_else(|| Error::Msg("quant_grad: the input must be contiguous".into()))?;
+        let x = storage.as_cuda_slice::<f32>().map_err(|_| {
+            Error::Msg(format!("quant_grad on CUDA: dtype {:?} is not supported; use f32", storage.dtype()))
+        })?;
         let dev = &storage.device;
         let mut y = dev.zeros_impl(layout.shape(), DType::F32)?;
         dev.memcpy_dtod(&x.slice(start..end), y.as_cuda_slice_mut::<f32>()?)?;
@@ -142,7 +157,9 @@ impl CustomOp1 for QuantGrad {
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = on_kernel_device(grad_res, |g| g.apply_op1_no_bwd(&FakeQuant { config: self.config.clone(), counter: self.counter }))?;
+        let grad = on_kernel_device(grad_res, |g| {
+            g.apply_op1_no_bwd(&FakeQuant { config: self.config.clone(), counter: self.counter })
+        })?;
         Ok(Some(grad))
     }
 }
