@@ -1,6 +1,7 @@
 //! Lease files: which worker runs a point now. Claimed by an exclusive create, kept alive by a
-//! heartbeat counter, taken over by rename when stale (see ../../shared/reference/slurm.md:
-//! staleness is judged on the reader's own clock, never by comparing clocks across machines).
+//! heartbeat counter, taken over by rename when stale. Staleness is the counter not changing for
+//! a while on the reader's own monotonic clock, never a comparison of timestamps across machines,
+//! whose clocks need not agree.
 
 use crate::fsio;
 use serde::{Deserialize, Serialize};

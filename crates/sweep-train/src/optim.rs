@@ -1,7 +1,7 @@
 //! AdamW with decoupled weight decay on matrices only, and global gradient-norm clipping.
 
 use crate::fused;
-use candle_core::{backprop::GradStore, Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var};
 use std::collections::BTreeMap;
 
 /// AdamW hyperparameters.
@@ -79,18 +79,6 @@ impl AdamW {
         }
         Ok(())
     }
-}
-
-/// Collects the gradients of `params` from a backward pass, by name; errors if one is missing.
-pub fn named_grads(params: &BTreeMap<String, Var>, store: &GradStore) -> Result<BTreeMap<String, Tensor>> {
-    let mut out = BTreeMap::new();
-    for (name, p) in params {
-        let g = store
-            .get(p.as_tensor())
-            .ok_or_else(|| candle_core::Error::Msg(format!("parameter {name} received no gradient")))?;
-        out.insert(name.clone(), g.clone());
-    }
-    Ok(out)
 }
 
 /// Global L2 norm of the gradients.

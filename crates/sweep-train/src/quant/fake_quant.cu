@@ -5,7 +5,7 @@
 //   fq_apply                         divide by the scale, round to the format, multiply back
 // Compiled at run time with NVRTC (no nvcc needed to build sweep). The element functions are
 // plain C++ as well: tests/quant_cuda_math.rs compiles this file with the host C++ compiler and
-// checks it against the CPU kernel, so only the launch code is left to a GPU session.
+// checks it against the CPU kernel without a GPU; tests/cuda.rs checks the launched kernels on one.
 
 #ifndef FQ_HOST_EMULATION
 typedef unsigned int u32;
