@@ -1,9 +1,9 @@
 //! `sweep bench train`: training steps on random tokens, for speed comparisons with other
 //! implementations (benches/ runs it beside a PyTorch model of the same architecture).
 
-use crate::model::{ModelConfig, Transformer};
+use crate::model::{ExecPath, ModelConfig, Transformer};
 use crate::optim::{clip_grads, AdamW, AdamWConfig};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 use std::time::Instant;
 use sweep_plan::shape::ModelShape;
@@ -76,9 +76,10 @@ pub fn peak_rss_mb() -> f64 {
 pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
     let device: Device = crate::trainer::open_device(&o.device)?;
     let c = &o.config;
-    let model = Transformer::new(c.clone(), 0, &device)?;
     let hooks = crate::precision::hooks_for(&o.precision, sweep_plan::config::Rounding::Nearest, 0)?;
-    let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, &model.params)?;
+    let model = Transformer::new(c.clone(), 0, &device, ExecPath::choose(&device, DType::F32, &hooks))?;
+    let params = model.params();
+    let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, &params)?;
     let shape = ModelShape {
         d_model: c.d_model as u64,
         n_layers: c.n_layers as u64,
@@ -107,7 +108,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
         device.synchronize()?;
         let t2 = Instant::now();
         clip_grads(&mut grads, 1.0)?;
-        opt.step(&model.params, &grads, 1e-3)?;
+        opt.step(&params, &grads, 1e-3)?;
         device.synchronize()?;
         let t3 = Instant::now();
         if s >= o.warmup {

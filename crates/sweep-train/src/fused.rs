@@ -2,10 +2,12 @@
 //! softmax, SwiGLU, tanh GELU, RoPE with the head split, and cross-entropy fused with the
 //! output projection. Each replaces a chain of composed candle ops (one graph node, one pass
 //! over memory, several threads) and computes the same function as its composed reference in
-//! `crate::model::reference`, which `tests/fused.rs` checks forward and backward.
+//! `crate::model` (`rms_norm`, `rope`, `causal_softmax`, `swiglu`, `cross_entropy`), which
+//! `tests/fused.rs` checks forward and backward. [`block`] runs a whole transformer block as one op.
 //!
-//! CPU only: these kernels have no CUDA or Metal forward, so the model calls them only for
-//! tensors on the CPU (`use_fused`) and uses the composed ops on other devices.
+//! CPU only: these kernels have no CUDA or Metal forward, so the model runs them only on the
+//! CPU paths of `crate::model::ExecPath` (f32/f64 parameters on the CPU, [`supports`]) and the
+//! composed ops elsewhere.
 //!
 //! Determinism: work is split into chunks whose boundaries depend only on the tensor shapes;
 //! reductions across rows sum per-chunk partials in chunk order, so results are bit-for-bit
@@ -19,9 +21,14 @@ use candle_core::{
 use rayon::prelude::*;
 use std::sync::Mutex;
 
+/// Whether the fused kernels run tensors of `dtype` on `device` (CPU, f32 or f64).
+pub fn supports(device: &Device, dtype: DType) -> bool {
+    device.is_cpu() && matches!(dtype, DType::F32 | DType::F64)
+}
+
 /// Whether the fused kernels apply to this tensor (CPU, f32 or f64).
 pub fn use_fused(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+    supports(t.device(), t.dtype())
 }
 
 /// Floating-point element types the kernels run on.
@@ -737,7 +744,7 @@ impl CustomOp2 for HeadCrossEntropy {
     }
 }
 
-/// Mean cross-entropy of the logits x W^T (x [N, d], W [V, d]) against `targets` [N], fused so
+/// Mean cross-entropy of the logits x W^T (x [N, d], W [V, d]) against `targets` (N of them), fused so
 /// the [N, V] logits are not a graph node; gradients flow to x and W (CPU). `scratch` holds the
 /// logits buffer between steps.
 pub fn head_cross_entropy(x: &Tensor, w: &Tensor, targets: &Tensor, scratch: &Scratch) -> Result<Tensor> {

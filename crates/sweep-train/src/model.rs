@@ -1,13 +1,17 @@
-//! The decoder-only transformer, in reading order: config, norm, attention, MLP, block, model.
-//! Llama layout (RMSNorm, RoPE, no biases, SwiGLU or GELU MLP), with weights named as Hugging
-//! Face names Llama's, so model.safetensors loads in other tools unchanged.
+//! The decoder-only transformer, in reading order: config, hooks, execution path, weight source,
+//! then RmsNorm, Linear, Attention, Mlp, Block and Transformer. Llama layout (RMSNorm, RoPE, no
+//! biases, SwiGLU or GELU MLP); each module holds its weights under their Hugging Face Llama
+//! names (`model.layers.3.self_attn.q_proj.weight`), so model.safetensors loads in other tools
+//! unchanged.
 //!
-//! On the CPU the element-wise parts run as fused kernels with their own backward pass
-//! (`crate::fused`); on other devices, or with `fused` set to false, the model runs the composed
-//! candle ops below, which are the reference the fused kernels are tested against. Every op
-//! has a backward pass (candle_nn's fused norms, softmax_last_dim and rope do not; see
-//! ../../shared/reference/candle.md), which `tests/gradients.rs` checks.
+//! How a pass runs is the model's [`ExecPath`], chosen once per run by [`ExecPath::choose`]:
+//! whole fused blocks or per-op fused kernels on the CPU (`crate::fused`), or candle's composed
+//! ops below, which run on every device and are the reference the fused paths are tested against.
+//! The composed ops are plain tensor ops because candle_nn 0.11's fused RMSNorm,
+//! softmax_last_dim and rotary embedding have no backward pass (they cut the gradient without an
+//! error); every op here has one, which `tests/gradients.rs` checks against finite differences.
 
+use crate::quant::QuantTargets;
 use crate::{fused, rng};
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
@@ -61,7 +65,7 @@ impl ModelConfig {
     }
 }
 
-/// Hooks applied around every linear layer (fake quantisation); identity by default.
+/// Hooks applied around every linear layer (fake quantisation, autocast); identity by default.
 pub trait LinearHooks: Send + Sync {
     /// Applied to each weight matrix before use.
     fn weight(&self, w: &Tensor) -> Result<Tensor> {
@@ -71,24 +75,277 @@ pub trait LinearHooks: Send + Sync {
     fn input(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.clone())
     }
-    /// Applied to each linear layer's output (its backward sees the output's gradient).
-    fn output(&self, y: &Tensor) -> Result<Tensor> {
-        Ok(y.clone())
-    }
     /// Applied to attention keys and values.
     fn kv(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())
     }
     /// The fake quantisation these hooks apply, when it can run inside the fused transformer
     /// block (the same function and random streams as the hooks between per-op kernels); empty
-    /// targets for full precision; None when the hooks must sit between per-op kernels.
-    fn block_quant(&self) -> Option<crate::quant::QuantTargets> {
+    /// targets for full precision; None when the hooks must sit between per-op kernels, so
+    /// [`ExecPath::choose`] does not pick whole blocks.
+    fn block_quant(&self) -> Option<QuantTargets> {
         None
     }
     /// The 16-bit type the composed path (CUDA, Metal) runs matrix products in, with f32
     /// master weights and f32 element-wise ops (autocast); None for f32 products.
     fn compute_dtype(&self) -> Option<DType> {
         None
+    }
+}
+
+/// No hooks: full precision.
+pub struct NoHooks;
+impl LinearHooks for NoHooks {
+    fn block_quant(&self) -> Option<QuantTargets> {
+        Some(Default::default())
+    }
+}
+
+/// How the model's forward and backward passes run: chosen once per run by [`ExecPath::choose`]
+/// and held by the model ([`Transformer::path`]; tests switch it with [`Transformer::set_path`]
+/// to compare paths on the same weights).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecPath {
+    /// candle's composed ops, on any device and dtype: the reference every fused path is tested
+    /// against. On CUDA the row kernels of `crate::fused::cuda` replace the composed causal
+    /// softmax and cross-entropy (`SWEEP_CUDA_KERNELS=0` turns them off).
+    Composed,
+    /// The fused CPU kernels of `crate::fused`, one op at a time (f32/f64 on the CPU), with the
+    /// hooks between them: for hooks that cannot run inside a whole block (16-bit autocast).
+    CpuOps,
+    /// Each transformer block as one fused CPU op with a hand-written backward (f32/f64 on the
+    /// CPU), the hooks' fake quantisation inside it: full precision and fake-quantised formats.
+    CpuBlocks,
+}
+
+impl ExecPath {
+    /// The fastest path for parameters of `dtype` on `device` under `hooks`: whole fused blocks
+    /// on the CPU when the hooks' precision runs inside them, per-op fused kernels on the CPU
+    /// otherwise, candle's composed ops on other devices and dtypes.
+    pub fn choose(device: &Device, dtype: DType, hooks: &dyn LinearHooks) -> ExecPath {
+        if !fused::supports(device, dtype) {
+            ExecPath::Composed
+        } else if hooks.block_quant().is_some() {
+            ExecPath::CpuBlocks
+        } else {
+            ExecPath::CpuOps
+        }
+    }
+
+    /// Whether this path can run parameters of `dtype` on `device`.
+    pub fn supports(self, device: &Device, dtype: DType) -> bool {
+        match self {
+            ExecPath::Composed => true,
+            ExecPath::CpuOps | ExecPath::CpuBlocks => fused::supports(device, dtype),
+        }
+    }
+
+    /// The single-op kernels this path runs outside whole blocks (norms, linear layers, loss).
+    fn ops(self) -> Ops {
+        match self {
+            ExecPath::Composed => Ops::Composed,
+            ExecPath::CpuOps | ExecPath::CpuBlocks => Ops::FusedCpu,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights by name
+
+/// One weight tensor and its Hugging Face name.
+#[derive(Debug, Clone)]
+pub struct Param {
+    /// Full name, e.g. `model.layers.3.self_attn.q_proj.weight`.
+    pub name: String,
+    /// The trainable tensor.
+    pub var: Var,
+}
+
+impl Param {
+    fn t(&self) -> &Tensor {
+        self.var.as_tensor()
+    }
+}
+
+/// How a fresh weight is initialised (not used when weights are loaded).
+#[derive(Debug, Clone, Copy)]
+pub enum Init {
+    /// All ones (norm weights).
+    Ones,
+    /// N(0, std^2) from the counter-based generator, with the weight's name as its stream.
+    Normal(f64),
+}
+
+/// GPT-2's standard deviation of fresh matrices.
+const INIT_STD: f64 = 0.02;
+
+/// Where a model's weights come from: fresh initialisation or named tensors (a checkpoint),
+/// addressed by name under a prefix, in the manner of candle's `VarBuilder`
+/// (`vb.pp("self_attn").get(..)`).
+#[derive(Clone)]
+pub struct Weights<'a> {
+    source: Source<'a>,
+    prefix: String,
+}
+
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Init { seed: u64, device: &'a Device },
+    Tensors(&'a BTreeMap<String, Tensor>),
+}
+
+impl<'a> Weights<'a> {
+    /// Fresh weights: the same numbers on every machine for a seed (f32).
+    pub fn init(seed: u64, device: &'a Device) -> Self {
+        Weights { source: Source::Init { seed, device }, prefix: String::new() }
+    }
+
+    /// Weights from named tensors (extra names are ignored), each copied into a new variable.
+    pub fn from_tensors(tensors: &'a BTreeMap<String, Tensor>) -> Self {
+        Weights { source: Source::Tensors(tensors), prefix: String::new() }
+    }
+
+    /// The same source with `part` appended to the name prefix.
+    pub fn pp(&self, part: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() { part.to_string() } else { format!("{}.{part}", self.prefix) };
+        Weights { source: self.source, prefix }
+    }
+
+    /// The weight `name` (under the prefix) of `shape`.
+    pub fn get(&self, name: &str, shape: &[usize], init: Init) -> Result<Param> {
+        let name = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        let t = match self.source {
+            Source::Init { seed, device } => match init {
+                Init::Ones => Tensor::ones(shape, DType::F32, device)?,
+                Init::Normal(std) => {
+                    let stream = rng::stream_of(&name);
+                    let n: usize = shape.iter().product();
+                    let data: Vec<f32> = (0..n as u64).map(|i| (std * rng::normal(seed, stream, i)) as f32).collect();
+                    Tensor::from_vec(data, shape, device)?
+                }
+            },
+            Source::Tensors(map) => {
+                let t = map.get(&name).ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))?;
+                if t.dims() != shape {
+                    return Err(candle_core::Error::Msg(format!(
+                        "parameter {name} has shape {:?}, expected {shape:?}",
+                        t.dims()
+                    )));
+                }
+                t.clone()
+            }
+        };
+        // Detached, so a variable of another model is copied rather than shared.
+        Ok(Param { var: Var::from_tensor(&t.detach())?, name })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single-op kernels
+
+/// The single-op kernels a path runs: the fused CPU kernels or candle's composed ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ops {
+    FusedCpu,
+    Composed,
+}
+
+/// What one forward pass shares across modules: the kernels, the hooks, and the RoPE tables and
+/// causal mask cut to the sequence length.
+struct Pass<'a> {
+    ops: Ops,
+    hooks: &'a dyn LinearHooks,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
+}
+
+impl Ops {
+    fn rms_norm(self, x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+        match self {
+            Ops::FusedCpu => fused::rms_norm(x, w, eps),
+            Ops::Composed => rms_norm(x, w, eps),
+        }
+    }
+
+    /// y = x W^T over the last dimension (in the hooks' compute dtype when composed).
+    fn linear(self, x: &Tensor, w: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
+        match self {
+            Ops::FusedCpu => fused::linear(x, w),
+            Ops::Composed => {
+                let (out, inp) = w.dims2()?;
+                let dims = x.dims().to_vec();
+                let rows: usize = dims[..dims.len() - 1].iter().product();
+                let y = autocast_matmul(&x.reshape((rows, inp))?, &w.t()?, hooks.compute_dtype())?;
+                let mut out_dims = dims;
+                *out_dims.last_mut().expect("rank >= 1") = out;
+                y.reshape(out_dims)
+            }
+        }
+    }
+
+    /// [B, T, H*hd] -> [B, H, T, hd], rotated by RoPE when `rotate`.
+    fn split_heads(self, y: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize, rotate: bool) -> Result<Tensor> {
+        match self {
+            Ops::FusedCpu => fused::split_heads(y, cos, sin, heads, rotate),
+            Ops::Composed => {
+                let (b, t, d) = y.dims3()?;
+                let y = y.reshape((b, t, heads, d / heads))?.transpose(1, 2)?.contiguous()?;
+                if rotate {
+                    rope(&y, cos, sin)
+                } else {
+                    Ok(y)
+                }
+            }
+        }
+    }
+
+    /// softmax(scale Q K^T, causal) V, heads merged: [B, H, T, hd] -> [B, T, H*hd].
+    fn attention(self, q: &Tensor, k: &Tensor, v: &Tensor, pass: &Pass, scale: f64) -> Result<Tensor> {
+        match self {
+            Ops::FusedCpu => fused::causal_attention(q, k, v, scale),
+            Ops::Composed => {
+                // Products in the autocast type, softmax in f32 (as PyTorch's autocast does).
+                let (b, h, t, hd) = q.dims4()?;
+                let cd = pass.hooks.compute_dtype();
+                let scores = autocast_matmul(q, &k.t()?, cd)?;
+                let att = if fused::cuda::available(&scores) {
+                    fused::cuda::causal_softmax(&scores, scale)?
+                } else {
+                    causal_softmax(&scores, &pass.mask, scale)?
+                };
+                autocast_matmul(&att, v, cd)?.transpose(1, 2)?.reshape((b, t, h * hd))
+            }
+        }
+    }
+
+    fn swiglu(self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        match self {
+            Ops::FusedCpu => fused::swiglu(gate, up),
+            Ops::Composed => swiglu(gate, up),
+        }
+    }
+
+    fn gelu(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Ops::FusedCpu => fused::gelu(x),
+            Ops::Composed => x.gelu(),
+        }
+    }
+
+    /// Mean cross-entropy of the logits x W^T against targets.
+    fn head_loss(self, x: &Tensor, w: &Tensor, targets: &Tensor, scratch: &fused::Scratch) -> Result<Tensor> {
+        match self {
+            Ops::FusedCpu => fused::head_cross_entropy(x, w, targets, scratch),
+            Ops::Composed => {
+                let logits = x.matmul(&w.t()?)?;
+                if fused::cuda::available(&logits) {
+                    fused::cuda::cross_entropy(&logits, targets)
+                } else {
+                    cross_entropy(&logits, targets)
+                }
+            }
+        }
     }
 }
 
@@ -100,30 +357,6 @@ pub fn autocast_matmul(a: &Tensor, b: &Tensor, dtype: Option<DType>) -> Result<T
         Some(d) if d != a.dtype() => a.to_dtype(d)?.matmul(&b.to_dtype(d)?)?.to_dtype(a.dtype()),
         _ => a.matmul(b),
     }
-}
-
-/// No hooks: full precision.
-pub struct NoHooks;
-impl LinearHooks for NoHooks {
-    fn block_quant(&self) -> Option<crate::quant::QuantTargets> {
-        Some(Default::default())
-    }
-}
-
-/// y = x W^T over the last dimension, with hooks (the fused kernel when `fast`).
-fn linear(x: &Tensor, w: &Tensor, hooks: &dyn LinearHooks, fast: bool) -> Result<Tensor> {
-    let x = hooks.input(x)?;
-    let w = hooks.weight(w)?;
-    if fast {
-        return hooks.output(&fused::linear(&x, &w)?);
-    }
-    let (out, inp) = w.dims2()?;
-    let dims = x.dims().to_vec();
-    let rows: usize = dims[..dims.len() - 1].iter().product();
-    let y = autocast_matmul(&x.reshape((rows, inp))?, &w.t()?, hooks.compute_dtype())?;
-    let mut out_dims = dims;
-    *out_dims.last_mut().expect("rank >= 1") = out;
-    hooks.output(&y.reshape(out_dims)?)
 }
 
 /// RMSNorm: x / sqrt(mean(x^2) + eps) * weight (composed reference).
@@ -158,238 +391,344 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(logits, &targets.flatten_all()?)
 }
 
-/// The model's parameters, named as Hugging Face Llama names them.
+// ---------------------------------------------------------------------------------------------
+// Modules
+
+/// RMSNorm with a learned scale.
+pub struct RmsNorm {
+    /// Scale, one per feature, initialised to ones.
+    pub weight: Param,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// `weight` of size `d` from `vb`.
+    pub fn load(vb: &Weights, d: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm { weight: vb.get("weight", &[d], Init::Ones)?, eps })
+    }
+
+    fn forward(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
+        ops.rms_norm(x, self.weight.t(), self.eps)
+    }
+}
+
+/// A linear layer without bias, y = x W^T, with the hooks on its input and weight.
+pub struct Linear {
+    /// W [out, in].
+    pub weight: Param,
+}
+
+impl Linear {
+    /// `weight` [out, in] from `vb`.
+    pub fn load(vb: &Weights, inp: usize, out: usize, std: f64) -> Result<Self> {
+        Ok(Linear { weight: vb.get("weight", &[out, inp], Init::Normal(std))? })
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.weight.t().dims()[0]
+    }
+
+    fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        // Hooks in this order: the stochastic-rounding counters are drawn in it.
+        let x = pass.hooks.input(x)?;
+        let w = pass.hooks.weight(self.weight.t())?;
+        pass.ops.linear(&x, &w, pass.hooks)
+    }
+}
+
+/// Causal multi-head self-attention with RoPE on queries and keys.
+pub struct Attention {
+    /// Queries [d, d].
+    pub q_proj: Linear,
+    /// Keys [d, d].
+    pub k_proj: Linear,
+    /// Values [d, d].
+    pub v_proj: Linear,
+    /// Output projection into the residual stream [d, d].
+    pub o_proj: Linear,
+    /// Heads.
+    pub n_heads: usize,
+}
+
+impl Attention {
+    /// The projections from `vb` (`self_attn` of a block).
+    pub fn load(vb: &Weights, c: &ModelConfig) -> Result<Self> {
+        let d = c.d_model;
+        Ok(Attention {
+            q_proj: Linear::load(&vb.pp("q_proj"), d, d, INIT_STD)?,
+            k_proj: Linear::load(&vb.pp("k_proj"), d, d, INIT_STD)?,
+            v_proj: Linear::load(&vb.pp("v_proj"), d, d, INIT_STD)?,
+            o_proj: Linear::load(&vb.pp("o_proj"), d, d, residual_std(c))?,
+            n_heads: c.n_heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let heads = |proj: &Linear, rotate: bool| {
+            pass.ops.split_heads(&proj.forward(x, pass)?, &pass.cos, &pass.sin, self.n_heads, rotate)
+        };
+        let q = heads(&self.q_proj, true)?;
+        let k = pass.hooks.kv(&heads(&self.k_proj, true)?)?;
+        let v = pass.hooks.kv(&heads(&self.v_proj, false)?)?;
+        let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+        self.o_proj.forward(&pass.ops.attention(&q, &k, &v, pass, scale)?, pass)
+    }
+}
+
+/// The feed-forward network: down(silu(gate(x)) * up(x)) for SwiGLU, down(gelu(up(x))) for GELU.
+pub struct Mlp {
+    /// Gate [d_ff, d] (SwiGLU only).
+    pub gate_proj: Option<Linear>,
+    /// Up projection [d_ff, d].
+    pub up_proj: Linear,
+    /// Down projection into the residual stream [d, d_ff].
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    /// The projections from `vb` (`mlp` of a block).
+    pub fn load(vb: &Weights, c: &ModelConfig) -> Result<Self> {
+        let (d, f) = (c.d_model, c.d_ff);
+        let gate_proj = match c.ffn {
+            Ffn::Swiglu => Some(Linear::load(&vb.pp("gate_proj"), d, f, INIT_STD)?),
+            Ffn::Gelu => None,
+        };
+        Ok(Mlp {
+            gate_proj,
+            up_proj: Linear::load(&vb.pp("up_proj"), d, f, INIT_STD)?,
+            down_proj: Linear::load(&vb.pp("down_proj"), f, d, residual_std(c))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let inner = match &self.gate_proj {
+            Some(gate_proj) => {
+                let gate = gate_proj.forward(x, pass)?;
+                pass.ops.swiglu(&gate, &self.up_proj.forward(x, pass)?)?
+            }
+            None => pass.ops.gelu(&self.up_proj.forward(x, pass)?)?,
+        };
+        self.down_proj.forward(&inner, pass)
+    }
+}
+
+/// Initial standard deviation of the projections into the residual stream (o_proj, down_proj):
+/// GPT-2's 0.02 scaled by 1/sqrt(2 n_layers), so the residual's variance does not grow with depth.
+fn residual_std(c: &ModelConfig) -> f64 {
+    INIT_STD * (1.0 / (2.0 * c.n_layers as f64).sqrt())
+}
+
+/// One pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(.)).
+pub struct Block {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Attention.
+    pub self_attn: Attention,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+    /// MLP.
+    pub mlp: Mlp,
+}
+
+impl Block {
+    /// The block's weights from `vb` (`model.layers.{i}`).
+    pub fn load(vb: &Weights, c: &ModelConfig) -> Result<Self> {
+        Ok(Block {
+            input_layernorm: RmsNorm::load(&vb.pp("input_layernorm"), c.d_model, c.norm_eps)?,
+            self_attn: Attention::load(&vb.pp("self_attn"), c)?,
+            post_attention_layernorm: RmsNorm::load(&vb.pp("post_attention_layernorm"), c.d_model, c.norm_eps)?,
+            mlp: Mlp::load(&vb.pp("mlp"), c)?,
+        })
+    }
+
+    /// The weights in the fused block's order: attention norm, q, k, v, o, MLP norm, gate (SwiGLU only), up, down.
+    pub fn params(&self) -> Vec<&Param> {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        let mut out = vec![&self.input_layernorm.weight, &a.q_proj.weight, &a.k_proj.weight, &a.v_proj.weight];
+        out.extend([&a.o_proj.weight, &self.post_attention_layernorm.weight]);
+        out.extend(m.gate_proj.as_ref().map(|g| &g.weight));
+        out.extend([&m.up_proj.weight, &m.down_proj.weight]);
+        out
+    }
+
+    /// The block op by op (fused CPU kernels or composed ops).
+    fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let x = (x + self.self_attn.forward(&self.input_layernorm.forward(x, pass.ops)?, pass)?)?;
+        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x, pass.ops)?, pass)?
+    }
+
+    /// The block as one fused CPU op; its weight gradients land in `side`.
+    fn forward_cpu_fused(
+        &self,
+        x: &Tensor,
+        pass: &Pass,
+        quant: &QuantTargets,
+        side: &fused::block::SideGrads,
+    ) -> Result<Tensor> {
+        let weights = self.params().into_iter().map(|p| (p.name.clone(), p.t().clone())).collect();
+        let params = fused::block::BlockParams { weights, swiglu: self.mlp.gate_proj.is_some() };
+        fused::block::transformer_block(
+            x,
+            params,
+            &pass.cos,
+            &pass.sin,
+            self.self_attn.n_heads,
+            self.mlp.up_proj.out_features(),
+            self.input_layernorm.eps,
+            quant,
+            side,
+        )
+    }
+}
+
+/// The model: token embedding, blocks, final norm, and the output projection (the embedding
+/// when tied, else `lm_head`).
 pub struct Transformer {
     /// Hyperparameters.
     pub config: ModelConfig,
-    /// Parameters by name, in a fixed order.
-    pub params: BTreeMap<String, Var>,
-    /// Use the fused CPU kernels where the parameters are on the CPU (true by default); false
-    /// runs the composed reference ops everywhere.
-    pub fused: bool,
+    /// Token embedding [V, d].
+    pub embed_tokens: Param,
+    /// The blocks.
+    pub layers: Vec<Block>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output projection [V, d], absent when tied to the embedding.
+    pub lm_head: Option<Param>,
+    path: ExecPath,
     /// Weight gradients of fused blocks, merged into candle's by [`Transformer::backward`].
     side_grads: fused::block::SideGrads,
     /// The fused cross-entropy's logits buffer, reused from step to step.
     scratch: fused::Scratch,
+    /// RoPE tables [context, head_dim/2] and the causal mask [context, context], in the
+    /// parameters' dtype (f32 for training, f64 for gradient checks).
     cos: Tensor,
     sin: Tensor,
     mask: Tensor,
 }
 
-/// A block's parameters in the fused block's order (names after `model.layers.{i}.`); GELU
-/// blocks have no gate.
-const BLOCK_PARAMS: [&str; 9] = [
-    "input_layernorm.weight",
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-];
-
-fn layer_name(i: usize, rest: &str) -> String {
-    format!("model.layers.{i}.{rest}")
-}
-
 impl Transformer {
-    /// Parameter names and shapes, in a fixed order.
-    pub fn param_shapes(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-        let (d, f, v) = (c.d_model, c.d_ff, c.vocab_size);
-        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, d])];
-        for i in 0..c.n_layers {
-            out.push((layer_name(i, "input_layernorm.weight"), vec![d]));
-            for p in ["q_proj", "k_proj", "v_proj", "o_proj"] {
-                out.push((layer_name(i, &format!("self_attn.{p}.weight")), vec![d, d]));
-            }
-            out.push((layer_name(i, "post_attention_layernorm.weight"), vec![d]));
-            match c.ffn {
-                Ffn::Swiglu => {
-                    out.push((layer_name(i, "mlp.gate_proj.weight"), vec![f, d]));
-                    out.push((layer_name(i, "mlp.up_proj.weight"), vec![f, d]));
-                }
-                Ffn::Gelu => out.push((layer_name(i, "mlp.up_proj.weight"), vec![f, d])),
-            }
-            out.push((layer_name(i, "mlp.down_proj.weight"), vec![d, f]));
-        }
-        out.push(("model.norm.weight".into(), vec![d]));
-        if !c.tied_embeddings {
-            out.push(("lm_head.weight".into(), vec![v, d]));
-        }
-        out
-    }
-
     /// A freshly initialised model: N(0, 0.02) matrices, output projections scaled by
     /// 1/sqrt(2 n_layers), unit norms. The same numbers on every machine for a seed.
-    pub fn new(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
-        let mut params = BTreeMap::new();
-        let residual_scale = 1.0 / (2.0 * config.n_layers as f64).sqrt();
-        for (name, shape) in Self::param_shapes(&config) {
-            let n: usize = shape.iter().product();
-            let t = if shape.len() == 1 {
-                Tensor::ones(shape, DType::F32, device)?
-            } else {
-                let std = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
-                    0.02 * residual_scale
-                } else {
-                    0.02
-                };
-                let stream = rng::stream_of(&name);
-                let data: Vec<f32> = (0..n as u64).map(|i| (std * rng::normal(seed, stream, i)) as f32).collect();
-                Tensor::from_vec(data, shape, device)?
-            };
-            params.insert(name, Var::from_tensor(&t)?);
-        }
-        Self::with_params(config, params, device)
+    pub fn new(config: ModelConfig, seed: u64, device: &Device, path: ExecPath) -> Result<Self> {
+        Self::load(&Weights::init(seed, device), config, path)
     }
 
-    /// A model over given parameters (e.g. loaded from a checkpoint).
-    pub fn with_params(config: ModelConfig, params: BTreeMap<String, Var>, device: &Device) -> Result<Self> {
-        for (name, shape) in Self::param_shapes(&config) {
-            let p = params.get(&name).ok_or_else(|| candle_core::Error::Msg(format!("missing parameter {name}")))?;
-            if p.dims() != shape.as_slice() {
-                return Err(candle_core::Error::Msg(format!(
-                    "parameter {name} has shape {:?}, expected {shape:?}",
-                    p.dims()
-                )));
-            }
-        }
-        let (t, hd) = (config.context, config.head_dim());
-        let inv: Vec<f32> =
-            (0..hd / 2).map(|i| (1.0 / config.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32).collect();
+    /// A model over named tensors (a checkpoint, an export), shapes checked.
+    pub fn from_tensors(config: ModelConfig, tensors: &BTreeMap<String, Tensor>, path: ExecPath) -> Result<Self> {
+        Self::load(&Weights::from_tensors(tensors), config, path)
+    }
+
+    /// The model's weights from `vb`, run on `path`.
+    pub fn load(vb: &Weights, config: ModelConfig, path: ExecPath) -> Result<Self> {
+        let c = &config;
+        let embed_tokens = vb.get("model.embed_tokens.weight", &[c.vocab_size, c.d_model], Init::Normal(INIT_STD))?;
+        let layers = (0..c.n_layers).map(|i| Block::load(&vb.pp("model.layers").pp(i), c)).collect::<Result<_>>()?;
+        let norm = RmsNorm::load(&vb.pp("model.norm"), c.d_model, c.norm_eps)?;
+        let lm_head = if c.tied_embeddings {
+            None
+        } else {
+            Some(vb.get("lm_head.weight", &[c.vocab_size, c.d_model], Init::Normal(INIT_STD))?)
+        };
+        let (t, hd) = (c.context, c.head_dim());
+        let inv: Vec<f32> = (0..hd / 2).map(|i| (1.0 / c.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32).collect();
         let freqs: Vec<f32> = (0..t).flat_map(|p| inv.iter().map(move |f| p as f32 * f)).collect();
-        let freqs = Tensor::from_vec(freqs, (t, hd / 2), device)?;
+        let (device, dtype) = (embed_tokens.t().device().clone(), embed_tokens.t().dtype());
+        let freqs = Tensor::from_vec(freqs, (t, hd / 2), &device)?;
         let mask: Vec<f32> =
             (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-        // Tables in the parameters' dtype (f32 for training, f64 for gradient checks).
-        let dtype = params["model.embed_tokens.weight"].dtype();
-        Ok(Transformer {
+        let mut model = Transformer {
             cos: freqs.cos()?.to_dtype(dtype)?,
             sin: freqs.sin()?.to_dtype(dtype)?,
-            mask: Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)?,
+            mask: Tensor::from_vec(mask, (t, t), &device)?.to_dtype(dtype)?,
             config,
-            params,
-            fused: true,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            path: ExecPath::Composed,
             side_grads: Default::default(),
             scratch: Default::default(),
-        })
+        };
+        model.set_path(path)?;
+        Ok(model)
     }
 
-    fn p(&self, name: &str) -> &Tensor {
-        self.params.get(name).unwrap_or_else(|| panic!("parameter {name} exists by construction")).as_tensor()
+    /// How passes run.
+    pub fn path(&self) -> ExecPath {
+        self.path
     }
 
-    /// Whether this forward pass runs the fused kernels (CPU, f32/f64, and `fused` set).
-    fn fused_for(&self, t: &Tensor) -> bool {
-        self.fused && fused::use_fused(t)
-    }
-
-    /// The final normalised hidden states [B*T, d] for token ids [B, T].
-    fn hidden(&self, tokens: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
-        let c = &self.config;
-        let (b, t) = tokens.dims2()?;
-        let (h, hd) = (c.n_heads, c.head_dim());
-        let embed = self.p("model.embed_tokens.weight");
-        let fast = self.fused_for(embed);
-        let norm =
-            |x: &Tensor, w: &Tensor| if fast { fused::rms_norm(x, w, c.norm_eps) } else { rms_norm(x, w, c.norm_eps) };
-        let mut x = embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, c.d_model))?;
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
-        let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        // Whole fused blocks for full precision and for fake-quantised precisions; the hooks
-        // between per-op kernels otherwise (16-bit autocast, or hooks that are not quantisation).
-        let block_quant = hooks.block_quant();
-        let whole_blocks = fast && block_quant.is_some();
-        let block_quant = block_quant.unwrap_or_default();
-        for i in 0..c.n_layers {
-            let n = |rest: &str| layer_name(i, rest);
-            if whole_blocks {
-                let swiglu = c.ffn == Ffn::Swiglu;
-                let names = BLOCK_PARAMS.iter().filter(|r| swiglu || !r.starts_with("mlp.gate"));
-                let weights = names.map(|r| (n(r), self.p(&n(r)).clone())).collect();
-                let params = fused::block::BlockParams { weights, swiglu };
-                x = fused::block::transformer_block(
-                    &x,
-                    params,
-                    &cos,
-                    &sin,
-                    h,
-                    c.d_ff,
-                    c.norm_eps,
-                    &block_quant,
-                    &self.side_grads,
-                )?;
-                continue;
-            }
-            // Attention.
-            let hn = norm(&x, self.p(&n("input_layernorm.weight")))?;
-            let heads = |w: &str, rotate: bool| -> Result<Tensor> {
-                let y = linear(&hn, self.p(&n(w)), hooks, fast)?;
-                if fast {
-                    fused::split_heads(&y, &cos, &sin, h, rotate)
-                } else {
-                    let y = y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?;
-                    if rotate {
-                        rope(&y, &cos, &sin)
-                    } else {
-                        Ok(y)
-                    }
-                }
-            };
-            let q = heads("self_attn.q_proj.weight", true)?;
-            let k = hooks.kv(&heads("self_attn.k_proj.weight", true)?)?;
-            let v = hooks.kv(&heads("self_attn.v_proj.weight", false)?)?;
-            let y = if fast {
-                fused::causal_attention(&q, &k, &v, scale)?
-            } else {
-                // Products in the autocast type, softmax in f32 (as PyTorch's autocast does).
-                let cd = hooks.compute_dtype();
-                let scores = autocast_matmul(&q, &k.t()?, cd)?;
-                let att = if fused::cuda::available(&scores) {
-                    fused::cuda::causal_softmax(&scores, scale)?
-                } else {
-                    causal_softmax(&scores, &mask, scale)?
-                };
-                autocast_matmul(&att, &v, cd)?.transpose(1, 2)?.reshape((b, t, c.d_model))?
-            };
-            x = (x + linear(&y, self.p(&n("self_attn.o_proj.weight")), hooks, fast)?)?;
-            // MLP.
-            let hn = norm(&x, self.p(&n("post_attention_layernorm.weight")))?;
-            let inner = match c.ffn {
-                Ffn::Swiglu => {
-                    let gate = linear(&hn, self.p(&n("mlp.gate_proj.weight")), hooks, fast)?;
-                    let up = linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks, fast)?;
-                    if fast {
-                        fused::swiglu(&gate, &up)?
-                    } else {
-                        swiglu(&gate, &up)?
-                    }
-                }
-                Ffn::Gelu => {
-                    let up = linear(&hn, self.p(&n("mlp.up_proj.weight")), hooks, fast)?;
-                    if fast {
-                        fused::gelu(&up)?
-                    } else {
-                        up.gelu()?
-                    }
-                }
-            };
-            x = (x + linear(&inner, self.p(&n("mlp.down_proj.weight")), hooks, fast)?)?;
+    /// Runs later passes on `path` (e.g. the composed reference, to compare with a fused path on
+    /// the same weights); errors when the path cannot run this model's parameters.
+    pub fn set_path(&mut self, path: ExecPath) -> Result<()> {
+        let p = self.embed_tokens.t();
+        if !path.supports(p.device(), p.dtype()) {
+            return Err(candle_core::Error::Msg(format!(
+                "execution path {path:?} cannot run {:?} parameters on {:?}; ExecPath::choose picks one that can",
+                p.dtype(),
+                p.device()
+            )));
         }
-        norm(&x, self.p("model.norm.weight"))?.reshape((b * t, c.d_model))
+        self.path = path;
+        Ok(())
+    }
+
+    /// Every weight, in the model's order (embedding, blocks, final norm, lm_head).
+    fn each_param(&self) -> impl Iterator<Item = &Param> {
+        std::iter::once(&self.embed_tokens)
+            .chain(self.layers.iter().flat_map(Block::params))
+            .chain(std::iter::once(&self.norm.weight))
+            .chain(&self.lm_head)
+    }
+
+    /// Parameters by name, in name order (the order of checkpoints, the optimiser and the
+    /// gradient norm's sum).
+    pub fn params(&self) -> BTreeMap<String, Var> {
+        self.each_param().map(|p| (p.name.clone(), p.var.clone())).collect()
+    }
+
+    /// Parameters as plain tensors by name (for saving).
+    pub fn tensors(&self) -> BTreeMap<String, Tensor> {
+        self.each_param().map(|p| (p.name.clone(), p.t().clone())).collect()
     }
 
     /// The output projection: the embedding when tied, else lm_head.
     fn head(&self) -> &Tensor {
-        if self.config.tied_embeddings {
-            self.p("model.embed_tokens.weight")
-        } else {
-            self.p("lm_head.weight")
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens).t()
+    }
+
+    /// The final normalised hidden states [B*T, d] for token ids [B, T].
+    fn hidden(&self, tokens: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
+        let d = self.config.d_model;
+        let (b, t) = tokens.dims2()?;
+        let pass = Pass {
+            ops: self.path.ops(),
+            hooks,
+            cos: self.cos.narrow(0, 0, t)?,
+            sin: self.sin.narrow(0, 0, t)?,
+            mask: self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?,
+        };
+        let mut x = self.embed_tokens.t().index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d))?;
+        match self.path {
+            ExecPath::Composed | ExecPath::CpuOps => {
+                for layer in &self.layers {
+                    x = layer.forward(&x, &pass)?;
+                }
+            }
+            ExecPath::CpuBlocks => {
+                let quant = hooks.block_quant().ok_or_else(|| {
+                    candle_core::Error::Msg(
+                        "these hooks cannot run inside fused blocks; choose the path with ExecPath::choose".into(),
+                    )
+                })?;
+                for layer in &self.layers {
+                    x = layer.forward_cpu_fused(&x, &pass, &quant, &self.side_grads)?;
+                }
+            }
         }
+        self.norm.forward(&x, pass.ops)?.reshape((b * t, d))
     }
 
     /// Logits [B*T, V] for token ids [B, T].
@@ -400,17 +739,7 @@ impl Transformer {
 
     /// Mean cross-entropy (nats per token) of next-token prediction.
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
-        let x = self.hidden(inputs, hooks)?;
-        if self.fused_for(&x) {
-            fused::head_cross_entropy(&x, self.head(), targets, &self.scratch)
-        } else {
-            let logits = x.matmul(&self.head().t()?)?;
-            if fused::cuda::available(&logits) {
-                fused::cuda::cross_entropy(&logits, targets)
-            } else {
-                cross_entropy(&logits, targets)
-            }
-        }
+        self.path.ops().head_loss(&self.hidden(inputs, hooks)?, self.head(), targets, &self.scratch)
     }
 
     /// Gradients of `loss` for every parameter, by name: candle's backward pass plus the weight
@@ -420,20 +749,15 @@ impl Transformer {
         let store = loss.backward()?;
         let mut side = std::mem::take(&mut *self.side_grads.lock().expect("side grads lock"));
         let mut out = BTreeMap::new();
-        for (name, p) in &self.params {
-            let g = match (store.get(p.as_tensor()), side.remove(name)) {
+        for (name, p) in self.params() {
+            let g = match (store.get(p.as_tensor()), side.remove(&name)) {
                 (Some(a), Some(b)) => (a + b)?,
                 (Some(a), None) => a.clone(),
                 (None, Some(b)) => b,
                 (None, None) => return Err(candle_core::Error::Msg(format!("parameter {name} received no gradient"))),
             };
-            out.insert(name.clone(), g);
+            out.insert(name, g);
         }
         Ok(out)
-    }
-
-    /// Parameters as plain tensors by name (for saving).
-    pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
     }
 }

@@ -3,10 +3,11 @@
 //!
 //! bf16 and fp16 are autocast semantics on every device: the inputs and weights of each linear
 //! layer are rounded to the 16-bit type (a differentiable cast) and the master weights stay f32.
-//! On the CPU's fused kernels the products then run in f32 on the rounded values (the same
-//! numbers as a 16-bit product with f32 accumulation, up to the rounding of the output; no 16-bit
-//! speed). The composed path (CUDA, Metal, or `fused = false`) runs the linear layers' and the
-//! attention's matrix products in the 16-bit type itself (cuBLAS accumulates in f32), with
+//! On the CPU's per-op fused kernels (`ExecPath::CpuOps`; autocast hooks cannot run inside a
+//! fused block) the products then run in f32 on the rounded values (the same numbers as a 16-bit
+//! product with f32 accumulation, up to the rounding of the output; no 16-bit speed). The
+//! composed path (`ExecPath::Composed`: CUDA, Metal, or chosen by hand) runs the linear layers'
+//! and the attention's matrix products in the 16-bit type itself (cuBLAS accumulates in f32), with
 //! softmax, norms and the loss in f32, as PyTorch's autocast does.
 
 use crate::model::LinearHooks;
@@ -135,7 +136,7 @@ mod tests {
 
     #[test]
     fn autocast_products_run_in_bf16_with_f32_master_weights() {
-        use crate::model::{autocast_matmul, ModelConfig, NoHooks, Transformer};
+        use crate::model::{autocast_matmul, ExecPath, ModelConfig, NoHooks, Transformer};
         use sweep_plan::shape::Ffn;
         let dev = Device::Cpu;
         // The product itself is bf16: every output value is a bf16 number, returned as f32.
@@ -160,8 +161,7 @@ mod tests {
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
         };
-        let mut m = Transformer::new(cfg, 5, &dev).unwrap();
-        m.fused = false;
+        let m = Transformer::new(cfg, 5, &dev, ExecPath::Composed).unwrap();
         let x = Tensor::from_vec(vec![1u32, 4, 2, 9, 3, 0, 7, 7, 12, 5, 11, 6], (2, 6), &dev).unwrap();
         let t = Tensor::from_vec(vec![4u32, 2, 9, 3, 0, 7, 7, 12, 5, 11, 6, 1], (2, 6), &dev).unwrap();
         let h = hooks_for("bf16", Rounding::Nearest, 0).unwrap();

@@ -2,10 +2,10 @@
 //! schedule, clipping, evaluation and checkpointing visible in it.
 
 use crate::divergence::DivergenceCheck;
-use crate::model::{LinearHooks, ModelConfig, Transformer};
+use crate::model::{ExecPath, LinearHooks, ModelConfig, Transformer};
 use crate::optim::{clip_grads, AdamW, AdamWConfig};
 use anyhow::{bail, Context};
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -209,16 +209,13 @@ impl Trainer for CandleTrainer {
         let hooks = crate::precision::hooks(point)?;
         // Model and optimiser, fresh or from the newest valid checkpoint.
         let adam = AdamWConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
+        let path = ExecPath::choose(&device, DType::F32, &hooks);
         let (model, mut opt, mut step, mut div, mut tokens_seen) = match load_checkpoint(dir, &device) {
             Some((state, mut tensors)) => {
-                let mut params = BTreeMap::new();
-                for (name, _) in Transformer::param_shapes(&cfg) {
-                    let t = tensors.remove(&name).with_context(|| format!("checkpoint lacks {name}"))?;
-                    params.insert(name, Var::from_tensor(&t)?);
-                }
-                let model = Transformer::with_params(cfg.clone(), params, &device)?;
-                let mut opt = AdamW::new(adam, &model.params)?;
-                for name in model.params.keys() {
+                let model =
+                    Transformer::from_tensors(cfg.clone(), &tensors, path).context("the checkpoint's model weights")?;
+                let mut opt = AdamW::new(adam, &model.params())?;
+                for name in model.params().keys() {
                     opt.m.insert(
                         name.clone(),
                         tensors
@@ -240,8 +237,8 @@ impl Trainer for CandleTrainer {
             }
             None => {
                 dir.truncate_metrics(0)?;
-                let model = Transformer::new(cfg.clone(), point.seed, &device)?;
-                let opt = AdamW::new(adam, &model.params)?;
+                let model = Transformer::new(cfg.clone(), point.seed, &device, path)?;
+                let opt = AdamW::new(adam, &model.params())?;
                 (model, opt, 0, DivergenceCheck::new(t.diverge_factor), 0)
             }
         };
@@ -295,7 +292,7 @@ impl Trainer for CandleTrainer {
                     reason: format!("gradient norm became {grad_norm} at step {step}"),
                 });
             }
-            opt.step(&model.params, &grads, lr)?;
+            opt.step(&model.params(), &grads, lr)?;
             tokens_seen += tokens_per_step;
             window_tokens += tokens_per_step;
             last_train_loss = train_loss;

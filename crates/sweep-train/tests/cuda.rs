@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use sweep_plan::config::Rounding;
 use sweep_plan::precision::Scaling;
 use sweep_plan::shape::Ffn;
-use sweep_train::model::{ModelConfig, Transformer};
+use sweep_train::model::{ExecPath, ModelConfig, Transformer};
 use sweep_train::optim::{clip_grads, AdamW, AdamWConfig};
 use sweep_train::quant::{fake_quant_at, quant_grad_at, FloatFormat, Format, QuantConfig, ScaleRule};
 
@@ -182,10 +182,10 @@ fn losses(device: &Device, precision: &str, steps: usize) -> Vec<f64> {
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
     };
-    let model = Transformer::new(config, 7, device).unwrap();
     let hooks = sweep_train::precision::hooks_for(precision, Rounding::Nearest, 0).unwrap();
-    let mut opt =
-        AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, &model.params).unwrap();
+    let model = Transformer::new(config, 7, device, ExecPath::choose(device, DType::F32, &hooks)).unwrap();
+    let params = model.params();
+    let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, &params).unwrap();
     // A learnable stream: each token follows from the one before.
     let tokens: Vec<u32> = (0..8 * 33).map(|i: u32| (i * 7 + i / 33) % 61).collect();
     let input: Vec<u32> = tokens.chunks(33).flat_map(|c| c[..32].to_vec()).collect();
@@ -198,7 +198,7 @@ fn losses(device: &Device, precision: &str, steps: usize) -> Vec<f64> {
             let value = loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
             let mut grads = model.backward(&loss).unwrap();
             clip_grads(&mut grads, 1.0).unwrap();
-            opt.step(&model.params, &grads, 3e-3).unwrap();
+            opt.step(&params, &grads, 3e-3).unwrap();
             value
         })
         .collect()

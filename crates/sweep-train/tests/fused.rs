@@ -7,13 +7,8 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::BTreeMap;
 use sweep_plan::shape::Ffn;
 use sweep_train::fused;
-use sweep_train::model::{self, LinearHooks, ModelConfig, NoHooks, Transformer};
+use sweep_train::model::{self, ExecPath, LinearHooks, ModelConfig, NoHooks, Transformer};
 use sweep_train::optim::{AdamW, AdamWConfig};
-
-/// Identity hooks that do not say so: the model runs the fused per-op kernels instead of whole
-/// fused blocks.
-struct PerOp;
-impl LinearHooks for PerOp {}
 
 const DEV: Device = Device::Cpu;
 
@@ -283,9 +278,9 @@ fn fused_model_equals_the_composed_model_in_f32() {
     let x = Tensor::from_vec(vec![1u32, 4, 2, 9, 3, 0, 7, 7, 12, 5, 11, 6], (2, 6), &DEV).unwrap();
     let y = Tensor::from_vec(vec![4u32, 2, 9, 3, 0, 7, 7, 12, 5, 11, 6, 1], (2, 6), &DEV).unwrap();
     for ffn in [Ffn::Swiglu, Ffn::Gelu] {
-        let mut m = Transformer::new(tiny(ffn), 4, &DEV).unwrap();
+        let mut m = Transformer::new(tiny(ffn), 4, &DEV, ExecPath::CpuBlocks).unwrap();
         // Larger weights than the init so attention and the MLP are far from linear.
-        for v in m.params.values() {
+        for v in m.params().values() {
             let t = v.as_tensor();
             v.set(&if t.rank() == 1 { (t + 0.3).unwrap() } else { (t * 20.0).unwrap() }).unwrap();
         }
@@ -294,11 +289,11 @@ fn fused_model_equals_the_composed_model_in_f32() {
             let logits = m.forward(&x, hooks).unwrap();
             (loss.to_scalar::<f32>().unwrap(), logits, m.backward(&loss).unwrap())
         };
-        // Whole fused blocks (NoHooks), fused per-op kernels (hooks that are not known to be
-        // the identity), and the composed reference.
+        // Whole fused blocks, fused per-op kernels, and the composed reference.
         let (lb, logits_b, gb) = run(&m, &NoHooks);
-        let (lf, logits_f, gf) = run(&m, &PerOp);
-        m.fused = false;
+        m.set_path(ExecPath::CpuOps).unwrap();
+        let (lf, logits_f, gf) = run(&m, &NoHooks);
+        m.set_path(ExecPath::Composed).unwrap();
         let (lc, logits_c, gc) = run(&m, &NoHooks);
         for (what, l, logits, g) in [("blocks", lb, &logits_b, &gb), ("per-op", lf, &logits_f, &gf)] {
             assert!((l - lc).abs() <= 1e-5 * lc.abs(), "{ffn:?} {what}: loss {l} fused vs {lc} composed");
@@ -353,22 +348,29 @@ fn the_model_uses_fused_kernels_only_where_they_apply() {
     let _ = D::Minus1;
 }
 
-/// Hooks that delegate to precision hooks but do not offer their quantisation to the fused
-/// block, so the model runs the per-op kernels with the hooks between them.
-struct PerOpPrecision(sweep_train::precision::PrecisionHooks);
-impl LinearHooks for PerOpPrecision {
-    fn weight(&self, w: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.weight(w)
-    }
-    fn input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.input(x)
-    }
-    fn output(&self, y: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.output(y)
-    }
-    fn kv(&self, t: &Tensor) -> candle_core::Result<Tensor> {
-        self.0.kv(t)
-    }
+#[test]
+fn the_path_is_chosen_from_device_dtype_and_hooks() {
+    use sweep_plan::config::Rounding;
+    use sweep_train::precision::hooks_for;
+    let (fp8, bf16) =
+        (hooks_for("fp8-e4m3", Rounding::Nearest, 0).unwrap(), hooks_for("bf16", Rounding::Nearest, 0).unwrap());
+    assert_eq!(ExecPath::choose(&DEV, DType::F32, &NoHooks), ExecPath::CpuBlocks);
+    assert_eq!(ExecPath::choose(&DEV, DType::F64, &fp8), ExecPath::CpuBlocks);
+    assert_eq!(ExecPath::choose(&DEV, DType::F32, &bf16), ExecPath::CpuOps);
+    assert_eq!(ExecPath::choose(&DEV, DType::BF16, &NoHooks), ExecPath::Composed);
+    // Whole blocks refuse hooks they cannot hold, rather than running another path.
+    let x = Tensor::from_vec(vec![1u32, 4, 2, 9, 3, 0], (1, 6), &DEV).unwrap();
+    let mut m = Transformer::new(tiny(Ffn::Swiglu), 4, &DEV, ExecPath::CpuBlocks).unwrap();
+    assert!(m.loss(&x, &x, &bf16).is_err());
+    m.set_path(ExecPath::CpuOps).unwrap();
+    assert!(m.loss(&x, &x, &bf16).is_ok());
+    // The fused paths refuse parameters their kernels do not run.
+    let half: BTreeMap<String, Tensor> =
+        m.tensors().into_iter().map(|(k, t)| (k, t.to_dtype(DType::BF16).unwrap())).collect();
+    assert!(Transformer::from_tensors(tiny(Ffn::Swiglu), &half, ExecPath::CpuOps).is_err());
+    let mut composed = Transformer::from_tensors(tiny(Ffn::Swiglu), &half, ExecPath::Composed).unwrap();
+    assert!(composed.set_path(ExecPath::CpuBlocks).is_err());
+    assert_eq!(composed.path(), ExecPath::Composed);
 }
 
 #[test]
@@ -403,15 +405,18 @@ fn quantised_fused_blocks_equal_the_per_op_path() {
         PrecisionHooks { targets, autocast: None }
     };
     for ffn in [Ffn::Swiglu, Ffn::Gelu] {
-        let mut m = Transformer::new(tiny(ffn), 4, &DEV).unwrap();
-        for v in m.params.values() {
+        let mut m = Transformer::new(tiny(ffn), 4, &DEV, ExecPath::CpuBlocks).unwrap();
+        for v in m.params().values() {
             let t = v.as_tensor();
             v.set(&if t.rank() == 1 { (t + 0.3).unwrap() } else { (t * 20.0).unwrap() }).unwrap();
         }
-        m.fused = true;
         for all in [false, true] {
-            let (hb, hp) = (make(all), PerOpPrecision(make(all)));
-            let (lb, lp) = (m.loss(&x, &y, &hb).unwrap(), m.loss(&x, &y, &hp).unwrap());
+            // The same hooks on whole fused blocks and between the per-op kernels.
+            let (hb, hp) = (make(all), make(all));
+            m.set_path(ExecPath::CpuBlocks).unwrap();
+            let lb = m.loss(&x, &y, &hb).unwrap();
+            m.set_path(ExecPath::CpuOps).unwrap();
+            let lp = m.loss(&x, &y, &hp).unwrap();
             let (gb, gp) = (m.backward(&lb).unwrap(), m.backward(&lp).unwrap());
             // The same kernels and random streams: the forward pass is bit for bit the same.
             assert_eq!(
@@ -419,7 +424,7 @@ fn quantised_fused_blocks_equal_the_per_op_path() {
                 lp.to_scalar::<f32>().unwrap(),
                 "{ffn:?} all={all}: losses differ"
             );
-            assert_eq!(hb.counters(), hp.0.counters(), "{ffn:?} all={all}: random streams drawn differently");
+            assert_eq!(hb.counters(), hp.counters(), "{ffn:?} all={all}: random streams drawn differently");
             assert!(hb.counters().iter().any(|&c| c > 0));
             for (name, g) in &gp {
                 let d = max_rel_diff(&gb[name], g);

@@ -1,16 +1,11 @@
 //! The model's gradients: every parameter receives one, and they match central finite
-//! differences in f64 on a tiny model, with the fused CPU blocks, the fused per-op kernels
-//! and the composed ops.
+//! differences in f64 on a tiny model, on every execution path: the fused CPU blocks, the fused
+//! per-op kernels and the composed ops.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
 use sweep_plan::shape::Ffn;
-use sweep_train::model::{LinearHooks, ModelConfig, NoHooks, Transformer};
-
-/// Identity hooks that do not say so: the model takes the per-op path instead of whole fused
-/// blocks, as it does for quantised precisions.
-struct PerOp;
-impl LinearHooks for PerOp {}
+use sweep_train::model::{ExecPath, ModelConfig, NoHooks, Transformer};
 
 fn tiny(ffn: Ffn, tied: bool) -> ModelConfig {
     ModelConfig {
@@ -33,31 +28,29 @@ fn batch(dev: &Device) -> (Tensor, Tensor) {
     (Tensor::from_vec(x, (2, 5), dev).unwrap(), Tensor::from_vec(y, (2, 5), dev).unwrap())
 }
 
-fn model_f64(cfg: ModelConfig, fused: bool) -> Transformer {
+fn model_f64(cfg: ModelConfig, path: ExecPath) -> Transformer {
     let dev = Device::Cpu;
-    let m = Transformer::new(cfg.clone(), 11, &dev).unwrap();
+    let m = Transformer::new(cfg.clone(), 11, &dev, ExecPath::Composed).unwrap();
     // Larger weights than the 0.02 init so every path contributes measurably; norms not all 1.
-    let params: BTreeMap<String, Var> = m
-        .params
-        .iter()
-        .map(|(k, v)| {
-            let t = v.as_tensor().to_dtype(DType::F64).unwrap();
-            let t = if t.rank() == 1 { (t + 0.3).unwrap() } else { (t * 15.0).unwrap() };
-            (k.clone(), Var::from_tensor(&t).unwrap())
+    let tensors: BTreeMap<String, Tensor> = m
+        .tensors()
+        .into_iter()
+        .map(|(k, t)| {
+            let t = t.to_dtype(DType::F64).unwrap();
+            (k, if t.rank() == 1 { (t + 0.3).unwrap() } else { (t * 15.0).unwrap() })
         })
         .collect();
-    let mut m = Transformer::with_params(cfg, params, &dev).unwrap();
-    m.fused = fused;
-    m
+    Transformer::from_tensors(cfg, &tensors, path).unwrap()
 }
 
 #[test]
 fn every_parameter_receives_a_nonzero_gradient() {
     for (ffn, tied) in [(Ffn::Swiglu, true), (Ffn::Gelu, false)] {
-        let m = Transformer::new(tiny(ffn, tied), 3, &Device::Cpu).unwrap();
-        let (x, y) = batch(&Device::Cpu);
+        let dev = Device::Cpu;
+        let m = Transformer::new(tiny(ffn, tied), 3, &dev, ExecPath::choose(&dev, DType::F32, &NoHooks)).unwrap();
+        let (x, y) = batch(&dev);
         let grads = m.backward(&m.loss(&x, &y, &NoHooks).unwrap()).unwrap();
-        assert_eq!(grads.len(), Transformer::param_shapes(&m.config).len());
+        assert_eq!(grads.len(), m.params().len());
         for (name, g) in grads {
             let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(norm > 0.0 && norm.is_finite(), "{name} has gradient norm {norm}");
@@ -67,24 +60,22 @@ fn every_parameter_receives_a_nonzero_gradient() {
 
 #[test]
 fn gradients_match_finite_differences_in_f64() {
-    let per_op: &dyn LinearHooks = &PerOp;
-    let blocks: &dyn LinearHooks = &NoHooks;
     let cases = [
-        (Ffn::Swiglu, true, true, blocks),
-        (Ffn::Gelu, false, true, blocks),
-        (Ffn::Swiglu, false, true, per_op),
-        (Ffn::Gelu, true, true, per_op),
-        (Ffn::Swiglu, false, false, blocks),
-        (Ffn::Gelu, true, false, blocks),
+        (Ffn::Swiglu, true, ExecPath::CpuBlocks),
+        (Ffn::Gelu, false, ExecPath::CpuBlocks),
+        (Ffn::Swiglu, false, ExecPath::CpuOps),
+        (Ffn::Gelu, true, ExecPath::CpuOps),
+        (Ffn::Swiglu, false, ExecPath::Composed),
+        (Ffn::Gelu, true, ExecPath::Composed),
     ];
-    for (ffn, tied, fused, hooks) in cases {
-        let m = model_f64(tiny(ffn, tied), fused);
+    for (ffn, tied, path) in cases {
+        let m = model_f64(tiny(ffn, tied), path);
         let (x, y) = batch(&Device::Cpu);
-        let loss = |m: &Transformer| m.loss(&x, &y, hooks).unwrap().to_scalar::<f64>().unwrap();
-        let grads = m.backward(&m.loss(&x, &y, hooks).unwrap()).unwrap();
+        let loss = |m: &Transformer| m.loss(&x, &y, &NoHooks).unwrap().to_scalar::<f64>().unwrap();
+        let grads = m.backward(&m.loss(&x, &y, &NoHooks).unwrap()).unwrap();
         let h = 1e-6;
         let mut checked = 0;
-        for (name, var) in &m.params {
+        for (name, var) in &m.params() {
             let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
             let g: Vec<f64> = grads[name].flatten_all().unwrap().to_vec1().unwrap();
             let shape = var.as_tensor().shape().clone();
@@ -103,8 +94,7 @@ fn gradients_match_finite_differences_in_f64() {
                 let tol = 1e-6 + 1e-5 * fd.abs().max(g[idx].abs());
                 assert!(
                     (fd - g[idx]).abs() <= tol,
-                    "{ffn:?} fused={fused} blocks={} {name}[{idx}]: autograd {} vs finite difference {fd}",
-                    hooks.block_quant().is_some(),
+                    "{ffn:?} {path:?} {name}[{idx}]: autograd {} vs finite difference {fd}",
                     g[idx]
                 );
                 checked += 1;

@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_transformers::models::llama::{Cache, Llama, LlamaConfig};
 use sweep_plan::shape::Ffn;
-use sweep_train::model::{ModelConfig, NoHooks, Transformer};
+use sweep_train::model::{ExecPath, ModelConfig, NoHooks, Transformer};
 
 #[test]
 fn llama_loads_the_export_and_matches_logits() {
@@ -21,9 +21,9 @@ fn llama_loads_the_export_and_matches_logits() {
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
         };
-        let model = Transformer::new(cfg, 5, &dev).unwrap();
+        let model = Transformer::new(cfg, 5, &dev, ExecPath::choose(&dev, DType::F32, &NoHooks)).unwrap();
         // Perturb the norms so a misplaced norm weight would show.
-        for (name, v) in &model.params {
+        for (name, v) in &model.params() {
             if v.rank() == 1 {
                 v.set(&(v.as_tensor() * 1.5).unwrap()).unwrap();
             }

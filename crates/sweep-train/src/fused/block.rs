@@ -1,7 +1,8 @@
-//! A whole transformer block as one graph node (CPU, full precision): RMSNorm, Q/K/V
-//! projections with RoPE, causal attention, output projection and residual, RMSNorm, MLP
-//! (SwiGLU or GELU) and residual, with a hand-written backward built from the fused kernels of
-//! the parent module.
+//! A whole transformer block as one graph node (CPU, f32/f64; the model's
+//! `ExecPath::CpuBlocks`): RMSNorm, Q/K/V projections with RoPE, causal attention, output
+//! projection and residual, RMSNorm, MLP (SwiGLU or GELU) and residual, with a hand-written
+//! backward built from the fused kernels of the parent module. Full precision, or a
+//! fake-quantised one with the same quantisation (and random streams) as the per-op path's hooks.
 //!
 //! Why: candle's backward gives every tensor in the graph a zero-filled gradient buffer and adds
 //! each contribution into it, about 40 ms a step on the reference shape (three full passes over
@@ -27,7 +28,7 @@ pub type SideGrads = Arc<Mutex<BTreeMap<String, Tensor>>>;
 
 /// The block's parameters, named as in the model.
 pub struct BlockParams {
-    /// (name, tensor) in the order attn_norm, q, k, v, o, mlp_norm, [gate,] up, down.
+    /// (name, tensor) in the order attn_norm, q, k, v, o, mlp_norm, gate (SwiGLU only), up, down.
     pub weights: Vec<(String, Tensor)>,
     /// SwiGLU (gate and up) rather than GELU (up only).
     pub swiglu: bool,
