@@ -39,6 +39,7 @@ pub mod laws;
 pub mod optimal;
 pub mod output;
 pub mod run;
+pub mod select;
 pub mod table;
 
 pub use config::{FitConfig, LawConfig};
@@ -46,4 +47,5 @@ pub use error::FitError;
 pub use law::{Law, Space};
 pub use output::{read_laws_json, render_text, write_laws_json, Estimate, LawEntry, LawsFile};
 pub use run::{fit_all, fit_csv};
+pub use select::{keep_complete_rows, needed_columns};
 pub use table::Table;

@@ -52,6 +52,24 @@ impl Table {
         Ok(Table { columns, provenance: provenance.into() })
     }
 
+    /// Builds a table from records that each give their columns by name (one row per record,
+    /// e.g. `sweep_store::results::ResultRow::columns`). Every record must name the same columns.
+    pub fn from_records<'a, R>(
+        records: impl IntoIterator<Item = R>,
+        provenance: impl Into<String>,
+    ) -> Result<Table, FitError>
+    where
+        R: IntoIterator<Item = (&'a str, f64)>,
+    {
+        let mut columns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for record in records {
+            for (name, v) in record {
+                columns.entry(name.to_string()).or_default().push(v);
+            }
+        }
+        Table::from_columns(columns, provenance)
+    }
+
     /// Reads a CSV with a header row. `maps` are `(variable, column)` pairs: the column is also
     /// made available under the variable's name (e.g. `("N", "params")`). Columns whose cells
     /// are not all numbers are left out; asking for one later names the first bad cell.

@@ -9,8 +9,13 @@
 //! - `index.html`: status counts, the laws (estimates, intervals, fit quality, optimal
 //!   configurations) and a table of the points.
 //!
-//! The input comes from the caller (the CLI reads the sweep directory); this crate only draws.
-//! Every file is written to a temporary name and renamed into place.
+//! [`inputs`] reads a sweep directory into the report's inputs ([`inputs::write_sweep_report`]
+//! does both); [`write_report`] draws from inputs given by any caller. Every file is written to
+//! a temporary name and renamed into place.
+
+pub mod inputs;
+
+pub use inputs::write_sweep_report;
 
 use plotters::coord::ranged1d::AsRangedCoord;
 use plotters::prelude::*;

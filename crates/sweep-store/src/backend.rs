@@ -1,6 +1,7 @@
 //! The one trait every training backend implements.
 
 use crate::pointdir::PointDir;
+use crate::records::FinalMetrics;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use sweep_plan::Point;
@@ -29,7 +30,7 @@ impl Control {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Finished: the backend's final metrics, which go into result.json under "final".
-    Finished(serde_json::Value),
+    Finished(FinalMetrics),
     /// Stopped on request after writing a checkpoint.
     Stopped,
     /// Gave up because the lease was lost; nothing was written after the loss was seen.

@@ -1,5 +1,7 @@
 //! sweep-store: the sweep directory, the only truth of a sweep. Manifest, per-point directories,
-//! leases, crash-safe writes, status, and the worker loop that drives a training backend.
+//! leases, crash-safe writes, status, and the worker loop that drives a training backend; the
+//! typed records its files hold ([`records`]: metrics, results, events), the results table of
+//! its finished points ([`results`]), and the Slurm job-array scripts that run it ([`slurm`]).
 //!
 //! ```no_run
 //! let plan = sweep_plan::load(std::path::Path::new("configs/simulate.toml"), None).unwrap();
@@ -14,12 +16,16 @@ pub mod fsio;
 pub mod lease;
 pub mod manifest;
 pub mod pointdir;
+pub mod records;
+pub mod results;
+pub mod slurm;
 pub mod status;
 pub mod worker;
 
 pub use backend::{Control, Outcome, Trainer};
 pub use manifest::{Change, Manifest};
 pub use pointdir::PointDir;
+pub use records::{Event, EventRecord, FinalMetrics, MetricsRecord, PerSource, PointResult};
 
 use std::path::{Path, PathBuf};
 use sweep_plan::Plan;
@@ -143,14 +149,14 @@ impl Store {
         Ok(status::sweep_status(&self.dir, &m.name, &m.point_ids))
     }
 
-    /// Appends an event to events.jsonl (best effort: events are a log, not the truth).
-    pub fn event(&self, kind: &str, id: &str, extra: serde_json::Value) {
-        let mut record =
-            serde_json::json!({"t": fsio::unix_now(), "event": kind, "point": id, "pid": std::process::id()});
-        if let (Some(r), serde_json::Value::Object(e)) = (record.as_object_mut(), extra) {
-            r.extend(e);
-        }
-        if let Err(e) = fsio::append_line(&self.dir.join("events.jsonl"), &record.to_string()) {
+    /// Appends an event of point `id` to events.jsonl (best effort: events are a log, not the
+    /// truth).
+    pub fn event(&self, id: &str, event: Event) {
+        let record = EventRecord { t: fsio::unix_now(), point: id.to_string(), pid: std::process::id(), event };
+        let written = records::to_sorted_json(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|line| fsio::append_line(&self.dir.join("events.jsonl"), &line.to_string()));
+        if let Err(e) = written {
             tracing::debug!("could not log event: {e}");
         }
     }

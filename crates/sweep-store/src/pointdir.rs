@@ -1,6 +1,7 @@
 //! One point's directory: point.json, lease, ckpt/, metrics.jsonl, result.json, failed.json.
 
 use crate::fsio;
+use crate::records::{to_sorted_json, MetricsRecord, PointResult};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
@@ -81,39 +82,51 @@ impl PointDir {
         self.failed_file().exists()
     }
 
-    /// Appends one metrics record (a JSON object) as a line.
-    pub fn append_metric(&self, record: &serde_json::Value) -> io::Result<()> {
-        fsio::append_line(&self.metrics_file(), &record.to_string())
+    /// Appends one metrics record as a line.
+    pub fn append_metric(&self, record: &MetricsRecord) -> io::Result<()> {
+        let line = to_sorted_json(record).map_err(io::Error::other)?;
+        fsio::append_line(&self.metrics_file(), &line.to_string())
     }
 
     /// All complete metrics records (a torn last line from a crash is skipped).
-    pub fn read_metrics(&self) -> io::Result<Vec<serde_json::Value>> {
+    pub fn read_metrics(&self) -> io::Result<Vec<MetricsRecord>> {
+        Ok(self.metrics_lines()?.iter().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    }
+
+    /// The lines of metrics.jsonl (none when it does not exist).
+    fn metrics_lines(&self) -> io::Result<Vec<String>> {
         let f = match fs::File::open(self.metrics_file()) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        Ok(io::BufReader::new(f).lines().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect())
+        Ok(io::BufReader::new(f).lines().map_while(Result::ok).collect())
     }
 
     /// The last complete metrics record, read from the file's tail only.
-    pub fn last_metric(&self) -> Option<serde_json::Value> {
+    pub fn last_metric(&self) -> Option<MetricsRecord> {
         let mut f = fs::File::open(self.metrics_file()).ok()?;
         let len = f.metadata().ok()?.len();
         let start = len.saturating_sub(16 * 1024);
         f.seek(SeekFrom::Start(start)).ok()?;
         let mut tail = String::new();
         f.read_to_string(&mut tail).ok()?;
-        tail.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.is_object()))
+        tail.lines().rev().find_map(|l| serde_json::from_str::<MetricsRecord>(l).ok())
     }
 
     /// Keeps only records with `step <= max_step` (on resume from a checkpoint at `max_step`).
+    /// The kept lines stay as they were written.
     pub fn truncate_metrics(&self, max_step: u64) -> io::Result<()> {
+        /// The one key the cut needs, so any complete line qualifies whatever else it holds.
+        #[derive(Deserialize)]
+        struct Step {
+            step: u64,
+        }
         let keep: Vec<String> = self
-            .read_metrics()?
+            .metrics_lines()?
             .into_iter()
-            .filter(|r| r.get("step").and_then(|s| s.as_u64()).is_some_and(|s| s <= max_step))
-            .map(|r| r.to_string() + "\n")
+            .filter(|l| serde_json::from_str::<Step>(l).is_ok_and(|r| r.step <= max_step))
+            .map(|l| l + "\n")
             .collect();
         fsio::write_atomic(&self.metrics_file(), keep.concat().as_bytes())
     }
@@ -168,14 +181,15 @@ impl PointDir {
     }
 
     /// Publishes result.json; false if a result already existed (the point was done elsewhere).
-    pub fn publish_result(&self, result: &serde_json::Value) -> io::Result<bool> {
-        let mut text = serde_json::to_vec_pretty(result).map_err(io::Error::other)?;
+    pub fn publish_result(&self, result: &PointResult) -> io::Result<bool> {
+        let value = to_sorted_json(result).map_err(io::Error::other)?;
+        let mut text = serde_json::to_vec_pretty(&value).map_err(io::Error::other)?;
         text.push(b'\n');
         fsio::create_exclusive(&self.result_file(), &text)
     }
 
     /// Reads result.json.
-    pub fn read_result(&self) -> io::Result<Option<serde_json::Value>> {
+    pub fn read_result(&self) -> io::Result<Option<PointResult>> {
         fsio::read_json(&self.result_file())
     }
 

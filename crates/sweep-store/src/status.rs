@@ -91,9 +91,10 @@ pub fn point_status(sweep_dir: &Path, id: &str) -> PointStatus {
         State::Pending
     };
     let last = d.last_metric();
-    let get = |k: &str| last.as_ref().and_then(|m| m.get(k)).and_then(|v| v.as_f64());
-    let step = last.as_ref().and_then(|m| m.get("step")).and_then(|v| v.as_u64());
-    let tokens_per_second = get("tokens_per_second").filter(|t| *t > 0.0);
+    let step = last.as_ref().map(|m| m.step);
+    // NaN stands for a null in the file: no value.
+    let tokens_per_second = last.as_ref().map(|m| m.tokens_per_second).filter(|t| *t > 0.0);
+    let loss = last.as_ref().map(|m| m.train_loss).filter(|l| !l.is_nan());
     let eta_seconds = match (state, step, tokens_per_second) {
         (State::Done, ..) => Some(0.0),
         (_, Some(s), Some(tps)) => Some(steps.saturating_sub(s) as f64 * tokens_per_step / tps),
@@ -106,7 +107,7 @@ pub fn point_status(sweep_dir: &Path, id: &str) -> PointStatus {
         owner: if state == State::Running { owner } else { None },
         step,
         steps,
-        loss: get("train_loss"),
+        loss,
         tokens_per_second,
         eta_seconds,
         checkpoint_step: d.checkpoints().first().map(|c| c.0),

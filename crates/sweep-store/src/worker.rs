@@ -5,10 +5,12 @@
 use crate::backend::{Control, Outcome, Trainer};
 use crate::lease::{self, Beat, Owner, StaleWatch};
 use crate::pointdir::{Failure, PointDir};
+use crate::records::{Event, PointResult};
 use crate::{fsio, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use sweep_plan::TrainerKind;
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -64,7 +66,7 @@ fn try_claim(store: &Store, dir: &PointDir, owner: &Owner, watch: &mut StaleWatc
         return Ok(Claim::Won);
     }
     if watch.is_stale(&path, &info) && lease::take_over(&path, &info, owner)? {
-        store.event("takeover", &dir.id, serde_json::json!({"from": info.owner, "by": owner.token}));
+        store.event(&dir.id, Event::Takeover { from: info.owner, by: owner.token.clone() });
         return Ok(Claim::Won);
     }
     Ok(Claim::Busy)
@@ -130,7 +132,7 @@ fn run_point(
     let point = dir.read_point()?;
     let control = Control { stop: stop.clone(), lost: Arc::new(AtomicBool::new(false)) };
     let resumed_from = dir.checkpoints().first().map(|c| c.0);
-    store.event("start", &dir.id, serde_json::json!({"owner": owner.token, "resume_step": resumed_from}));
+    store.event(&dir.id, Event::Start { owner: owner.token.clone(), resume_step: resumed_from });
     tracing::info!(point = %dir.id, label = %point.label, resume_step = ?resumed_from, "point started");
     let started = Instant::now();
     // Heartbeat thread: advances the lease counter; flags loss so training stops at once.
@@ -177,50 +179,47 @@ fn run_point(
     match outcome {
         Ok(Outcome::Finished(final_metrics)) => {
             if control.lease_lost() || !lease_ok() {
-                store.event("lost", &dir.id, serde_json::json!({"owner": owner.token}));
+                store.event(&dir.id, Event::Lost { owner: owner.token.clone() });
                 tracing::warn!(point = %dir.id, "lease lost before publishing; result discarded");
                 return Ok(());
             }
-            let result = serde_json::json!({
-                "id": dir.id,
-                "label": point.label,
-                "trainer": point.trainer,
-                "owner": owner.token,
-                "host": owner.host,
-                "finished_unix": fsio::unix_now(),
-                "wall_seconds_last_session": wall,
-                "steps": point.train.steps,
-                "tokens": point.tokens,
-                "non_embedding_params": point.counts.non_embedding_params,
-                "total_params": point.counts.total_params,
-                "flops_6nd": point.flops.six_nd,
-                "flops_chinchilla": point.flops.chinchilla,
-                "mixture_ratio": point.mixture_ratio,
-                "vocab_size": point.model.vocab_size,
-                "precision": point.precision.name,
-                "final": final_metrics,
-            });
+            let result = PointResult {
+                id: dir.id.clone(),
+                label: point.label.clone(),
+                trainer: trainer_name(point.trainer).into(),
+                owner: owner.token.clone(),
+                host: owner.host.clone(),
+                finished_unix: fsio::unix_now(),
+                wall_seconds_last_session: wall,
+                steps: point.train.steps,
+                tokens: point.tokens,
+                non_embedding_params: point.counts.non_embedding_params,
+                total_params: point.counts.total_params,
+                flops_6nd: point.flops.six_nd,
+                flops_chinchilla: point.flops.chinchilla,
+                mixture_ratio: point.mixture_ratio,
+                vocab_size: point.model.vocab_size,
+                precision: point.precision.name.clone(),
+                final_metrics,
+            };
             if dir.publish_result(&result)? {
-                store.event("completed", &dir.id, serde_json::json!({"owner": owner.token, "wall_seconds": wall}));
+                store.event(&dir.id, Event::Completed { owner: owner.token.clone(), wall_seconds: wall });
                 tracing::info!(point = %dir.id, wall_s = format!("{wall:.1}"), "point done");
                 report.completed.push(dir.id.clone());
             } else {
-                store.event("duplicate", &dir.id, serde_json::json!({"owner": owner.token}));
+                store.event(&dir.id, Event::Duplicate { owner: owner.token.clone() });
                 tracing::warn!(point = %dir.id, "a result already existed; kept the first");
             }
             lease::release(&dir.lease_file(), owner)?;
         }
         Ok(Outcome::Stopped) => {
-            store.event(
-                "stopped",
-                &dir.id,
-                serde_json::json!({"owner": owner.token, "checkpoint_step": dir.checkpoints().first().map(|c| c.0)}),
-            );
+            let checkpoint_step = dir.checkpoints().first().map(|c| c.0);
+            store.event(&dir.id, Event::Stopped { owner: owner.token.clone(), checkpoint_step });
             tracing::info!(point = %dir.id, "point stopped with a checkpoint");
             lease::release(&dir.lease_file(), owner)?;
         }
         Ok(Outcome::LeaseLost) => {
-            store.event("lost", &dir.id, serde_json::json!({"owner": owner.token}));
+            store.event(&dir.id, Event::Lost { owner: owner.token.clone() });
             tracing::warn!(point = %dir.id, "lease lost: another worker took this point over; stopped it");
         }
         Ok(Outcome::Diverged { step, reason }) => {
@@ -256,8 +255,28 @@ fn record_failure(
         failed_unix: fsio::unix_now(),
     };
     dir.write_failure(&failure)?;
-    store.event("failed", &dir.id, serde_json::json!({"kind": kind, "reason": reason, "step": step}));
+    store.event(&dir.id, Event::Failed { kind: kind.into(), reason: reason.into(), step });
     tracing::warn!(point = %dir.id, kind, "point failed: {reason}");
     lease::release(&dir.lease_file(), owner)?;
     Ok(())
+}
+
+/// The name result.json gives a backend: the config's `trainer` value.
+fn trainer_name(kind: TrainerKind) -> &'static str {
+    match kind {
+        TrainerKind::Candle => "candle",
+        TrainerKind::Simulate => "simulate",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trainer_names_are_the_config_values() {
+        for kind in [TrainerKind::Candle, TrainerKind::Simulate] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), trainer_name(kind));
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //!   ([`optim`]) on candle, resumable bit for bit on the CPU, exporting a Llama-style model.
 //! * [`simulate::SimulateTrainer`]: loss curves drawn from a stated law plus seeded noise, for
 //!   planning grids and testing the pipeline in seconds.
+//! * [`dispatch::Dispatch`]: what a worker runs, each point with the backend its config names.
 //!
 //! ```no_run
 //! use sweep_store::Trainer;
@@ -12,6 +13,7 @@
 //! ```
 
 pub mod bench;
+pub mod dispatch;
 pub mod divergence;
 pub mod export;
 pub mod fused;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use sweep_plan::Point;
-use sweep_store::{Control, Outcome, PointDir, Trainer};
+use sweep_store::{Control, FinalMetrics, MetricsRecord, Outcome, PerSource, PointDir, Trainer};
 
 /// The simulate backend.
 #[derive(Debug, Clone, Copy, Default)]
@@ -126,25 +126,20 @@ impl Trainer for SimulateTrainer {
             if step % t.log_every == 0 || is_eval {
                 let elapsed = session_start.elapsed().as_secs_f64();
                 let tps = if elapsed > 0.0 { ((step - start_step) * tokens_per_step) as f64 / elapsed } else { 0.0 };
-                let mut val = serde_json::Map::new();
-                if is_eval {
-                    val.insert("general".into(), general.into());
-                    if let Some(d) = domain {
-                        val.insert("domain".into(), d.into());
-                    }
-                }
-                let record = serde_json::json!({
-                    "step": step,
-                    "tokens": tokens,
-                    "flops": n6 * tokens as f64,
-                    "flops_chinchilla": point.counts.flops_per_token_chinchilla * tokens as f64,
-                    "train_loss": train_loss,
-                    "val_loss": if is_eval { serde_json::Value::Object(val) } else { serde_json::Value::Null },
-                    "lr": t.lr_at(step - 1),
-                    "grad_norm": serde_json::Value::Null,
-                    "tokens_per_second": tps,
-                    "mfu": serde_json::Value::Null,
-                });
+                let record = MetricsRecord {
+                    step,
+                    tokens,
+                    flops: n6 * tokens as f64,
+                    flops_chinchilla: point.counts.flops_per_token_chinchilla * tokens as f64,
+                    train_loss,
+                    lr: t.lr_at(step - 1),
+                    grad_norm: None,
+                    tokens_per_second: tps,
+                    mfu: None,
+                    val_loss: is_eval.then_some(PerSource { general: Some(general), domain }),
+                    val_bpb: None,
+                    epochs: None,
+                };
                 if control.lease_lost() {
                     return Ok(Outcome::LeaseLost);
                 }
@@ -156,14 +151,6 @@ impl Trainer for SimulateTrainer {
         }
         let (train_loss, general, domain) =
             if start_step == steps { losses(point, (steps * tokens_per_step) as f64, steps) } else { last };
-        let mut val = serde_json::json!({"general": general});
-        if let Some(d) = domain {
-            val["domain"] = d.into();
-        }
-        Ok(Outcome::Finished(serde_json::json!({
-            "train_loss": train_loss,
-            "val_loss": val,
-            "loss": general,
-        })))
+        Ok(Outcome::Finished(FinalMetrics::losses(train_loss, PerSource { general: Some(general), domain }, general)))
     }
 }

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
-use sweep_data::{DataConfig, PreparedData, SourceKind};
+use sweep_data::{DataConfig, PreparedData, SourceEpochs, SourceKind};
 use sweep_plan::Point;
-use sweep_store::{Control, Outcome, PointDir, Trainer};
+use sweep_store::{Control, FinalMetrics, MetricsRecord, Outcome, PerSource, PointDir, Trainer};
 
 /// The candle backend.
 #[derive(Debug, Clone, Default)]
@@ -300,31 +300,25 @@ impl Trainer for CandleTrainer {
             if step % t.log_every == 0 || is_eval {
                 let elapsed = window_start.elapsed().as_secs_f64();
                 let tps = window_tokens as f64 / elapsed.max(1e-9);
-                let mut record = serde_json::json!({
-                    "step": step,
-                    "tokens": tokens_seen,
-                    "flops": point.counts.flops_per_token_6n * tokens_seen as f64,
-                    "flops_chinchilla": flops_per_token * tokens_seen as f64,
-                    "train_loss": train_loss,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "tokens_per_second": tps,
-                    "mfu": tps * flops_per_token / peak,
-                });
+                let mut record = MetricsRecord {
+                    step,
+                    tokens: tokens_seen,
+                    flops: point.counts.flops_per_token_6n * tokens_seen as f64,
+                    flops_chinchilla: flops_per_token * tokens_seen as f64,
+                    train_loss,
+                    lr,
+                    grad_norm: Some(grad_norm),
+                    tokens_per_second: tps,
+                    mfu: Some(tps * flops_per_token / peak),
+                    val_loss: None,
+                    val_bpb: None,
+                    epochs: None,
+                };
                 if is_eval {
                     let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device)?;
-                    record["val_loss"] = ev
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), serde_json::json!(v.0)))
-                        .collect::<serde_json::Map<_, _>>()
-                        .into();
-                    record["val_bpb"] = ev
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), serde_json::json!(v.1)))
-                        .collect::<serde_json::Map<_, _>>()
-                        .into();
-                    let epochs = sampler.epochs_after(step);
-                    record["epochs"] = serde_json::to_value(epochs)?;
+                    record.val_loss = Some(per_source(&ev, |v| v.0));
+                    record.val_bpb = Some(per_source(&ev, |v| v.1));
+                    record.epochs = Some(epochs(sampler.epochs_after(step)));
                 }
                 if control.lease_lost() {
                     return Ok(Outcome::LeaseLost);
@@ -340,32 +334,33 @@ impl Trainer for CandleTrainer {
         // Final evaluation and export.
         let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device)?;
         crate::export::export(dir, &model, &data)?;
-        let mut val = serde_json::Map::new();
-        let mut bpb = serde_json::Map::new();
-        for (k, (l, b)) in &ev {
-            val.insert(k.to_string(), (*l).into());
-            bpb.insert(k.to_string(), (*b).into());
-        }
-        let mut entropy = serde_json::Map::new();
-        let mut bytes_per_token = serde_json::Map::new();
-        for kind in [SourceKind::General, SourceKind::Domain] {
-            if let Some(h) = data.entropy_nats_per_byte(kind) {
-                entropy.insert(kind.name().into(), h.into());
-            }
-            if let Some(b) = data.bytes_per_token(kind) {
-                bytes_per_token.insert(kind.name().into(), b.into());
-            }
-        }
+        let by_source = |f: &dyn Fn(SourceKind) -> Option<f64>| PerSource {
+            general: f(SourceKind::General),
+            domain: f(SourceKind::Domain),
+        };
         let main = ev.get("general").or_else(|| ev.values().next()).map(|v| v.0).unwrap_or(f64::NAN);
-        Ok(Outcome::Finished(serde_json::json!({
-            "train_loss": last_train_loss,
-            "val_loss": val,
-            "val_bpb": bpb,
-            "loss": main,
-            "bytes_per_token": bytes_per_token,
-            "entropy_nats_per_byte": entropy,
-            "epochs": sampler.epochs_after(t.steps),
-            "device": format!("{device:?}"),
-        })))
+        Ok(Outcome::Finished(FinalMetrics {
+            train_loss: last_train_loss,
+            val_loss: per_source(&ev, |v| v.0),
+            val_bpb: Some(per_source(&ev, |v| v.1)),
+            loss: main,
+            bytes_per_token: Some(by_source(&|kind| data.bytes_per_token(kind))),
+            entropy_nats_per_byte: Some(by_source(&|kind| data.entropy_nats_per_byte(kind))),
+            epochs: Some(epochs(sampler.epochs_after(t.steps))),
+            device: Some(format!("{device:?}")),
+        }))
     }
+}
+
+/// One of the (loss, bits per byte) pairs of [`evaluate`] per source.
+fn per_source(ev: &BTreeMap<&'static str, (f64, f64)>, pick: impl Fn(&(f64, f64)) -> f64) -> PerSource<f64> {
+    PerSource {
+        general: ev.get(SourceKind::General.name()).map(&pick),
+        domain: ev.get(SourceKind::Domain.name()).map(&pick),
+    }
+}
+
+/// Epochs read of each source, as the records store them.
+fn epochs(e: SourceEpochs) -> PerSource<f64> {
+    PerSource { general: Some(e.general), domain: Some(e.domain) }
 }

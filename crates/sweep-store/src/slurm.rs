@@ -1,56 +1,40 @@
-//! `sweep slurm`: the sweep as a Slurm job array over a shared sweep directory.
+//! Slurm job arrays over a shared sweep directory: the batch scripts and their submission.
 //!
 //! Each array task runs one `sweep worker` on the directory; the directory's leases and results
 //! (not Slurm) record what ran, so tasks may be cancelled, requeued or resubmitted in any order.
 //! A dependent job runs `sweep fit` once every task has ended. The batch script forwards Slurm's
 //! signals to the worker (bash runs a trap only between commands, so the worker runs in the
 //! background and the script waits for it): SIGUSR1 before the time limit and SIGTERM both
-//! make the worker checkpoint and release its point; with `--requeue` a task stopped by SIGUSR1
+//! make the worker checkpoint and release its point; with `requeue` a task stopped by SIGUSR1
 //! requeues itself (addressed as ARRAYID_TASKID: the bare job id would requeue the whole array).
 
 use anyhow::{bail, Context};
-use clap::Args;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Options of `sweep slurm` beyond the config.
-#[derive(Args, Debug, Clone)]
+/// What the batch scripts ask of Slurm (`sweep slurm`'s options).
+#[derive(Debug, Clone, PartialEq)]
 pub struct SlurmOptions {
-    /// Array tasks (workers). Default: one per point left to run, at most 64.
-    #[arg(long)]
+    /// Array tasks (workers); None: one per point left to run, at most 64.
     pub tasks: Option<usize>,
     /// Tasks running at once at most (`--array=0-N%K`).
-    #[arg(long)]
     pub max_running: Option<usize>,
     /// Slurm partition.
-    #[arg(long)]
     pub partition: Option<String>,
-    /// Time limit of each task, in Slurm's format (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS).
-    #[arg(long)]
+    /// Time limit of each task, in Slurm's format.
     pub time: Option<String>,
     /// GPUs per task; each worker then trains on cuda:0 of its own allocation.
-    #[arg(long, default_value_t = 0)]
     pub gpus: u32,
     /// CPUs per task.
-    #[arg(long)]
     pub cpus_per_task: Option<u32>,
     /// Memory per task, in Slurm's format (e.g. 16G).
-    #[arg(long)]
     pub mem: Option<String>,
-    /// Seconds before the time limit at which Slurm sends SIGUSR1: the worker checkpoints and stops.
-    #[arg(long, default_value_t = 120)]
+    /// Seconds before the time limit at which Slurm sends SIGUSR1.
     pub signal_before: u32,
-    /// Requeue a task that SIGUSR1 stopped before its time limit (it resumes from the checkpoint).
-    #[arg(long)]
+    /// Requeue a task that SIGUSR1 stopped before its time limit.
     pub requeue: bool,
-    /// Another #SBATCH option for both jobs, e.g. --sbatch=--account=abc (repeatable).
-    #[arg(long = "sbatch", allow_hyphen_values = true, value_name = "OPTION")]
+    /// More #SBATCH options for both jobs, e.g. `--account=abc`.
     pub sbatch: Vec<String>,
-    /// Do not submit the dependent `sweep fit` job.
-    #[arg(long)]
-    pub no_fit: bool,
-    /// Submit with sbatch; without it the scripts are written and the commands printed.
-    #[arg(long)]
-    pub submit: bool,
 }
 
 /// Everything a batch script needs.
@@ -211,7 +195,7 @@ pub fn fit_script(o: &SlurmOptions, s: &ScriptInputs) -> String {
 }
 
 /// Runs sbatch on a script with extra arguments; returns the job id.
-pub fn sbatch(script: &Path, extra: &[String]) -> anyhow::Result<String> {
+fn sbatch(script: &Path, extra: &[String]) -> anyhow::Result<String> {
     let out = std::process::Command::new("sbatch").arg("--parsable").args(extra).arg(script).output().context(
         "running sbatch (is Slurm installed and on PATH? without --submit, `sweep slurm` only writes the scripts)",
     )?;
@@ -225,31 +209,64 @@ pub fn sbatch(script: &Path, extra: &[String]) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// The batch scripts of a sweep, in DIR/slurm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scripts {
+    /// DIR/slurm (the tasks' logs go to its logs/).
+    pub dir: PathBuf,
+    /// The job-array script.
+    pub array: PathBuf,
+    /// The fit job's script, when there is one.
+    pub fit: Option<PathBuf>,
+}
+
+/// Writes the array script, and the fit job's when `with_fit`, into DIR/slurm.
+pub fn write_scripts(o: &SlurmOptions, s: &ScriptInputs, with_fit: bool) -> anyhow::Result<Scripts> {
+    let sdir = s.dir.join("slurm");
+    std::fs::create_dir_all(sdir.join("logs")).with_context(|| format!("creating {}", sdir.join("logs").display()))?;
+    let (array, fit) = (sdir.join("array.sbatch"), sdir.join("fit.sbatch"));
+    crate::fsio::write_atomic(&array, array_script(o, s).as_bytes())
+        .with_context(|| format!("writing {}", array.display()))?;
+    if with_fit {
+        crate::fsio::write_atomic(&fit, fit_script(o, s).as_bytes())
+            .with_context(|| format!("writing {}", fit.display()))?;
+    }
+    Ok(Scripts { dir: sdir, array, fit: with_fit.then_some(fit) })
+}
+
+/// Submits the array and then the fit job, to start once the array has ended; records the
+/// submission in slurm/submissions.jsonl.
+pub fn submit(scripts: &Scripts, tasks: usize, points_left: usize) -> anyhow::Result<Submission> {
+    let id = sbatch(&scripts.array, &[])?;
+    let fit_job = match &scripts.fit {
+        Some(fit) => Some(sbatch(fit, &[format!("--dependency=afterany:{id}")])?),
+        None => None,
+    };
+    let record = Submission { submitted_unix: crate::fsio::unix_now(), array_job: id, fit_job, tasks, points_left };
+    let line = crate::records::to_sorted_json(&record)?;
+    crate::fsio::append_line(&scripts.dir.join("submissions.jsonl"), &line.to_string())
+        .context("recording the submission")?;
+    Ok(record)
+}
+
+/// One line of slurm/submissions.jsonl: what `sweep slurm --submit` submitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    /// When (Unix seconds).
+    pub submitted_unix: f64,
+    /// The array job's id.
+    pub array_job: String,
+    /// The dependent fit job's id, if one was submitted.
+    pub fit_job: Option<String>,
+    /// Array tasks.
+    pub tasks: usize,
+    /// Points left to run when it was submitted.
+    pub points_left: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        o: SlurmOptions,
-    }
-
-    fn opts(args: &[&str]) -> SlurmOptions {
-        T::parse_from(std::iter::once("t").chain(args.iter().copied())).o
-    }
-
-    fn inputs() -> ScriptInputs {
-        ScriptInputs {
-            name: "demo".into(),
-            dir: "/shared/runs/demo".into(),
-            binary: "/opt/it's/sweep".into(),
-            tasks: 4,
-            heartbeat: 5.0,
-            stale_after: 120.0,
-        }
-    }
 
     #[test]
     fn times_in_slurm_formats() {
@@ -259,87 +276,5 @@ mod tests {
         for bad in ["", "4h", "1:2:3:4", "-3", "2-", "1-2:3:4:5", "10 00"] {
             assert!(!valid_time(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn bad_options_say_what_to_change() {
-        for (args, needle) in [
-            (vec!["--tasks", "0"], "--tasks 0"),
-            (vec!["--time", "4h"], "--time \"4h\""),
-            (vec!["--mem", "lots"], "--mem"),
-            (vec!["--partition", "gpu; rm"], "--partition"),
-            (vec!["--sbatch=account=x"], "long sbatch option"),
-            (vec!["--sbatch=--comment=$(id)"], "shell characters"),
-            (vec!["--signal-before", "3"], "--signal-before 3"),
-        ] {
-            let e = validate(&opts(&args)).unwrap_err().to_string();
-            assert!(e.contains(needle), "{args:?}: {e}");
-        }
-        validate(&opts(&[
-            "--tasks",
-            "3",
-            "--time",
-            "1-00:00:00",
-            "--mem",
-            "16G",
-            "--partition",
-            "gpu",
-            "--sbatch=--account=abc",
-        ]))
-        .unwrap();
-    }
-
-    #[test]
-    fn array_script_carries_the_options() {
-        let o = opts(&[
-            "--time",
-            "04:00:00",
-            "--gpus",
-            "1",
-            "--partition",
-            "gpu",
-            "--requeue",
-            "--max-running",
-            "2",
-            "--sbatch=--account=abc",
-            "--signal-before",
-            "300",
-        ]);
-        let s = array_script(&o, &inputs());
-        for line in [
-            "#SBATCH --array=0-3%2",
-            "#SBATCH --output=/shared/runs/demo/slurm/logs/%A_%a.log",
-            "#SBATCH --signal=B:USR1@300",
-            "#SBATCH --requeue",
-            "#SBATCH --time=04:00:00",
-            "#SBATCH --gres=gpu:1",
-            "#SBATCH --partition=gpu",
-            "#SBATCH --account=abc",
-            r"'/opt/it'\''s/sweep' worker '/shared/runs/demo' --no-wait --heartbeat 5 --stale-after 120 --device cuda:0 &",
-            r#"if [ "$rc" = 130 ] && [ "$got" = USR1 ] && [ 1 = 1 ]; then"#,
-            r#"task="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}""#,
-        ] {
-            assert!(s.lines().any(|l| l == line), "missing {line:?} in\n{s}");
-        }
-        // #SBATCH lines must come before the first command, or sbatch ignores them.
-        let first_cmd = s.lines().position(|l| !l.starts_with('#')).unwrap();
-        assert!(s.lines().skip(first_cmd).all(|l| !l.starts_with("#SBATCH")), "{s}");
-        let plain = array_script(&opts(&[]), &inputs());
-        assert!(
-            plain.contains("#SBATCH --no-requeue")
-                && !plain.contains("--device")
-                && !plain.contains("--gres")
-                && plain.contains("[ 0 = 1 ]"),
-            "{plain}"
-        );
-    }
-
-    #[test]
-    fn fit_script_fits_the_directory() {
-        let s = fit_script(&opts(&["--partition", "cpu"]), &inputs());
-        assert!(
-            s.contains("#SBATCH --partition=cpu") && s.contains(r"exec '/opt/it'\''s/sweep' fit '/shared/runs/demo'"),
-            "{s}"
-        );
     }
 }

@@ -1,0 +1,178 @@
+//! The results of a sweep as rows: one [`ResultRow`] per finished point, with the columns the
+//! laws read under the names README documents for `[fit]`, and one [`CurveRow`] per evaluation
+//! of a finished point (the learning curves Chinchilla's approach 1 reads). sweep-fit turns
+//! either into a table through the rows' `columns`.
+
+use crate::records::{FinalMetrics, MetricsRecord};
+use crate::Store;
+use std::path::PathBuf;
+use sweep_plan::Point;
+
+/// One finished point: what it was and the losses it reached. A value the point does not have
+/// (exponent bits of an integer format, the domain loss of a run without a domain source) is NaN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    /// `N`: non-embedding parameters.
+    pub non_embedding_params: f64,
+    /// `N_total`: all parameters.
+    pub total_params: f64,
+    /// `N_emb`: embedding parameters.
+    pub embedding_params: f64,
+    /// `D`: training tokens.
+    pub tokens: f64,
+    /// `C`: training compute 6ND.
+    pub compute: f64,
+    /// `r`: fraction of training tokens from the domain source.
+    pub mixture_ratio: f64,
+    /// `V`: vocabulary size.
+    pub vocab_size: f64,
+    /// `N_nv`: non-vocabulary parameters (the vocabulary law's name for N).
+    pub non_vocab_params: f64,
+    /// `N_v`: vocabulary parameters, V times the model width.
+    pub vocab_params: f64,
+    /// `H`: training text in bytes, D times the general source's bytes per token.
+    pub bytes: f64,
+    /// `exp_bits`: exponent bits of the training precision (floating-point formats).
+    pub exp_bits: f64,
+    /// `man_bits`: mantissa bits of the training precision (floating-point formats).
+    pub man_bits: f64,
+    /// `block_size`: elements sharing one scale in a block format.
+    pub block_size: f64,
+    /// `bits`: total bits of the training precision.
+    pub bits: f64,
+    /// `loss`: the final loss the laws fit (validation loss on the general source).
+    pub loss: f64,
+    /// `loss_general`: final validation loss on the general source.
+    pub loss_general: f64,
+    /// `loss_domain`: final validation loss on the domain source.
+    pub loss_domain: f64,
+    /// `loss_bpb`: final validation bits per byte on the general source.
+    pub loss_bpb: f64,
+}
+
+impl ResultRow {
+    /// The row of a finished point from its point.json and the final metrics of its result.json.
+    pub fn new(point: &Point, metrics: &FinalMetrics) -> ResultRow {
+        let n = point.counts.non_embedding_params as f64;
+        let bytes_per_token = metrics.bytes_per_token.and_then(|b| b.general).unwrap_or(f64::NAN);
+        let or_nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
+        ResultRow {
+            non_embedding_params: n,
+            total_params: point.counts.total_params as f64,
+            embedding_params: point.counts.embedding_params as f64,
+            tokens: point.tokens as f64,
+            compute: point.flops.six_nd,
+            mixture_ratio: point.mixture_ratio,
+            vocab_size: point.model.vocab_size as f64,
+            non_vocab_params: n,
+            vocab_params: (point.model.vocab_size * point.model.d_model) as f64,
+            bytes: point.tokens as f64 * bytes_per_token,
+            exp_bits: or_nan(point.precision.exp_bits.map(f64::from)),
+            man_bits: or_nan(point.precision.man_bits.map(f64::from)),
+            block_size: point.precision.block_size,
+            bits: point.precision.bits as f64,
+            loss: metrics.loss,
+            loss_general: or_nan(metrics.val_loss.general),
+            loss_domain: or_nan(metrics.val_loss.domain),
+            loss_bpb: or_nan(metrics.val_bpb.and_then(|b| b.general)),
+        }
+    }
+
+    /// The row's columns by their documented names.
+    pub fn columns(&self) -> [(&'static str, f64); 18] {
+        [
+            ("N", self.non_embedding_params),
+            ("N_total", self.total_params),
+            ("N_emb", self.embedding_params),
+            ("D", self.tokens),
+            ("C", self.compute),
+            ("r", self.mixture_ratio),
+            ("V", self.vocab_size),
+            ("N_nv", self.non_vocab_params),
+            ("N_v", self.vocab_params),
+            ("H", self.bytes),
+            ("exp_bits", self.exp_bits),
+            ("man_bits", self.man_bits),
+            ("block_size", self.block_size),
+            ("bits", self.bits),
+            ("loss", self.loss),
+            ("loss_general", self.loss_general),
+            ("loss_domain", self.loss_domain),
+            ("loss_bpb", self.loss_bpb),
+        ]
+    }
+}
+
+/// One evaluation of a finished point: where on its learning curve it was and the loss there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurveRow {
+    /// `run`: which finished point (0, 1, ... in plan order).
+    pub run: usize,
+    /// `N`: non-embedding parameters.
+    pub non_embedding_params: f64,
+    /// `D`: training tokens seen.
+    pub tokens: f64,
+    /// `C`: training compute so far, 6N per token.
+    pub compute: f64,
+    /// `loss`: validation loss on the general source.
+    pub loss: f64,
+}
+
+impl CurveRow {
+    /// The row of an evaluation step of run `run`; None for a line without a general validation
+    /// loss (not an evaluation step).
+    pub fn new(run: usize, non_embedding_params: f64, m: &MetricsRecord) -> Option<CurveRow> {
+        let loss = m.val_loss.and_then(|v| v.general)?;
+        Some(CurveRow { run, non_embedding_params, tokens: m.tokens as f64, compute: m.flops, loss })
+    }
+
+    /// The row's columns by their documented names.
+    pub fn columns(&self) -> [(&'static str, f64); 5] {
+        [
+            ("run", self.run as f64),
+            ("N", self.non_embedding_params),
+            ("D", self.tokens),
+            ("C", self.compute),
+            ("loss", self.loss),
+        ]
+    }
+}
+
+/// The finished points of a sweep directory and their learning curves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepResults {
+    /// The sweep directory.
+    pub dir: PathBuf,
+    /// One row per finished point, in plan order.
+    pub rows: Vec<ResultRow>,
+    /// One row per evaluation of a finished point, in plan order then step order.
+    pub curves: Vec<CurveRow>,
+}
+
+impl SweepResults {
+    /// Reads every finished point (one with a result.json) of the sweep.
+    pub fn read(store: &Store) -> anyhow::Result<SweepResults> {
+        let mut rows = Vec::new();
+        let mut curves = Vec::new();
+        for id in store.point_ids()? {
+            let d = store.point(&id);
+            let Some(result) = d.read_result()? else { continue };
+            let point = d.read_point()?;
+            let row = ResultRow::new(&point, &result.final_metrics);
+            let run = rows.len();
+            curves.extend(d.read_metrics()?.iter().filter_map(|m| CurveRow::new(run, row.non_embedding_params, m)));
+            rows.push(row);
+        }
+        Ok(SweepResults { dir: store.dir.clone(), rows, curves })
+    }
+
+    /// Where the results table came from, as laws.json records it.
+    pub fn provenance(&self) -> String {
+        format!("sweep directory {} ({} finished points)", self.dir.display(), self.rows.len())
+    }
+
+    /// Where the learning-curve table came from.
+    pub fn curves_provenance(&self) -> String {
+        format!("{}, learning curves", self.provenance())
+    }
+}

@@ -1,0 +1,121 @@
+//! `sweep plan`: a config's points with their size and cost; runs nothing.
+
+use crate::config::{load_plan, ConfigArgs};
+use crate::fmt;
+use clap::Args;
+use sweep_plan::{Plan, TrainerKind};
+
+/// Arguments of `sweep plan`.
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `sweep plan`.
+pub fn run(a: PlanArgs) -> anyhow::Result<u8> {
+    let plan = load_plan(&a.config)?;
+    let dir = plan.sweep_dir(a.config.out.as_deref());
+    if a.json {
+        let total_flops: f64 = plan.points.iter().map(|p| p.flops.chinchilla).sum();
+        let total_secs: f64 = plan.points.iter().map(|p| p.runtime.estimated_seconds).sum();
+        let out = serde_json::json!({
+            "name": plan.name(),
+            "sweep_dir": dir,
+            "config_hash": plan.config_hash,
+            "points": plan.points,
+            "totals": {"points": plan.points.len(), "flops_chinchilla": total_flops,
+                       "flops_6nd": plan.points.iter().map(|p| p.flops.six_nd).sum::<f64>(),
+                       "estimated_seconds": total_secs},
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    print!("{}", plan_table(&plan));
+    println!("sweep directory: {}", dir.display());
+    Ok(0)
+}
+
+/// The points as a table with totals, and how the time was estimated.
+fn plan_table(plan: &Plan) -> String {
+    let mut t = fmt::Table::new(
+        &[
+            "id",
+            "model",
+            "N (non-emb)",
+            "N (total)",
+            "D (tokens)",
+            "D/N",
+            "r",
+            "V",
+            "precision",
+            "steps",
+            "FLOPs 6ND",
+            "FLOPs (Chinchilla)",
+            "est. time",
+        ],
+        &[0, 1, 8],
+    );
+    for p in &plan.points {
+        t.row(vec![
+            p.id.clone(),
+            p.label.clone(),
+            fmt::si(p.counts.non_embedding_params as f64),
+            fmt::si(p.counts.total_params as f64),
+            fmt::si(p.tokens as f64),
+            format!("{:.1}", p.tokens as f64 / p.n()),
+            format!("{}", p.mixture_ratio),
+            p.model.vocab_size.to_string(),
+            p.precision.name.clone(),
+            p.train.steps.to_string(),
+            fmt::sci(p.flops.six_nd),
+            fmt::sci(p.flops.chinchilla),
+            fmt::duration(p.runtime.estimated_seconds),
+        ]);
+    }
+    let flops6: f64 = plan.points.iter().map(|p| p.flops.six_nd).sum();
+    let flopsc: f64 = plan.points.iter().map(|p| p.flops.chinchilla).sum();
+    let secs: f64 = plan.points.iter().map(|p| p.runtime.estimated_seconds).sum();
+    let tokens: f64 = plan.points.iter().map(|p| p.tokens as f64).sum();
+    t.row(vec![
+        format!("total ({} points)", plan.points.len()),
+        String::new(),
+        String::new(),
+        String::new(),
+        fmt::si(tokens),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        fmt::sci(flops6),
+        fmt::sci(flopsc),
+        fmt::duration(secs),
+    ]);
+    let mut out = format!(
+        "sweep {:?}: {} points, trainer {:?}, device {}\n",
+        plan.name(),
+        plan.points.len(),
+        plan.config.sweep.trainer,
+        plan.config.sweep.device
+    );
+    out.push_str(&t.render());
+    let basis = match plan.config.sweep.trainer {
+        TrainerKind::Simulate => "simulate trainer: [simulate] seconds_per_point each".to_string(),
+        TrainerKind::Candle => format!(
+            "estimated at {} FLOP/s sustained ({}); set [sweep] flops_per_second after a `sweep bench`",
+            fmt::sci(
+                plan.config
+                    .sweep
+                    .flops_per_second
+                    .unwrap_or_else(|| sweep_plan::default_flops_per_second(&plan.config.sweep.device))
+            ),
+            if plan.config.sweep.flops_per_second.is_some() { "from the config" } else { "a default for the device" }
+        ),
+    };
+    out.push_str(&format!("time estimates: {basis}\n"));
+    out
+}
