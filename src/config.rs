@@ -23,26 +23,9 @@ pub struct ConfigArgs {
 /// Loads the config with its profile, checking the sections other crates own too.
 pub fn load_plan(a: &ConfigArgs) -> anyhow::Result<Plan> {
     let plan = sweep_plan::load(&a.config, a.profile.as_deref())?;
-    // Sections owned by other crates are validated here, before any work starts.
-    if let Some(data) = &plan.config.data {
-        if let Err(e) = sweep_data::DataConfig::from_toml(toml::Value::Table(data.clone())) {
-            return Err(match e {
-                sweep_data::DataError::Config { key, message } => plan.error_at(&key, message).into(),
-                other => plan.error_at("data", other.to_string()).into(),
-            });
-        }
-    }
-    if let Some(fit) = &plan.config.fit {
-        if let Err(e) = sweep_fit::FitConfig::from_toml(toml::Value::Table(fit.clone())) {
-            return Err(match e {
-                sweep_fit::FitError::Config { path, message } => {
-                    let key = if path.starts_with("fit") { path } else { format!("fit.{path}") };
-                    plan.error_at(&key, message).into()
-                }
-                other => plan.error_at("fit", other.to_string()).into(),
-            });
-        }
-    }
+    // Sections owned by other crates are checked here, before any work starts.
+    plan.section::<sweep_data::DataConfig>()?;
+    plan.section::<sweep_fit::FitConfig>()?;
     Ok(plan)
 }
 

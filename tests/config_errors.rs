@@ -128,6 +128,16 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             GOOD.replace("batch_size = 8", "batch_size = 8\n[train.lr]\ntiny = 1e-3"),
             vec!["grid.model[1]", "no learning rate for model \"mini\""],
         ),
+        (
+            "misspelt key in a [data] source",
+            format!("{GOOD}\n[data]\ngeneral = {{ type = \"files\", paht = [\"corpus\"] }}\n"),
+            vec!["bad.toml:15:", "data.general.paht", "did you mean \"paths\""],
+        ),
+        (
+            "misspelt key in [[fit.laws]]",
+            format!("{GOOD}\n[[fit.laws]]\nname = \"chinchilla\"\nhuber_delt = 1e-3\n"),
+            vec!["bad.toml:16:", "fit.laws[0].huber_delt", "did you mean \"huber_delta\""],
+        ),
     ]
 }
 

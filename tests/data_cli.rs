@@ -65,6 +65,22 @@ tokenizer_sample_bytes = 60_000
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn data_prepare_locates_errors_in_the_data_section() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("data-cli-errors-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("sweep.toml");
+    let text = "[sweep]\nname = \"e\"\ntrainer = \"simulate\"\n[grid]\nmodel = [\"micro\"]\ntokens = [1e5]\n[data]\nvalidation_fraction = 2.0\n";
+    std::fs::write(&config, text).unwrap();
+    let out = sweep().current_dir(&dir).args(["data", "prepare", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad [data] is a config error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sweep.toml:8:23: data.validation_fraction: 2 is outside (0, 0.5]"), "{stderr}");
+    assert!(!dir.join("runs").exists(), "nothing is prepared from a bad config");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("data-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

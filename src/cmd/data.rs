@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use sweep_data::cli::{prepare_all, sample, SampleArgs};
 use sweep_data::{DataConfig, Language};
@@ -72,11 +71,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
         }
         DataCommand::Prepare(a) => {
             let plan = sweep_plan::load(&a.config, a.profile.as_deref())?;
-            let config = match &plan.config.data {
-                Some(table) => DataConfig::from_toml(toml::Value::Table(table.clone()))
-                    .with_context(|| format!("{}", a.config.display()))?,
-                None => DataConfig::default(),
-            };
+            let config = plan.section::<DataConfig>()?.unwrap_or_default();
             let mut vocab_sizes = a.vocab_sizes.clone();
             if vocab_sizes.is_empty() {
                 vocab_sizes = plan.points.iter().map(|p| p.model.vocab_size as usize).collect();

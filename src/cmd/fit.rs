@@ -83,10 +83,7 @@ pub fn run(a: FitArgs) -> anyhow::Result<u8> {
 pub fn sweep_config_fit(store: &Store) -> anyhow::Result<Option<FitConfig>> {
     let m = store.manifest()?;
     let plan = sweep_plan::plan_text(Path::new(&m.config_path), &m.config_text, m.profile.as_deref())?;
-    match &plan.config.fit {
-        None => Ok(None),
-        Some(t) => Ok(Some(FitConfig::from_toml(toml::Value::Table(t.clone()))?)),
-    }
+    Ok(plan.section::<FitConfig>()?)
 }
 
 /// Fits the finished points of a sweep and writes laws.json atomically.

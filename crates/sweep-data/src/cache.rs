@@ -1,61 +1,43 @@
-//! Writing cache entries so that concurrent workers never see (or leave) a half-written file:
-//! everything is written under a unique temporary name, then linked or renamed into place.
+//! Writing cache entries so that concurrent workers never see (or leave) a half-written file,
+//! through sweep-io's atomic writes: a reference is replaced, while a shard, a tokenizer or shard
+//! metadata keeps the first finished copy (two workers that build one produce the same bytes).
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
+use sweep_io::atomic::{self, NamedTempFile};
 
 use crate::error::DataError;
-
-/// A temporary path next to `path`, unique to this process and call.
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.{nanos}.{n}.tmp", std::process::id()))
-}
 
 /// Creates `dir` and its parents.
 pub(crate) fn create_dir(dir: &Path) -> Result<(), DataError> {
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, flush, rename over any old version).
+/// Writes `bytes` to `path` atomically, replacing any old version (creates the directory).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     if let Some(parent) = path.parent() {
         create_dir(parent)?;
     }
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| DataError::io(path, e))
+    atomic::write(path, bytes).map_err(|e| DataError::io(path, e))
 }
 
-/// Moves the finished temporary file `tmp` to `path` unless another worker got there first
-/// (then `tmp` is dropped and theirs is kept). Returns whether ours was kept.
-pub(crate) fn publish(tmp: &Path, path: &Path) -> Result<bool, DataError> {
-    let kept = match fs::hard_link(tmp, path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-        Err(e) => {
-            let _ = fs::remove_file(tmp);
-            return Err(DataError::io(path, e));
-        }
-    };
-    fs::remove_file(tmp).map_err(|e| DataError::io(tmp, e))?;
-    Ok(kept)
+/// Writes `bytes` to `path` unless another worker got there first (then theirs is kept).
+/// Returns whether ours was kept.
+pub(crate) fn write_first(path: &Path, bytes: &[u8]) -> Result<bool, DataError> {
+    atomic::create_new(path, bytes).map_err(|e| DataError::io(path, e))
+}
+
+/// A temporary file beside `path` for an entry written in pieces; [`publish`] it when done.
+pub(crate) fn temp_file(path: &Path) -> Result<NamedTempFile, DataError> {
+    atomic::temp_file_beside(path).map_err(|e| DataError::io(path, e))
+}
+
+/// Moves the finished temporary file to `path` unless another worker got there first (then
+/// ours is dropped and theirs is kept). Returns whether ours was kept.
+pub(crate) fn publish(tmp: NamedTempFile, path: &Path) -> Result<bool, DataError> {
+    atomic::persist_new(tmp, path).map_err(|e| DataError::io(path, e))
 }
 
 /// Lower-case hexadecimal SHA-256 of `bytes`.
@@ -66,19 +48,21 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn publish_keeps_the_first_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("entry.json");
-        let a = temp_path(&path);
-        fs::write(&a, "first").unwrap();
-        assert!(publish(&a, &path).unwrap());
-        let b = temp_path(&path);
-        fs::write(&b, "second").unwrap();
-        assert!(!publish(&b, &path).unwrap());
+        let mut a = temp_file(&path).unwrap();
+        a.write_all(b"first").unwrap();
+        assert!(publish(a, &path).unwrap());
+        let mut b = temp_file(&path).unwrap();
+        b.write_all(b"second").unwrap();
+        assert!(!publish(b, &path).unwrap());
+        assert!(!write_first(&path, b"third").unwrap());
         assert_eq!(fs::read_to_string(&path).unwrap(), "first");
-        assert!(!a.exists() && !b.exists(), "temporary files are removed");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "temporary files are removed");
     }
 
     #[test]

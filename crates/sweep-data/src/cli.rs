@@ -1,8 +1,9 @@
 //! Command-line entry points, as library functions the `sweep` binary wires up as
-//! `sweep data sample` and `sweep data prepare`.
+//! `sweep data sample` and `sweep data prepare` (which reads `[data]` and the vocabulary sizes
+//! through the planner, as a sweep does).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::DataConfig;
 use crate::error::DataError;
@@ -42,74 +43,6 @@ pub fn sample(args: &SampleArgs, text_out: &mut dyn Write, info_out: &mut dyn Wr
         automaton.emission_count()
     )
     .map_err(io)
-}
-
-/// `sweep data prepare --config FILE.toml [--vocab-size V ...] [--cache-dir DIR]`, for callers
-/// without a planner: the vocabulary sizes come from `grid.vocab_size` or `model.vocab_size`.
-#[derive(Debug, Clone)]
-pub struct PrepareArgs {
-    /// The sweep configuration; its `[data]` section and vocabulary sizes are read.
-    pub config: PathBuf,
-    /// Vocabulary sizes to prepare instead of the configuration's.
-    pub vocab_sizes: Vec<usize>,
-    /// The data cache (default `runs/cache/data`); pass the sweep's `<sweep dir>/cache/data` to
-    /// share it with the sweep.
-    pub cache_dir: Option<PathBuf>,
-    /// Show progress bars.
-    pub show_progress: bool,
-}
-
-/// Reads the `[data]` section and the vocabulary sizes (`grid.vocab_size`, a number or a list,
-/// else `model.vocab_size`) of a configuration file.
-pub fn read_config_file(path: &Path) -> Result<(DataConfig, Vec<usize>), DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-    let root: toml::Table = toml::from_str(&text).map_err(|e| {
-        DataError::config(path.display().to_string(), format!("not valid TOML: {}", e.to_string().trim()))
-    })?;
-    let in_file = |e: DataError| match e {
-        DataError::Config { key, message } => DataError::config(format!("{}: {key}", path.display()), message),
-        other => other,
-    };
-    let config = match root.get("data") {
-        Some(value) => DataConfig::from_toml(value.clone()).map_err(in_file)?,
-        None => DataConfig::default(),
-    };
-    let (key, value) = match root.get("grid").and_then(|g| g.get("vocab_size")) {
-        Some(v) => ("grid.vocab_size", Some(v)),
-        None => ("model.vocab_size", root.get("model").and_then(|m| m.get("vocab_size"))),
-    };
-    let positive = |v: &toml::Value| match v {
-        toml::Value::Integer(i) if *i > 0 => Ok(*i as usize),
-        other => {
-            Err(DataError::config(format!("{}: {key}", path.display()), format!("{other} is not a positive integer")))
-        }
-    };
-    let vocab_sizes = match value {
-        None => Vec::new(),
-        Some(toml::Value::Array(items)) => items.iter().map(positive).collect::<Result<_, _>>()?,
-        Some(v) => vec![positive(v)?],
-    };
-    Ok((config, vocab_sizes))
-}
-
-/// Runs [`prepare_all`] on a configuration file (see [`PrepareArgs`]).
-pub fn prepare_command(args: &PrepareArgs, out: &mut dyn Write) -> Result<Vec<PreparedData>, DataError> {
-    let (config, file_sizes) = read_config_file(&args.config)?;
-    let vocab_sizes = if args.vocab_sizes.is_empty() { file_sizes } else { args.vocab_sizes.clone() };
-    if vocab_sizes.is_empty() {
-        return Err(DataError::config(
-            format!("{}: grid.vocab_size", args.config.display()),
-            "no vocabulary sizes: add grid.vocab_size = [...] or pass --vocab-size",
-        ));
-    }
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(|| PathBuf::from("runs/cache/data"));
-    let base_dir = args
-        .config
-        .parent()
-        .map(Path::to_path_buf)
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("."));
-    prepare_all(&config, &vocab_sizes, &cache_dir, &base_dir, args.show_progress, out)
 }
 
 /// Builds the tokenizer and shards for every vocabulary size and prints bytes per token per
@@ -188,37 +121,16 @@ mod tests {
     }
 
     #[test]
-    fn prepare_reads_the_data_section_and_the_grid_vocab_sizes() {
+    fn prepare_all_builds_every_vocab_size_and_reports_it() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sweep.toml");
-        std::fs::write(
-            &path,
-            "[grid]\nvocab_size = [300, 512]\n\n[data]\nbuiltin_bytes = 200_000\nvalidation_fraction = 0.2\ntokenizer_sample_bytes = 50_000\n",
-        )
-        .unwrap();
-        let args = PrepareArgs {
-            config: path.clone(),
-            vocab_sizes: vec![],
-            cache_dir: Some(dir.path().join("cache")),
-            show_progress: false,
-        };
+        let section = "builtin_bytes = 200_000\nvalidation_fraction = 0.2\ntokenizer_sample_bytes = 50_000\n";
+        let config = DataConfig::from_toml(toml::from_str(section).unwrap()).unwrap();
         let mut out = Vec::new();
-        let prepared = prepare_command(&args, &mut out).unwrap();
+        let prepared =
+            prepare_all(&config, &[300, 512], &dir.path().join("cache"), dir.path(), false, &mut out).unwrap();
         assert_eq!(prepared.iter().map(|p| p.vocab_size()).collect::<Vec<_>>(), vec![300, 512]);
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains("data cache:") && out.contains("general: builtin prose"), "{out}");
         assert_eq!(out.lines().filter(|l| l.trim_start().starts_with("512  domain")).count(), 1, "{out}");
-
-        std::fs::write(&path, "[data]\nvalidation_fraction = 2.0\n").unwrap();
-        let err = prepare_command(&args, &mut Vec::new()).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("{}: data.validation_fraction", path.display())), "{err}");
-        std::fs::write(&path, "[data]\nseed = 1\n").unwrap();
-        let err = prepare_command(&args, &mut Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("grid.vocab_size") && err.contains("--vocab-size"), "{err}");
-        std::fs::write(&path, "[model]\nvocab_size = 777\n[grid]\nmodel = [\"tiny\"]\n").unwrap();
-        assert_eq!(read_config_file(&path).unwrap().1, vec![777]);
-        std::fs::write(&path, "[grid]\nvocab_size = [512, \"big\"]\n").unwrap();
-        let err = read_config_file(&path).unwrap_err().to_string();
-        assert!(err.contains("grid.vocab_size") && err.contains("\"big\" is not a positive integer"), "{err}");
     }
 }

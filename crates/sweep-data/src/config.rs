@@ -1,10 +1,18 @@
 //! The `[data]` section of a sweep configuration: where the text comes from and how it becomes
 //! tokens. See the crate documentation for the schema with an example.
+//!
+//! Read with serde through `sweep_io::config` like every section of a sweep config: unknown keys
+//! are rejected with the nearest valid key, and errors name the full key path
+//! (`data.general.paths`). A source table's allowed keys depend on its `type`, and a tokenizer is
+//! a name or a table, so those two have their own `Deserialize`.
 
+use std::fmt;
 use std::path::PathBuf;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use sweep_io::config::{error_at, nested, unknown_key, KeyError, Section};
 
 use crate::error::DataError;
 use crate::language::Language;
@@ -51,8 +59,8 @@ impl Default for DataConfig {
 }
 
 /// Where one source's text comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceConfig {
     /// A built-in synthetic language with exactly known entropy.
     Builtin {
@@ -100,8 +108,8 @@ pub enum SourceConfig {
 }
 
 /// Which tokenizer to use.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "TokenizerRepr", into = "TokenizerRepr")]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(into = "TokenizerRepr")]
 pub enum TokenizerConfig {
     /// Byte-level BPE trained at each point's vocabulary size (cached per size).
     Bpe,
@@ -148,35 +156,12 @@ fn default_hub_files() -> Vec<String> {
 }
 
 /// The serialised form of a tokenizer: `"bpe"`, `"byte"`, `{ file = ... }` or `{ hub = ... }`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(untagged)]
 enum TokenizerRepr {
     Name(String),
-    File {
-        file: PathBuf,
-    },
-    Hub {
-        hub: String,
-        #[serde(default = "default_revision")]
-        revision: String,
-    },
-}
-
-impl TryFrom<TokenizerRepr> for TokenizerConfig {
-    type Error = String;
-    fn try_from(repr: TokenizerRepr) -> Result<Self, String> {
-        match repr {
-            TokenizerRepr::Name(name) => match name.as_str() {
-                "bpe" => Ok(TokenizerConfig::Bpe),
-                "byte" => Ok(TokenizerConfig::Byte),
-                other => Err(format!(
-                    "unknown tokenizer \"{other}\" (allowed: \"bpe\", \"byte\", {{ file = \"tokenizer.json\" }}, {{ hub = \"org/name\" }})"
-                )),
-            },
-            TokenizerRepr::File { file } => Ok(TokenizerConfig::File(file)),
-            TokenizerRepr::Hub { hub, revision } => Ok(TokenizerConfig::Hub { repo: hub, revision }),
-        }
-    }
+    File { file: PathBuf },
+    Hub { hub: String, revision: String },
 }
 
 impl From<TokenizerConfig> for TokenizerRepr {
@@ -190,90 +175,282 @@ impl From<TokenizerConfig> for TokenizerRepr {
     }
 }
 
+const SOURCE_TYPES: [&str; 5] = ["builtin", "files", "jsonl", "parquet", "hub"];
+
+// The keys each source type allows, `type` first as the allowed list in errors shows them.
+// Required keys are options here so that a missing one gets an example of what to write.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuiltinKeys {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    language: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesKeys {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    paths: Option<Vec<String>>,
+    #[serde(default = "default_extensions")]
+    extensions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonlKeys {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    paths: Option<Vec<String>>,
+    #[serde(default = "default_text_field")]
+    field: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParquetKeys {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    paths: Option<Vec<String>>,
+    #[serde(default = "default_text_field")]
+    column: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HubKeys {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    repo: Option<String>,
+    #[serde(default = "default_revision")]
+    revision: String,
+    #[serde(default = "default_hub_files")]
+    files: Vec<String>,
+    #[serde(default = "default_text_field")]
+    column: String,
+}
+
+fn required<E: serde::de::Error, T>(value: Option<T>, name: &str, example: &str) -> Result<T, E> {
+    value.ok_or_else(|| error_at(name, format!("is required, e.g. {name} = {example}")))
+}
+
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(SourceVisitor)
+    }
+}
+
+struct SourceVisitor;
+
+impl<'de> Visitor<'de> for SourceVisitor {
+    type Value = SourceConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a source table such as { type = \"builtin\", language = \"prose\" }")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SourceConfig, A::Error> {
+        // `type` decides which keys are allowed, and may come after them: read the table first.
+        let table = toml::Table::deserialize(MapAccessDeserializer::new(map))?;
+        let kind = match table.get("type") {
+            None => return Err(error_at("type", "is required, e.g. type = \"builtin\"")),
+            Some(toml::Value::String(kind)) => kind.clone(),
+            Some(other) => {
+                return Err(error_at(
+                    "type",
+                    format!("expected a source type such as \"builtin\", found {}", describe(other)),
+                ))
+            }
+        };
+        let keys = toml::Value::Table(table);
+        Ok(match kind.as_str() {
+            "builtin" => {
+                let k: BuiltinKeys = nested(keys)?;
+                let name = required(k.language, "language", "\"prose\"")?;
+                let language = name.parse::<Language>().map_err(|e| error_at("language", e))?;
+                SourceConfig::Builtin { language }
+            }
+            "files" => {
+                let k: FilesKeys = nested(keys)?;
+                SourceConfig::Files {
+                    paths: required(k.paths, "paths", "[\"corpus/**/*.txt\"]")?,
+                    extensions: k.extensions,
+                }
+            }
+            "jsonl" => {
+                let k: JsonlKeys = nested(keys)?;
+                SourceConfig::Jsonl { paths: required(k.paths, "paths", "[\"data/*.jsonl\"]")?, field: k.field }
+            }
+            "parquet" => {
+                let k: ParquetKeys = nested(keys)?;
+                SourceConfig::Parquet { paths: required(k.paths, "paths", "[\"data/*.parquet\"]")?, column: k.column }
+            }
+            "hub" => {
+                let k: HubKeys = nested(keys)?;
+                SourceConfig::Hub {
+                    repo: required(k.repo, "repo", "\"org/name\"")?,
+                    revision: k.revision,
+                    files: k.files,
+                    column: k.column,
+                }
+            }
+            other => {
+                return Err(error_at(
+                    "type",
+                    format!("unknown source type \"{other}\" (allowed: {})", SOURCE_TYPES.join(", ")),
+                ))
+            }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTokenizerKeys {
+    file: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HubTokenizerKeys {
+    hub: String,
+    #[serde(default = "default_revision")]
+    revision: String,
+}
+
+impl<'de> Deserialize<'de> for TokenizerConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TokenizerVisitor)
+    }
+}
+
+struct TokenizerVisitor;
+
+impl<'de> Visitor<'de> for TokenizerVisitor {
+    type Value = TokenizerConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"bpe\", \"byte\", { file = ... } or { hub = ... }")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<TokenizerConfig, E> {
+        match name {
+            "bpe" => Ok(TokenizerConfig::Bpe),
+            "byte" => Ok(TokenizerConfig::Byte),
+            other => Err(E::custom(format!(
+                "unknown tokenizer \"{other}\"{} (allowed: \"bpe\", \"byte\", {{ file = \"tokenizer.json\" }}, {{ hub = \"org/name\" }})",
+                sweep_io::config::did_you_mean(other, ["bpe", "byte"])
+            ))),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TokenizerConfig, A::Error> {
+        let table = toml::Table::deserialize(MapAccessDeserializer::new(map))?;
+        if table.contains_key("file") {
+            let k: FileTokenizerKeys = nested(toml::Value::Table(table))?;
+            return Ok(TokenizerConfig::File(k.file));
+        }
+        if table.contains_key("hub") {
+            let k: HubTokenizerKeys = nested(toml::Value::Table(table))?;
+            return Ok(TokenizerConfig::Hub { repo: k.hub, revision: k.revision });
+        }
+        const KEYS: [&str; 3] = ["file", "hub", "revision"];
+        if let Some(name) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(error_at(name, unknown_key(name, &KEYS)));
+        }
+        Err(serde::de::Error::custom("a tokenizer table needs `file = \"tokenizer.json\"` or `hub = \"org/name\"`"))
+    }
+}
+
 /// `domain = "none"` or a source table.
 mod optional_source {
-    use super::SourceConfig;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use super::{SourceConfig, SourceVisitor};
+    use serde::de::{MapAccess, SeqAccess, Unexpected, Visitor};
+    use serde::{Deserializer, Serialize, Serializer};
+    use std::fmt;
 
-    #[derive(Serialize, Deserialize)]
+    #[derive(Serialize)]
     #[serde(untagged)]
-    enum Repr {
-        None(String),
-        Source(SourceConfig),
+    enum Repr<'a> {
+        None(&'a str),
+        Source(&'a SourceConfig),
     }
 
     pub fn serialize<S: Serializer>(value: &Option<SourceConfig>, s: S) -> Result<S::Ok, S::Error> {
         match value {
-            None => Repr::None("none".into()).serialize(s),
-            Some(source) => Repr::Source(source.clone()).serialize(s),
+            None => Repr::None("none").serialize(s),
+            Some(source) => Repr::Source(source).serialize(s),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SourceConfig>, D::Error> {
-        match Repr::deserialize(d)? {
-            Repr::None(s) if s == "none" => Ok(None),
-            Repr::None(s) => {
-                Err(serde::de::Error::custom(format!("expected a source table or \"none\", found \"{s}\"")))
+        d.deserialize_any(DomainVisitor)
+    }
+
+    struct DomainVisitor;
+
+    fn not_a_source<E: serde::de::Error>(found: Unexpected) -> E {
+        E::custom(format!("expected a source table or \"none\", found {found}"))
+    }
+
+    impl<'de> Visitor<'de> for DomainVisitor {
+        type Value = Option<SourceConfig>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a source table or \"none\"")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            match s {
+                "none" => Ok(None),
+                other => Err(E::custom(format!("expected a source table or \"none\", found \"{other}\""))),
             }
-            Repr::Source(source) => Ok(Some(source)),
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            SourceVisitor.visit_map(map).map(Some)
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Err(not_a_source(Unexpected::Bool(v)))
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Err(not_a_source(Unexpected::Signed(v)))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Err(not_a_source(Unexpected::Unsigned(v)))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(not_a_source(Unexpected::Float(v)))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<Self::Value, A::Error> {
+            Err(not_a_source(Unexpected::Seq))
         }
     }
 }
 
-const TOP_KEYS: [&str; 9] = [
-    "general",
-    "domain",
-    "tokenizer",
-    "tokenizer_sample_bytes",
-    "validation_fraction",
-    "builtin_bytes",
-    "max_document_bytes",
-    "on_invalid_utf8",
-    "seed",
-];
-const SOURCE_TYPES: [&str; 5] = ["builtin", "files", "jsonl", "parquet", "hub"];
+impl Section for DataConfig {
+    const KEY: &'static str = "data";
+
+    fn check(&self) -> Result<(), KeyError> {
+        self.validate().map_err(|e| match e {
+            DataError::Config { key, message } => KeyError::new(key, message),
+            other => KeyError::new("data", other.to_string()),
+        })
+    }
+}
 
 impl DataConfig {
     /// Reads and validates the `[data]` table, with errors that name the key path
     /// (`data.general.type: unknown source type "flies" (allowed: ...)`).
     pub fn from_toml(value: toml::Value) -> Result<DataConfig, DataError> {
-        let table = as_table(&value, "data")?;
-        check_keys(table, "data", &TOP_KEYS)?;
-        let defaults = DataConfig::default();
-        let config = DataConfig {
-            general: match table.get("general") {
-                Some(v) => parse_source(v, "data.general")?,
-                None => defaults.general,
-            },
-            domain: match table.get("domain") {
-                Some(toml::Value::String(s)) if s == "none" => None,
-                Some(v @ toml::Value::Table(_)) => Some(parse_source(v, "data.domain")?),
-                Some(other) => {
-                    return Err(DataError::config(
-                        "data.domain",
-                        format!("expected a source table or \"none\", found {}", describe(other)),
-                    ))
-                }
-                None => defaults.domain,
-            },
-            tokenizer: match table.get("tokenizer") {
-                Some(v) => parse_tokenizer(v)?,
-                None => defaults.tokenizer,
-            },
-            tokenizer_sample_bytes: field(table, "data", "tokenizer_sample_bytes")?
-                .unwrap_or(defaults.tokenizer_sample_bytes),
-            validation_fraction: match table.get("validation_fraction") {
-                // TOML integers are accepted for fractions (0 or 1 would be rejected below).
-                Some(toml::Value::Integer(i)) => *i as f64,
-                _ => field(table, "data", "validation_fraction")?.unwrap_or(defaults.validation_fraction),
-            },
-            builtin_bytes: field(table, "data", "builtin_bytes")?.unwrap_or(defaults.builtin_bytes),
-            max_document_bytes: field(table, "data", "max_document_bytes")?.unwrap_or(defaults.max_document_bytes),
-            on_invalid_utf8: field(table, "data", "on_invalid_utf8")?.unwrap_or(defaults.on_invalid_utf8),
-            seed: field(table, "data", "seed")?.unwrap_or(defaults.seed),
-        };
-        config.validate()?;
-        Ok(config)
+        Ok(sweep_io::config::read_section(value)?)
     }
 
     /// Reads the `[data]` table as a point stores it (JSON; `null` when the config had none),
@@ -282,12 +459,12 @@ impl DataConfig {
         if value.is_null() {
             return Ok(DataConfig::default());
         }
-        let table: toml::Value = serde_json::from_value(value.clone())
-            .map_err(|e| DataError::config("data", format!("cannot be read as a TOML table: {e}")))?;
-        DataConfig::from_toml(table)
+        let config: DataConfig = sweep_io::config::deserialize(value, DataConfig::KEY)?;
+        config.validate()?;
+        Ok(config)
     }
 
-    /// Checks value ranges (the structure is checked by [`DataConfig::from_toml`] or serde).
+    /// Checks value ranges (serde has checked the structure).
     pub fn validate(&self) -> Result<(), DataError> {
         if !(self.validation_fraction > 0.0 && self.validation_fraction <= 0.5) {
             return Err(DataError::config(
@@ -410,124 +587,6 @@ fn describe(value: &toml::Value) -> String {
     }
 }
 
-fn as_table<'a>(value: &'a toml::Value, key: &str) -> Result<&'a toml::Table, DataError> {
-    value.as_table().ok_or_else(|| DataError::config(key, format!("expected a table, found {}", describe(value))))
-}
-
-fn check_keys(table: &toml::Table, key: &str, allowed: &[&str]) -> Result<(), DataError> {
-    for name in table.keys() {
-        if !allowed.contains(&name.as_str()) {
-            return Err(DataError::config(
-                format!("{key}.{name}"),
-                format!("unknown key (allowed here: {})", allowed.join(", ")),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Deserialises `table[name]` if present, naming `key.name` in the error.
-fn field<T: DeserializeOwned>(table: &toml::Table, key: &str, name: &str) -> Result<Option<T>, DataError> {
-    match table.get(name) {
-        None => Ok(None),
-        Some(value) => T::deserialize(value.clone()).map(Some).map_err(|e| {
-            let message = e.to_string().trim().replace("a sequence", "a list such as [\"a\", \"b\"]");
-            let message = if message.contains("invalid type") {
-                message
-            } else {
-                format!("{message} (found {})", describe(value))
-            };
-            DataError::config(format!("{key}.{name}"), message)
-        }),
-    }
-}
-
-fn required<T: DeserializeOwned>(table: &toml::Table, key: &str, name: &str, example: &str) -> Result<T, DataError> {
-    field(table, key, name)?
-        .ok_or_else(|| DataError::config(format!("{key}.{name}"), format!("is required, e.g. {name} = {example}")))
-}
-
-fn parse_source(value: &toml::Value, key: &str) -> Result<SourceConfig, DataError> {
-    let table = value.as_table().ok_or_else(|| {
-        DataError::config(
-            key,
-            format!(
-                "expected a source table such as {{ type = \"builtin\", language = \"prose\" }}, found {}",
-                describe(value)
-            ),
-        )
-    })?;
-    let kind: String = required(table, key, "type", "\"builtin\"")?;
-    let allowed: &[&str] = match kind.as_str() {
-        "builtin" => &["type", "language"],
-        "files" => &["type", "paths", "extensions"],
-        "jsonl" => &["type", "paths", "field"],
-        "parquet" => &["type", "paths", "column"],
-        "hub" => &["type", "repo", "revision", "files", "column"],
-        other => {
-            return Err(DataError::config(
-                format!("{key}.type"),
-                format!("unknown source type \"{other}\" (allowed: {})", SOURCE_TYPES.join(", ")),
-            ))
-        }
-    };
-    check_keys(table, key, allowed)?;
-    let text_field =
-        |name: &str| -> Result<String, DataError> { Ok(field(table, key, name)?.unwrap_or_else(default_text_field)) };
-    Ok(match kind.as_str() {
-        "builtin" => {
-            let name: String = required(table, key, "language", "\"prose\"")?;
-            let language =
-                name.parse::<Language>().map_err(|e| DataError::config(format!("{key}.language"), e.to_string()))?;
-            SourceConfig::Builtin { language }
-        }
-        "files" => SourceConfig::Files {
-            paths: required(table, key, "paths", "[\"corpus/**/*.txt\"]")?,
-            extensions: field(table, key, "extensions")?.unwrap_or_else(default_extensions),
-        },
-        "jsonl" => SourceConfig::Jsonl {
-            paths: required(table, key, "paths", "[\"data/*.jsonl\"]")?,
-            field: text_field("field")?,
-        },
-        "parquet" => SourceConfig::Parquet {
-            paths: required(table, key, "paths", "[\"data/*.parquet\"]")?,
-            column: text_field("column")?,
-        },
-        _ => SourceConfig::Hub {
-            repo: required(table, key, "repo", "\"org/name\"")?,
-            revision: field(table, key, "revision")?.unwrap_or_else(default_revision),
-            files: field(table, key, "files")?.unwrap_or_else(default_hub_files),
-            column: text_field("column")?,
-        },
-    })
-}
-
-fn parse_tokenizer(value: &toml::Value) -> Result<TokenizerConfig, DataError> {
-    let key = "data.tokenizer";
-    match value {
-        toml::Value::String(_) | toml::Value::Table(_) => {}
-        other => {
-            return Err(DataError::config(
-                key,
-                format!("expected \"bpe\", \"byte\", {{ file = ... }} or {{ hub = ... }}, found {}", describe(other)),
-            ))
-        }
-    }
-    if let toml::Value::Table(table) = value {
-        if table.contains_key("file") {
-            check_keys(table, key, &["file"])?;
-        } else if table.contains_key("hub") {
-            check_keys(table, key, &["hub", "revision"])?;
-        } else {
-            return Err(DataError::config(
-                key,
-                "a tokenizer table needs `file = \"tokenizer.json\"` or `hub = \"org/name\"`",
-            ));
-        }
-    }
-    TokenizerConfig::deserialize(value.clone()).map_err(|e| DataError::config(key, e.to_string().trim()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,5 +701,40 @@ mod tests {
         assert!(e.starts_with("data.general.paths: is empty"), "{e}");
         let e = error(r#"domain = 3"#);
         assert!(e.starts_with("data.domain: expected a source table or \"none\""), "{e}");
+    }
+
+    #[test]
+    fn misspelt_keys_get_the_nearest_key() {
+        for (text, key, fix) in [
+            ("bultin_bytes = 200_000", "data.bultin_bytes", "builtin_bytes"),
+            (r#"general = { type = "files", paht = ["x"] }"#, "data.general.paht", "paths"),
+            (r#"domain = { type = "jsonl", paths = ["x"], feild = "body" }"#, "data.domain.feild", "field"),
+            (r#"domain = { type = "hub", repo = "o/n", revison = "v1" }"#, "data.domain.revison", "revision"),
+            (r#"tokenizer = { fil = "t.json" }"#, "data.tokenizer.fil", "file"),
+            (r#"tokenizer = { hub = "o/n", revison = "v1" }"#, "data.tokenizer.revison", "revision"),
+            (r#"tokenizer = "bep""#, "data.tokenizer", "bpe"),
+        ] {
+            let e = error(text);
+            assert!(e.starts_with(&format!("{key}: ")), "{text}: {e}");
+            assert!(e.contains(&format!("did you mean \"{fix}\"")), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_tokenizer_forms_and_their_errors() {
+        let e = error(r#"tokenizer = { file = "t.json", revision = "v1" }"#);
+        assert!(e.starts_with("data.tokenizer.revision: unknown key (allowed here: file)"), "{e}");
+        let e = error(r#"tokenizer = { revision = "v1" }"#);
+        assert!(e.starts_with("data.tokenizer: a tokenizer table needs `file"), "{e}");
+        let e = error("tokenizer = 3");
+        assert!(e.starts_with("data.tokenizer: wrong type: integer `3`, expected \"bpe\""), "{e}");
+        let e = error(r#"general = { type = 1 }"#);
+        assert!(e.starts_with("data.general.type: expected a source type such as \"builtin\""), "{e}");
+        let e = error(r#"general = { language = "prose" }"#);
+        assert!(e.starts_with("data.general.type: is required"), "{e}");
+        let e = error(r#"general = { type = "files", paths = "corpus" }"#);
+        assert!(e.starts_with("data.general.paths: wrong type: string \"corpus\", expected a list"), "{e}");
+        let e = error(r#"domain = "nothing""#);
+        assert!(e.starts_with("data.domain: expected a source table or \"none\", found \"nothing\""), "{e}");
     }
 }

@@ -97,3 +97,9 @@ impl DataError {
         DataError::Input { source_name: source_name.to_string(), location: location.into(), message: message.into() }
     }
 }
+
+impl From<sweep_io::config::KeyError> for DataError {
+    fn from(e: sweep_io::config::KeyError) -> Self {
+        DataError::Config { key: e.key, message: e.message }
+    }
+}

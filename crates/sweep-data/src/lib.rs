@@ -30,8 +30,10 @@
 //! seed = 0                          # generated text and the train/validation split
 //! ```
 //!
-//! Every key is optional; the defaults are the values shown. Relative paths start at
-//! [`PrepareOptions::base_dir`] (the config file's directory when the caller knows it).
+//! Every key is optional; the defaults are the values shown. Unknown keys are rejected with the
+//! nearest valid key, and errors name the key path (`data.general.paths: is required, ...`).
+//! Relative paths start at [`PrepareOptions::base_dir`] (the config file's directory when the
+//! caller knows it).
 //! The hub is reached through `HF_ENDPOINT`, cached in `HF_HUB_CACHE` or `HF_HOME/hub`, and not
 //! contacted at all with `HF_HUB_OFFLINE=1`; when it cannot be reached the cache is used.
 //!

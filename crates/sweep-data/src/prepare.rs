@@ -291,9 +291,7 @@ fn tokenizer_for(
                 cache::create_dir(dir)?;
                 // What the tokenizer was trained on, for people reading the cache.
                 cache::write_atomic(&dir.join("identity.txt"), identity.as_bytes())?;
-                let tmp = cache::temp_path(&path);
-                std::fs::write(&tmp, json).map_err(|e| DataError::io(&tmp, e))?;
-                cache::publish(&tmp, &path)?;
+                cache::write_first(&path, json.as_bytes())?;
             }
             // Load what is in the cache: if two workers trained at once, both use the first copy.
             let tokenizer = TextTokenizer::from_file(&path)?;
@@ -552,9 +550,7 @@ fn build_shards(
     };
     let json = serde_json::to_vec_pretty(&meta).expect("shard metadata serialises");
     let meta_path = dir.join("meta.json");
-    let tmp = cache::temp_path(&meta_path);
-    std::fs::write(&tmp, json).map_err(|e| DataError::io(&tmp, e))?;
-    cache::publish(&tmp, &meta_path)?;
+    cache::write_first(&meta_path, &json)?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache;
 use crate::error::DataError;
+use sweep_io::atomic::NamedTempFile;
 
 /// How many bytes one token id takes in a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,10 +130,9 @@ impl TokenShard {
     }
 }
 
-/// Writes a shard under a temporary name; [`ShardWriter::finish`] links it into place.
+/// Writes a shard under a temporary name; [`ShardWriter::finish`] moves it into place.
 pub(crate) struct ShardWriter {
-    out: BufWriter<fs::File>,
-    tmp: PathBuf,
+    out: BufWriter<NamedTempFile>,
     path: PathBuf,
     width: TokenWidth,
     tokens: u64,
@@ -141,9 +141,8 @@ pub(crate) struct ShardWriter {
 impl ShardWriter {
     /// Starts writing the shard that will live at `path`.
     pub fn create(path: &Path, width: TokenWidth) -> Result<Self, DataError> {
-        let tmp = cache::temp_path(path);
-        let file = fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-        Ok(Self { out: BufWriter::with_capacity(1 << 20, file), tmp, path: path.to_path_buf(), width, tokens: 0 })
+        let tmp = cache::temp_file(path)?;
+        Ok(Self { out: BufWriter::with_capacity(1 << 20, tmp), path: path.to_path_buf(), width, tokens: 0 })
     }
 
     /// Appends ids (each must fit the width; checked by the caller against the id count).
@@ -152,7 +151,7 @@ impl ShardWriter {
             TokenWidth::U16 => ids.iter().try_for_each(|&id| self.out.write_all(&(id as u16).to_le_bytes())),
             TokenWidth::U32 => ids.iter().try_for_each(|&id| self.out.write_all(&id.to_le_bytes())),
         };
-        result.map_err(|e| DataError::io(&self.tmp, e))?;
+        result.map_err(|e| DataError::io(self.out.get_ref().path(), e))?;
         self.tokens += ids.len() as u64;
         Ok(())
     }
@@ -162,13 +161,12 @@ impl ShardWriter {
         self.tokens
     }
 
-    /// Flushes and moves the shard into place (keeping another worker's identical copy if one
-    /// got there first).
+    /// Flushes, syncs and moves the shard into place (keeping another worker's identical copy if
+    /// one got there first).
     pub fn finish(self) -> Result<(), DataError> {
-        let file = self.out.into_inner().map_err(|e| DataError::io(&self.tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| DataError::io(&self.tmp, e))?;
-        drop(file);
-        cache::publish(&self.tmp, &self.path)?;
+        let tmp_path = self.out.get_ref().path().to_path_buf();
+        let tmp = self.out.into_inner().map_err(|e| DataError::io(tmp_path, e.into_error()))?;
+        cache::publish(tmp, &self.path)?;
         Ok(())
     }
 }

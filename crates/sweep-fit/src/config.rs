@@ -1,11 +1,13 @@
 //! The `[fit]` section of a sweep's TOML: which laws, how to read them from the table, fitting
-//! and bootstrap settings, and the questions asked of the fitted laws.
+//! and bootstrap settings, and the questions asked of the fitted laws. Read with serde through
+//! `sweep_io::config`, so its errors read like those of every other section.
 
 use crate::error::FitError;
 use crate::law::Space;
-use crate::laws::{did_you_mean, BUILTIN_LAWS};
+use crate::laws::{unknown_law, BUILTIN_LAWS};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use sweep_io::config::{KeyError, Section};
 
 /// The `[fit]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -205,6 +207,17 @@ fn default_tolerance() -> f64 {
     0.05
 }
 
+impl Section for FitConfig {
+    const KEY: &'static str = "fit";
+
+    fn check(&self) -> Result<(), KeyError> {
+        self.validate().map_err(|e| match e {
+            FitError::Config { path, message } => KeyError::new(path, message),
+            other => KeyError::new("fit", other.to_string()),
+        })
+    }
+}
+
 impl FitConfig {
     /// Reads the `[fit]` section (the table under `fit`, or a whole document with a `fit` key).
     /// Errors name the key path, e.g. `fit.laws[1].name: unknown law "chinchila" (did you mean "chinchilla"?)`.
@@ -215,13 +228,7 @@ impl FitConfig {
             }
             v => v,
         };
-        let config: FitConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { "fit".to_string() } else { format!("fit.{path}") };
-            FitError::config(path, e.into_inner().to_string())
-        })?;
-        config.validate()?;
-        Ok(config)
+        sweep_io::config::read_section(value).map_err(|e: KeyError| FitError::config(e.key, e.message))
     }
 
     /// Parses `[fit]` TOML text.
@@ -312,11 +319,7 @@ impl FitConfig {
                 if !BUILTIN_LAWS.contains(&law.name.as_str()) {
                     return Err(FitError::config(
                         format!("{path}.name"),
-                        format!(
-                            "unknown law {:?}{}; or give `formula` for a law of your own",
-                            law.name,
-                            did_you_mean(&law.name, BUILTIN_LAWS)
-                        ),
+                        format!("{}; or give `formula` for a law of your own", unknown_law(&law.name)),
                     ));
                 }
             }
@@ -384,5 +387,46 @@ fn check_positive(path: &str, v: f64) -> Result<(), FitError> {
         Ok(())
     } else {
         Err(FitError::config(path, format!("{v} must be positive and finite")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        FitConfig::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn misspelt_keys_get_the_nearest_key() {
+        let law = "[[laws]]\nname = \"chinchilla\"\n";
+        for (text, key, fix) in [
+            (format!("{law}huber_delt = 1e-3"), "fit.laws[0].huber_delt", "huber_delta"),
+            (format!("max_iter = 10\n{law}"), "fit.max_iter", "max_iters"),
+            (format!("{law}[bootstrap]\nresample = 10"), "fit.bootstrap.resample", "resamples"),
+            (format!("{law}[optimal]\nbudget = [1e20]"), "fit.optimal.budget", "budgets"),
+            (format!("{law}[[optimal.dcpt]]\nN = 1e8\nd = 1e9"), "fit.optimal.dcpt[0].d", "D"),
+            (format!("extrapolaton = false\n{law}"), "fit.extrapolaton", "extrapolation"),
+            (
+                "[[laws]]\nname = \"u\"\nformula = \"E\"\nvariables = [\"N\"]\nparams = { E = { grdi = [1] } }".into(),
+                "fit.laws[0].params.E.grdi",
+                "grid",
+            ),
+        ] {
+            let e = error(&text);
+            assert!(e.starts_with(&format!("{key}: unknown key (allowed here: ")), "{text}: {e}");
+            assert!(e.contains(&format!("did you mean \"{fix}\"")), "{text}: {e}");
+        }
+        let e = error("[[laws]]\nname = \"chinchilla\"\nresiduals = \"lgo\"");
+        assert!(e.starts_with("fit.laws[0].residuals: unknown value \"lgo\" (did you mean \"log\"?)"), "{e}");
+    }
+
+    #[test]
+    fn unknown_laws_get_the_nearest_law_or_the_list() {
+        let e = error("[[laws]]\nname = \"kaplna\"");
+        assert!(e.starts_with("fit.laws[0].name: unknown law \"kaplna\" (did you mean \"kaplan\"?)"), "{e}");
+        let e = error("[[laws]]\nname = \"zipf\"");
+        assert!(e.contains("the built-in laws are chinchilla, "), "{e}");
     }
 }

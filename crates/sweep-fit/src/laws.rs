@@ -212,34 +212,15 @@ pub fn builtin_law(name: &str) -> Result<Box<dyn Law>, FitError> {
             )?
             .with_positive_variables(),
         ),
-        other => {
-            return Err(FitError::config(
-                "law",
-                format!("unknown law {other:?}{}", did_you_mean(other, BUILTIN_LAWS)),
-            ))
-        }
+        other => return Err(FitError::config("law", unknown_law(other))),
     };
     Ok(law)
 }
 
-/// " (did you mean \"x\"?)" for the closest candidate within edit distance 3, else "".
-pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
-    let best = candidates.iter().map(|c| (levenshtein(word, c), c)).min_by_key(|(d, _)| *d);
-    match best {
-        Some((d, c)) if d <= 3 => format!(" (did you mean {c:?}?)"),
-        _ => format!("; the built-in laws are {}", candidates.join(", ")),
+/// `unknown law "x"` with the nearest built-in law, or the list of them when none is near.
+pub fn unknown_law(name: &str) -> String {
+    match sweep_io::config::nearest(name, BUILTIN_LAWS.iter().copied()) {
+        Some(law) => format!("unknown law {name:?} (did you mean {law:?}?)"),
+        None => format!("unknown law {name:?}; the built-in laws are {}", BUILTIN_LAWS.join(", ")),
     }
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

@@ -4,7 +4,6 @@
 use crate::error::FitError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 /// Version of the laws.json format written by this crate.
@@ -162,31 +161,11 @@ pub struct DataProvenance {
     pub columns: Vec<String>,
 }
 
-/// Writes laws.json atomically: a temporary file in the same directory, fsync, rename.
+/// Writes laws.json atomically (sweep-io: a temporary file beside it, fsync, rename).
 pub fn write_laws_json(path: &Path, laws: &LawsFile) -> Result<(), FitError> {
-    let text = serde_json::to_string_pretty(laws)?;
-    let io = |source| FitError::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| FitError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other("the output path names no file"),
-    })?;
-    let tmp = dir.join(format!(".{}.tmp.{}", file_name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    let mut text = serde_json::to_string_pretty(laws)?;
+    text.push('\n');
+    sweep_io::atomic::write(path, text.as_bytes()).map_err(|source| FitError::Io { path: path.to_path_buf(), source })
 }
 
 /// Reads a laws.json written by [`write_laws_json`].

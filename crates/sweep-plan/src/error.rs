@@ -39,36 +39,6 @@ impl fmt::Display for PlanError {
 
 impl std::error::Error for PlanError {}
 
-/// An error found while resolving values, before it is located in the file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeyError {
-    /// Dotted key path, e.g. `grid.mixture_ratio[1]`.
-    pub key: String,
-    /// What is wrong and what is allowed.
-    pub message: String,
-}
-
-impl KeyError {
-    /// Builds an error for `key`.
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        KeyError { key: key.into(), message: message.into() }
-    }
-}
-
-/// The nearest candidate to `word` by edit distance, if it is close enough to be a likely typo.
-pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// ` (did you mean "x"?)` or an empty string.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    match nearest(word, candidates) {
-        Some(c) => format!(" (did you mean \"{c}\"?)"),
-        None => String::new(),
-    }
-}
+/// An error found while resolving values, before it is located in the file, and the one
+/// "did you mean" helper: both shared by every crate that reads a section of the config.
+pub use sweep_io::config::{did_you_mean, nearest, KeyError};

@@ -255,10 +255,7 @@ fn axis_key(axis: &str) -> &'static str {
 }
 
 fn unknown_key(key: &str, name: &str, allowed: &[&str]) -> KeyError {
-    KeyError::new(
-        key,
-        format!("unknown key{}; allowed keys: {}", did_you_mean(name, allowed.iter().copied()), allowed.join(", ")),
-    )
+    KeyError::new(key, sweep_io::config::unknown_key(name, allowed))
 }
 
 /// Expands the raw `[grid]` table into assignments (cartesian product of its factors).

@@ -14,7 +14,6 @@ pub mod grid;
 pub mod point;
 pub mod precision;
 pub mod shape;
-pub mod source;
 
 pub use config::{LawParams, RawConfig, TrainerKind};
 pub use error::{KeyError, PlanError};
@@ -25,8 +24,8 @@ use error::did_you_mean;
 use grid::{Assignment, ModelSpec, TokensSpec};
 use precision::PrecisionSpec;
 use shape::{CoreShape, ModelShape, ShapeRule, NAMED_SIZES};
-use source::Locator;
 use std::path::{Path, PathBuf};
+use sweep_io::config::{Locator, Section};
 
 /// A validated config and its resolved points.
 #[derive(Debug, Clone)]
@@ -118,7 +117,8 @@ pub fn plan_text(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan,
             }
         }
     }
-    let config: RawConfig = deserialize(toml::Value::Table(root)).map_err(&at)?;
+    let config: RawConfig =
+        sweep_io::config::from_value(toml::Value::Table(root), "").map_err(explain_lr).map_err(&at)?;
     validate(&config).map_err(&at)?;
     let points = resolve_all(&config).map_err(&at)?;
     let config_hash = point::sha256_hex(&format!("{}\n--profile {}", text, profile.unwrap_or("")));
@@ -139,6 +139,22 @@ impl Plan {
         let locator = Locator::new(&self.config_text);
         let location = locate_key(&locator, self.profile.as_deref(), key);
         PlanError { file: self.config_path.clone(), location, key: key.to_string(), message: message.into() }
+    }
+
+    /// Reads the section `T::KEY` that another crate owns (`[data]`, `[fit]`) into its type, with
+    /// errors located like the plan's own; `None` when the config has no such section.
+    ///
+    /// Panics if `T::KEY` is not one of those sections (a programming error).
+    pub fn section<T: Section>(&self) -> Result<Option<T>, PlanError> {
+        let table = match T::KEY {
+            "data" => &self.config.data,
+            "fit" => &self.config.fit,
+            other => panic!("[{other}] is not a section the plan keeps for another crate"),
+        };
+        let Some(table) = table else { return Ok(None) };
+        sweep_io::config::read_section(toml::Value::Table(table.clone()))
+            .map(Some)
+            .map_err(|e| self.error_at(&e.key, e.message))
     }
 }
 
@@ -161,61 +177,15 @@ fn merge(base: &mut toml::Table, over: &toml::Table) {
     }
 }
 
-fn deserialize(value: toml::Value) -> Result<RawConfig, KeyError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        let raw = e.inner().message().trim().to_string();
-        explain_serde(&path, &raw)
-    })
-}
-
-/// Turns a serde message into one that says what to change, with a suggestion for typos.
-fn explain_serde(path: &str, raw: &str) -> KeyError {
-    if let Some(rest) = raw.strip_prefix("unknown field `") {
-        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
-        let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-        let key = if path.is_empty() || path == name || path.ends_with(&format!(".{name}")) {
-            if path.is_empty() {
-                name.to_string()
-            } else {
-                path.to_string()
-            }
-        } else {
-            format!("{path}.{name}")
-        };
-        let allowed =
-            if expected.is_empty() { String::new() } else { format!("; allowed keys: {}", expected.join(", ")) };
-        return KeyError::new(key, format!("unknown key{}{allowed}", did_you_mean(name, expected.iter().copied())));
-    }
-    if let Some(rest) = raw.strip_prefix("unknown variant `") {
-        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
-        let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+/// serde says only that no form of an untagged enum matched; say which forms `lr` takes.
+fn explain_lr(err: KeyError) -> KeyError {
+    if err.message.starts_with("data did not match any variant of untagged enum LrRule") {
         return KeyError::new(
-            path,
-            format!(
-                "unknown value {name:?}{}; allowed: {}",
-                did_you_mean(name, expected.iter().copied()),
-                expected.join(", ")
-            ),
-        );
-    }
-    if let Some(rest) = raw.strip_prefix("missing field `") {
-        let name = rest.split('`').next().unwrap_or(rest);
-        return KeyError::new(path, format!("missing required key `{name}`"));
-    }
-    if raw.starts_with("data did not match any variant of untagged enum LrRule") {
-        return KeyError::new(
-            path,
+            err.key,
             "expected a number, a table { base, ref_params, exponent } or a table of learning rates by model name",
         );
     }
-    let plain = raw
-        .replace("invalid type: ", "wrong type: ")
-        .replace("expected u64", "expected a non-negative integer")
-        .replace("expected u32", "expected a non-negative integer")
-        .replace("expected f64", "expected a number");
-    KeyError::new(path, plain)
+    err
 }
 
 fn check(cond: bool, key: &str, msg: impl FnOnce() -> String) -> Result<(), KeyError> {

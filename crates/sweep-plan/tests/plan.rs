@@ -164,3 +164,66 @@ lr = 1.0
     assert!(t.lr_at(t.steps - 1).abs() < 1e-12);
     assert!(t.lr_at(t.steps - t.cooldown_steps / 2) < 1.0);
 }
+
+#[test]
+fn every_section_suggests_the_nearest_key() {
+    for (section, typo, fix) in [
+        ("sweep", "sed = 1", "seed"),
+        ("model", "head_dm = 32", "head_dim"),
+        ("train", "warmup_step = 10", "warmup_steps"),
+        ("precision", "roundng = \"nearest\"", "rounding"),
+        ("simulate", "nois = 0.01", "noise"),
+        ("simulate.general", "E = 1.7\nA = 400.0\nalpha = 0.3\nB = 400.0\nbeta = 0.3\ngama = 0.1", "gamma"),
+    ] {
+        let text = if section == "sweep" {
+            BASE.replace("trainer = \"simulate\"", &format!("trainer = \"simulate\"\n{typo}"))
+        } else if section == "train" {
+            BASE.replace("batch_size = 4", &format!("batch_size = 4\n{typo}"))
+        } else {
+            format!("{BASE}\n[{section}]\n{typo}\n")
+        };
+        let err = plan_text(Path::new("c.toml"), &text, None).unwrap_err();
+        let key = typo.lines().last().unwrap().split(' ').next().unwrap();
+        assert_eq!(err.key, format!("{section}.{key}"), "{err}");
+        assert!(err.location.is_some(), "{err}");
+        assert!(err.message.contains(&format!("did you mean \"{fix}\"")), "{err}");
+    }
+}
+
+/// A section another crate owns, read through the plan as sweep-data and sweep-fit read theirs.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fit {
+    #[allow(dead_code)]
+    laws: Vec<String>,
+    #[serde(default)]
+    max_iters: u64,
+}
+
+impl sweep_io::config::Section for Fit {
+    const KEY: &'static str = "fit";
+    fn check(&self) -> Result<(), sweep_plan::KeyError> {
+        if self.max_iters > 100 {
+            return Err(sweep_plan::KeyError::new("fit.max_iters", "is above 100"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn sections_of_other_crates_are_read_with_located_errors() {
+    let plan = plan_text(Path::new("c.toml"), BASE, None).unwrap();
+    assert!(plan.section::<Fit>().unwrap().is_none());
+    let text =
+        format!("{BASE}\n[fit]\nlaws = [\"chinchilla\"]\nmax_iter = 3\n\n[profiles.big.fit]\nmax_iters = 1000\n");
+    let err = plan_text(Path::new("c.toml"), &text, None).unwrap().section::<Fit>().unwrap_err();
+    assert_eq!(err.location, Some((16, 12)), "{err}");
+    assert!(err.to_string().starts_with("c.toml:16:12: fit.max_iter: unknown key"), "{err}");
+    assert!(err.message.contains("did you mean \"max_iters\""), "{err}");
+    // A value set by the profile is located in the profile.
+    let text = text.replace("max_iter = 3\n", "");
+    let err = plan_text(Path::new("c.toml"), &text, Some("big")).unwrap().section::<Fit>().unwrap_err();
+    assert_eq!(err.to_string(), "c.toml:18:13: fit.max_iters: is above 100");
+    let fit = plan_text(Path::new("c.toml"), &text, None).unwrap().section::<Fit>().unwrap().unwrap();
+    assert_eq!(fit.max_iters, 0);
+}

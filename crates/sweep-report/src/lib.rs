@@ -124,13 +124,11 @@ pub fn write_report(
     Ok(ReportSummary { dir: dir.to_path_buf(), files, skipped })
 }
 
-/// Writes `contents` to dir/name through a temporary file and a rename.
+/// Writes `contents` to dir/name atomically (sweep-io: a temporary file, fsync, rename).
 fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, ReportError> {
     let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let io = |e| ReportError::Io { path: path.clone(), source: e };
-    std::fs::write(&tmp, contents).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    sweep_io::atomic::write(&path, contents.as_bytes())
+        .map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
     Ok(path)
 }
 

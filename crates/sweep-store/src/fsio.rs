@@ -1,69 +1,18 @@
-//! Crash-safe file writes: a file is written to a temporary name, synced, and renamed (or linked)
-//! into place, so readers see it whole or not at all.
+//! File operations on the sweep directory. Writes are crash-safe through sweep-io's atomic
+//! writes (a temporary file beside the target, synced, then renamed into place, or moved only
+//! if nothing is there for an exclusive create), so readers see a file whole or not at all;
+//! appends, reads and process facts (host name, pid liveness, the clock) are here too.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Writes bytes to a path atomically, replacing any previous content.
+pub use sweep_io::atomic::write as write_atomic;
 
-/// A temporary path beside `path`, unique to this process and call.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp.{}.{n}", std::process::id()))
-}
-
-fn sync_dir(dir: &Path) {
-    // Directory fsync makes the rename durable; some file systems refuse it, which is harmless.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
-    let tmp = temp_path(path);
-    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(tmp)
-}
-
-/// Writes `bytes` to `path` atomically, replacing any previous content.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = write_temp(path, bytes)?;
-    if let Err(e) = fs::rename(&tmp, path) {
-        // On NFS a rename can report failure although it happened: trust what is there.
-        let landed = fs::read(path).map(|b| b == bytes).unwrap_or(false);
-        let _ = fs::remove_file(&tmp);
-        if !landed {
-            return Err(e);
-        }
-    }
-    if let Some(dir) = path.parent() {
-        sync_dir(dir);
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` only if nothing is there yet (atomic, no replace): returns false when
+/// Writes bytes to a path only if nothing is there yet (atomic, no replace): returns false when
 /// the file already existed. Used for leases and results, which must never be overwritten.
-pub fn create_exclusive(path: &Path, bytes: &[u8]) -> io::Result<bool> {
-    let tmp = write_temp(path, bytes)?;
-    let outcome = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match outcome {
-        Ok(()) => {
-            if let Some(dir) = path.parent() {
-                sync_dir(dir);
-            }
-            Ok(true)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
-    }
-}
+pub use sweep_io::atomic::create_new as create_exclusive;
 
 /// Serialises `value` as pretty JSON and writes it atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {

@@ -153,27 +153,14 @@ impl PointDir {
     pub fn write_checkpoint(&self, step: u64, fill: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<PathBuf> {
         let dir = self.ckpt_dir();
         fs::create_dir_all(&dir)?;
-        let tmp = fsio::temp_path(&dir.join(format!("step-{step:010}")));
-        fs::create_dir(&tmp)?;
-        fill(&tmp)?;
-        for entry in fs::read_dir(&tmp)? {
-            fs::File::open(entry?.path())?.sync_all()?;
-        }
         let final_path = dir.join(format!("step-{step:010}"));
-        if final_path.exists() {
-            fs::remove_dir_all(&final_path)?;
-        }
-        fs::rename(&tmp, &final_path)?;
-        if let Ok(d) = fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
+        sweep_io::atomic::write_dir(&final_path, fill)?;
         for (_, old) in self.checkpoints().into_iter().skip(KEEP_CHECKPOINTS) {
             let _ = fs::remove_dir_all(old);
         }
-        // Temporary directories left by a crash mid-write.
+        // Temporary directories (hidden names) left by a crash mid-write.
         for e in fs::read_dir(&dir)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && e.path() != tmp {
+            if e.file_name().to_string_lossy().starts_with('.') {
                 let _ = fs::remove_dir_all(e.path());
             }
         }

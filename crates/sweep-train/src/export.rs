@@ -32,10 +32,9 @@ pub fn llama_config(model: &Transformer) -> serde_json::Value {
 /// Writes model.safetensors, config.json and tokenizer.json into the point's directory.
 pub fn export(dir: &PointDir, model: &Transformer, data: &PreparedData) -> anyhow::Result<()> {
     let weights = dir.path.join("model.safetensors");
-    let tmp = fsio::temp_path(&weights);
-    candle_core::safetensors::save(&model.tensors().into_iter().collect(), &tmp)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &weights).context("placing model.safetensors")?;
+    let tmp = sweep_io::atomic::temp_file_beside(&weights)?;
+    candle_core::safetensors::save(&model.tensors().into_iter().collect(), tmp.path())?;
+    sweep_io::atomic::persist(tmp, &weights).context("placing model.safetensors")?;
     fsio::write_json(&dir.path.join("config.json"), &llama_config(model))?;
     if let Some(tok) = data.tokenizer_path() {
         let bytes = std::fs::read(tok).with_context(|| format!("reading {}", tok.display()))?;
