@@ -42,8 +42,12 @@ fn compare(a: &std::path::Path, b: &std::path::Path) {
         assert!(!ma.is_empty());
         assert_eq!(ma, mb, "metrics of {id} differ from the uninterrupted run");
     }
+    // result.json (created exclusively) is the record of completion; events.jsonl is a
+    // best-effort log: a SIGKILL between publishing a result and appending its "completed"
+    // event leaves the point done without the event. What must never happen is a second
+    // completion (a "duplicate" event, which `completions` rejects, or two "completed").
     let done = completions(a);
-    assert_eq!(done.len(), 6);
+    assert!(done.keys().all(|id| ra.contains_key(id)), "completed events for points without a result: {done:?}");
     assert!(done.values().all(|&n| n == 1), "a point was completed more than once: {done:?}");
 }
 
