@@ -1,6 +1,8 @@
 //! A whole transformer block on CUDA as one graph node, with its own backward pass: the CUDA
 //! twin of [`super::block`]. Also the loss head (logits product fused with cross-entropy, over
-//! f32 or bf16 logits) and the embedding with a deterministic gradient.
+//! f32 or bf16 logits), the embedding with a deterministic gradient, and RMSNorm (the model's
+//! final norm): with these, a training step on CUDA has no composed candle op left but the
+//! optimiser's.
 //!
 //! - Kernels: `block_kernels.cu` (NVRTC at run time): RMSNorm, RoPE with the head split,
 //!   SwiGLU / GELU, causal flash attention (tiled, online softmax, no T x T buffer; backward in a
@@ -60,7 +62,7 @@ impl Buffers {
 #[cfg(feature = "cuda")]
 mod launch;
 #[cfg(feature = "cuda")]
-pub use launch::{embedding, head_cross_entropy, peak_memory_bytes, reset_peak_memory, transformer_block};
+pub use launch::{embedding, head_cross_entropy, peak_memory_bytes, reset_peak_memory, rms_norm, transformer_block};
 
 #[cfg(not(feature = "cuda"))]
 mod no_cuda {
@@ -102,6 +104,11 @@ mod no_cuda {
         unavailable()
     }
 
+    /// See the `cuda` build: RMSNorm on CUDA with its backward.
+    pub fn rms_norm(_x: &Tensor, _w: &Tensor, _eps: f64) -> Result<Tensor> {
+        unavailable()
+    }
+
     /// See the `cuda` build: embedding rows with a deterministic gradient.
     pub fn embedding(_tokens: &Tensor, _w: &Tensor) -> Result<Tensor> {
         unavailable()
@@ -116,4 +123,4 @@ mod no_cuda {
     pub fn reset_peak_memory(_device: &Device) {}
 }
 #[cfg(not(feature = "cuda"))]
-pub use no_cuda::{embedding, head_cross_entropy, peak_memory_bytes, reset_peak_memory, transformer_block};
+pub use no_cuda::{embedding, head_cross_entropy, peak_memory_bytes, reset_peak_memory, rms_norm, transformer_block};

@@ -568,6 +568,102 @@ pub fn head_cross_entropy(
 }
 
 // ---------------------------------------------------------------------------------------------
+// RMSNorm (the model's final norm)
+
+struct RmsOp {
+    eps: f32,
+    rstd: Mutex<Option<CudaSlice<f32>>>,
+}
+
+impl CustomOp2 for RmsOp {
+    fn name(&self) -> &'static str {
+        "sweep-cuda-rms-norm"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_only(self.name())
+    }
+
+    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let d = wl.shape().elem_count();
+        if xl.dims().last() != Some(&d) {
+            bail!("rms_norm: input {:?} does not end in the weight's size {d}", xl.dims());
+        }
+        let rows = xl.shape().elem_count() / d.max(1);
+        let dev = Cuda::new(&xs.device);
+        let x = storage_ptr::<f32>(xs, xl, &dev.stream, "rms_norm input")?;
+        let w = storage_ptr::<f32>(ws, wl, &dev.stream, "rms_norm weight")?;
+        let (y, rstd) = (dev.alloc(rows * d * 4)?, dev.alloc(rows * 4)?);
+        schedule::rms_fwd(&dev, x, w, dev.ptr(&y), Elem::F32, dev.ptr(&rstd), rows, d, self.eps)?;
+        *self.rstd.lock().expect("rms lock") = Some(rstd);
+        Ok((CudaStorage::wrap_cuda_slice(y, xs.device.clone()), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let bwd = RmsBwd { op: self, dw: Mutex::new(None) };
+        let dx = x.apply_op3_no_bwd(w, &gy.contiguous()?, &bwd)?;
+        let dw = bwd.dw.into_inner().expect("rms lock").ok_or_else(|| Error::Msg("rms_norm: no dw".into()))?;
+        Ok((Some(dx), Some(f32_tensor(dw, x.device().as_cuda_device()?, w.shape()))))
+    }
+}
+
+struct RmsBwd<'a> {
+    op: &'a RmsOp,
+    dw: Mutex<Option<CudaSlice<f32>>>,
+}
+
+impl CustomOp3 for RmsBwd<'_> {
+    fn name(&self) -> &'static str {
+        "sweep-cuda-rms-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cpu_only(self.name())
+    }
+
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let d = wl.shape().elem_count();
+        let rows = xl.shape().elem_count() / d.max(1);
+        let dev = Cuda::new(&xs.device);
+        let rstd = self.op.rstd.lock().expect("rms lock").take();
+        let rstd = rstd.ok_or_else(|| Error::Msg("rms_norm: backward without a forward pass".into()))?;
+        let x = storage_ptr::<f32>(xs, xl, &dev.stream, "rms_norm input")?;
+        let w = storage_ptr::<f32>(ws, wl, &dev.stream, "rms_norm weight")?;
+        let gy = storage_ptr::<f32>(gs, gl, &dev.stream, "rms_norm output gradient")?;
+        let (dx, dw) = (dev.alloc(rows * d * 4)?, dev.alloc(d * 4)?);
+        schedule::rms_bwd(&dev, (x, w, dev.ptr(&rstd), gy, 0), dev.ptr(&dx), 0, Elem::F32, dev.ptr(&dw), rows, d)?;
+        *self.dw.lock().expect("rms lock") = Some(dw);
+        Ok((CudaStorage::wrap_cuda_slice(dx, xs.device.clone()), xl.shape().clone()))
+    }
+}
+
+/// RMSNorm over the last dimension of x (f32, CUDA) with weight w [d]: x / sqrt(mean(x^2) + eps)
+/// w, one kernel each way (the weight gradient summed over row chunks in a fixed order). For the
+/// model's final norm; the blocks' norms are inside [`transformer_block`].
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        bail!("rms_norm (CUDA): f32 tensors expected, got {:?} and {:?}", x.dtype(), w.dtype());
+    }
+    x.contiguous()?.apply_op2(&w.contiguous()?, RmsOp { eps: eps as f32, rstd: Mutex::new(None) })
+}
+
+// ---------------------------------------------------------------------------------------------
 // The embedding
 
 struct EmbedOp {
