@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds `sweep` with --features cuda on a machine without a system CUDA toolkit or GPU driver,
 # from PyPI's CUDA 13.0 wheels (see ../shared/reference/candle.md). The binary goes to
-# target-cuda/release/sweep, the CUDA tests (crates/sweep-train/tests/cuda.rs) beside it, and
-# stripped, compressed copies of both into .gpu/ for scripts/gpu-check.sh on a GPU machine.
+# target-cuda/release/sweep, the CUDA test binaries (crates/sweep-train/tests/cuda.rs and
+# cuda_block.rs) beside it, and stripped, compressed copies of all three into .gpu/ for
+# scripts/gpu-check.sh on a GPU machine.
 # Usage: scripts/build-cuda.sh [compute capability, default 90 = H100/H200]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,15 +30,17 @@ for attempt in 1 2 3 4 5 6 7 8; do
   sed 's/.*/void &(void){}/' "$STUB_SYMS" > "$VENV/stub.c"
   gcc -shared -Wl,-soname,libcuda.so.1 -o "$ROOT/lib/libcuda.so" "$VENV/stub.c"
   if cargo build --release --features cuda --target-dir target-cuda 2> "$VENV/build.log" &&
-    cargo test --release --features cuda --target-dir target-cuda -p sweep-train --test cuda --no-run --message-format=json 2>> "$VENV/build.log" > "$VENV/test-build.json"; then
-    TEST_BIN=$(python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, open(sys.argv[1])) if j.get("reason") == "compiler-artifact" and j.get("executable") and j["target"]["name"] == "cuda"][-1])' "$VENV/test-build.json")
+    cargo test --release --features cuda --target-dir target-cuda -p sweep-train --test cuda --test cuda_block --no-run --message-format=json 2>> "$VENV/build.log" > "$VENV/test-build.json"; then
+    test_bin() { python3 -c 'import json,sys; print([j["executable"] for j in map(json.loads, open(sys.argv[1])) if j.get("reason") == "compiler-artifact" and j.get("executable") and j["target"]["name"] == sys.argv[2]][-1])' "$VENV/test-build.json" "$1"; }
+    TEST_BIN=$(test_bin cuda)
+    BLOCK_BIN=$(test_bin cuda_block)
     # Stripped and compressed for the trip to a GPU machine (scripts/gpu-check.sh unpacks them).
     mkdir -p .gpu
-    for pair in "target-cuda/release/sweep:sweep" "$TEST_BIN:cuda-tests"; do
+    for pair in "target-cuda/release/sweep:sweep" "$TEST_BIN:cuda-tests" "$BLOCK_BIN:cuda-block-tests"; do
       strip -o ".gpu/${pair##*:}" "${pair%%:*}"
       xz -T2 -6 -f ".gpu/${pair##*:}"
     done
-    echo "built target-cuda/release/sweep and the CUDA tests ($TEST_BIN); packed into .gpu/"
+    echo "built target-cuda/release/sweep and the CUDA tests ($TEST_BIN, $BLOCK_BIN); packed into .gpu/"
     echo "on a GPU machine: scripts/gpu-check.sh (carry .gpu), or run the binary with"
     echo "  LD_LIBRARY_PATH=<copy of $ROOT/lib without libcuda.so> target-cuda/release/sweep ..."
     exit 0

@@ -44,6 +44,12 @@ pub struct BenchResult {
     pub gemm_peak_flops: f64,
     /// Peak resident memory in MB.
     pub peak_rss_mb: f64,
+    /// Peak device memory in use at once on a GPU, in MiB (CUDA's memory pool, where candle
+    /// allocates: weights, optimiser state, activations, gradients; as PyTorch's
+    /// max_memory_allocated); None on the CPU.
+    pub peak_gpu_mb: Option<f64>,
+    /// All parameters (embedding included; the MFU of the GPU benchmark uses 6 x this).
+    pub total_params: u64,
     /// Non-embedding parameters.
     pub non_embedding_params: u64,
     /// Training FLOPs per token (Chinchilla count).
@@ -96,6 +102,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
     let tokens: Vec<u32> = (0..(n + 1) as u64).map(|i| (crate::rng::mix64(i) % c.vocab_size as u64) as u32).collect();
     let x = Tensor::from_slice(&tokens[..n], (o.batch, c.context), &device)?;
     let y = Tensor::from_slice(&tokens[1..], (o.batch, c.context), &device)?;
+    device.synchronize()?;
+    crate::fused::cuda_block::reset_peak_memory(&device);
     let (mut fwd, mut bwd, mut optim) = (0.0, 0.0, 0.0);
     let mut times = Vec::with_capacity(o.steps);
     let mut final_loss = f64::NAN;
@@ -118,6 +126,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
             times.push((t3 - t0).as_secs_f64());
         }
     }
+    // Before the product-rate measurement below allocates its own matrices.
+    let peak_gpu_mb = crate::fused::cuda_block::peak_memory_bytes(&device).map(|b| b as f64 / (1u64 << 20) as f64);
     let total: f64 = times.iter().sum();
     times.sort_by(|a, b| a.partial_cmp(b).expect("finite times"));
     let median = times[times.len() / 2];
@@ -133,6 +143,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
         mfu: tps * counts.flops_per_token_chinchilla / peak,
         gemm_peak_flops: peak,
         peak_rss_mb: peak_rss_mb(),
+        peak_gpu_mb,
+        total_params: counts.total_params,
         non_embedding_params: counts.non_embedding_params,
         flops_per_token: counts.flops_per_token_chinchilla,
         threads: candle_core::utils::get_num_threads(),

@@ -1301,3 +1301,4 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
 
 pub mod block;
 pub mod cuda;
+pub mod cuda_block;

@@ -70,12 +70,14 @@ pub fn kernel_params(q: &QuantConfig, row_len: usize, counter: u64) -> KernelPar
 
 #[cfg(feature = "cuda")]
 pub use launch::fake_quant_cuda;
+#[cfg(feature = "cuda")]
+pub(crate) use launch::fake_quant_ptr;
 
 #[cfg(feature = "cuda")]
 mod launch {
     use super::{kernel_params, QuantConfig, CUDA_SOURCE};
     use candle_core::backend::BackendStorage;
-    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
     use candle_core::{Error, Layout, Result, Shape};
     use std::sync::OnceLock;
@@ -122,10 +124,26 @@ mod launch {
                 storage.dtype()
             ))
         })?;
-        let x = x.slice(start..end);
         let dev: &CudaDevice = &storage.device;
-        let n = (end - start) as u64;
+        let stream = dev.cuda_stream();
+        let x = x.slice(start..end);
+        let (ptr, _guard) = x.device_ptr(&stream);
         let row_len = layout.dims().last().copied().unwrap_or(1).max(1);
+        let y = fake_quant_ptr(dev, ptr, end - start, row_len, q, counter)?;
+        Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), layout.shape().clone()))
+    }
+
+    /// Fake-quantises `n` f32 values at device address `x` (rows of `row_len`, on `dev`'s
+    /// stream) into a new buffer, with `q` as call `counter`.
+    pub(crate) fn fake_quant_ptr(
+        dev: &CudaDevice,
+        x: u64,
+        n: usize,
+        row_len: usize,
+        q: &QuantConfig,
+        counter: u64,
+    ) -> Result<CudaSlice<f32>> {
+        let n = n as u64;
         let p = kernel_params(q, row_len, counter);
         let rows = n / row_len as u64;
         let groups: u64 = match p.mode {
@@ -161,7 +179,7 @@ mod launch {
             unsafe { b.launch(cfg(groups)) }.w()?;
         }
         // SAFETY: fq_apply writes every one of the n elements before the storage is used.
-        let mut y = unsafe { dev.alloc::<f32>(n as usize)? };
+        let mut y = unsafe { dev.alloc::<f32>((n as usize).max(1))? };
         if n > 0 {
             let f = dev.get_or_load_custom_func("fq_apply", MODULE, ptx)?;
             let block = if p.mode == 1 { p.row_len } else { p.block };
@@ -171,6 +189,6 @@ mod launch {
             // SAFETY: grid-stride loop over n elements of x and y; scale/inv hold every group.
             unsafe { b.launch(cfg(n)) }.w()?;
         }
-        Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), layout.shape().clone()))
+        Ok(y)
     }
 }
