@@ -42,6 +42,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 ldd $W/sweep | grep -E "not found|libcu|nvrtc|curand" | sed 's/^/  /'
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 
+# The whole-block CUDA path (ExecPath::CudaBlocks) is opt-in until this script has measured it;
+# everything below runs on it (SWEEP_CUDA_BLOCKS=0 to check the composed path instead).
+export SWEEP_CUDA_BLOCKS=${SWEEP_CUDA_BLOCKS:-1}
 # 1. Tests.
 step "cuda tests" 120 $W/cuda-tests --test-threads 1 > "$OUT/tests-cuda.txt" 2>&1; tail -4 "$OUT/tests-cuda.txt"
 if [ -x $W/cuda-block-tests ]; then

@@ -59,6 +59,10 @@ pub struct BenchTrainArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Record the measured rate for `sweep plan`'s time estimates on this machine ($SWEEP_RATES,
+    /// else ~/.config/sweep/rates.jsonl); record a small and a large shape per precision.
+    #[arg(long)]
+    pub record: bool,
 }
 
 /// Runs a `sweep bench` subcommand.
@@ -98,15 +102,37 @@ fn train(a: BenchTrainArgs) -> anyhow::Result<u8> {
         rope_theta: 10_000.0,
         norm_eps: 1e-5,
     };
+    let shape = format!("d_model {} layers {} ctx {} batch {} vocab {}", a.d_model, a.layers, a.ctx, a.batch, a.vocab);
     let opts = sweep_train::bench::BenchOptions {
         config,
         batch: a.batch,
         steps: a.steps,
         warmup: a.warmup,
-        device: a.device,
-        precision: a.precision,
+        device: a.device.clone(),
+        precision: a.precision.clone(),
     };
     let r = sweep_train::bench::run(&opts)?;
+    if a.record {
+        let rate = sweep_plan::rates::Rate {
+            device: sweep_plan::rates::device_kind(&a.device).to_string(),
+            precision: a.precision.clone(),
+            flops_per_token: r.flops_per_token,
+            flops_per_second: r.tokens_per_second * r.flops_per_token,
+            source: format!(
+                "sweep bench train on {} ({shape}), unix {:.0}",
+                sweep_store::fsio::hostname(),
+                sweep_store::fsio::unix_now()
+            ),
+        };
+        let file = sweep_plan::rates::record(&rate)?;
+        eprintln!(
+            "recorded {} FLOP/s for {} {} in {}",
+            fmt::sci(rate.flops_per_second),
+            rate.device,
+            rate.precision,
+            file.display()
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

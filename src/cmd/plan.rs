@@ -105,16 +105,19 @@ fn plan_table(plan: &Plan) -> String {
     out.push_str(&t.render());
     let basis = match plan.config.sweep.trainer {
         TrainerKind::Simulate => "simulate trainer: [simulate] seconds_per_point each".to_string(),
-        TrainerKind::Candle => format!(
-            "estimated at {} FLOP/s sustained ({}); set [sweep] flops_per_second after a `sweep bench`",
-            fmt::sci(
-                plan.config
-                    .sweep
-                    .flops_per_second
-                    .unwrap_or_else(|| sweep_plan::default_flops_per_second(&plan.config.sweep.device))
-            ),
-            if plan.config.sweep.flops_per_second.is_some() { "from the config" } else { "a default for the device" }
-        ),
+        TrainerKind::Candle => {
+            // The rate of the largest point (the one that dominates the total), and its source.
+            let big = plan.points.iter().max_by(|a, b| a.flops.chinchilla.total_cmp(&b.flops.chinchilla));
+            let (rate, source) = big.map_or_else(
+                || sweep_plan::flops_per_second(&plan.config, "fp32", 0.0),
+                |p| sweep_plan::flops_per_second(&plan.config, &p.precision.name, p.counts.flops_per_token_chinchilla),
+            );
+            format!(
+                "{} FLOP/s sustained for the largest point ({source}); per point by its size and precision; \
+                 `sweep bench train --record` on this machine, or [sweep] flops_per_second, replaces it",
+                fmt::sci(rate)
+            )
+        }
     };
     out.push_str(&format!("time estimates: {basis}\n"));
     out

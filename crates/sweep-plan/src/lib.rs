@@ -13,6 +13,7 @@ pub mod error;
 pub mod grid;
 pub mod point;
 pub mod precision;
+pub mod rates;
 pub mod shape;
 
 pub use config::{LawParams, RawConfig, TrainerKind};
@@ -322,14 +323,23 @@ fn core_shape(spec: &ModelSpec, m: &ModelSection, rule: &ShapeRule) -> CoreShape
     }
 }
 
-/// Default sustained training FLOP/s by device, for time estimates only.
+/// Default sustained training FLOP/s by device, for time estimates only, when nothing was measured.
 pub fn default_flops_per_second(device: &str) -> f64 {
-    if device.starts_with("cuda") {
-        5e13
-    } else if device == "metal" {
-        5e12
-    } else {
-        2.5e10
+    rates::default_flops_per_second(device)
+}
+
+/// The sustained training FLOP/s a time estimate assumes for a model of `flops_per_token` in
+/// `precision` under config `c`, and where it comes from: `[sweep] flops_per_second`, else a
+/// measured rate (`rates`), else the device's default.
+pub fn flops_per_second(c: &RawConfig, precision: &str, flops_per_token: f64) -> (f64, String) {
+    static RATES: std::sync::OnceLock<rates::Rates> = std::sync::OnceLock::new();
+    if let Some(f) = c.sweep.flops_per_second {
+        return (f, "[sweep] flops_per_second".into());
+    }
+    let rates = RATES.get_or_init(rates::Rates::load);
+    match rates.estimate(&c.sweep.device, precision, flops_per_token) {
+        Some((f, source)) => (f, format!("measured: {source}")),
+        None => (default_flops_per_second(&c.sweep.device), "a default for the device; nothing measured".into()),
     }
 }
 
@@ -472,7 +482,7 @@ fn resolve(
     let estimated_seconds = match c.sweep.trainer {
         TrainerKind::Simulate => c.simulate.seconds_per_point,
         TrainerKind::Candle => {
-            flops.chinchilla / c.sweep.flops_per_second.unwrap_or_else(|| default_flops_per_second(&c.sweep.device))
+            flops.chinchilla / flops_per_second(c, &precision.name, counts.flops_per_token_chinchilla).0
         }
     };
     Ok(Point {

@@ -116,6 +116,12 @@ pub enum ExecPath {
     /// Each transformer block as one fused CPU op with a hand-written backward (f32/f64 on the
     /// CPU), the hooks' fake quantisation inside it: full precision and fake-quantised formats.
     CpuBlocks,
+    /// Each transformer block as one CUDA op (`crate::fused::cuda_block`: cuBLAS products, fused
+    /// norm/RoPE/MLP kernels, flash attention), plus the CUDA embedding, final norm and loss head:
+    /// f32 master weights on CUDA in f32, bf16 autocast or a fake-quantised format. Not yet
+    /// measured on a GPU, so opt-in: chosen only when `SWEEP_CUDA_BLOCKS=1`
+    /// ([`crate::fused::cuda_block::enabled`]).
+    CudaBlocks,
 }
 
 impl ExecPath {
@@ -123,7 +129,10 @@ impl ExecPath {
     /// on the CPU when the hooks' precision runs inside them, per-op fused kernels on the CPU
     /// otherwise, candle's composed ops on other devices and dtypes.
     pub fn choose(device: &Device, dtype: DType, hooks: &dyn LinearHooks) -> ExecPath {
-        if !fused::supports(device, dtype) {
+        let cuda_block_precision = hooks.block_quant().is_some() || hooks.compute_dtype() == Some(DType::BF16);
+        if ExecPath::CudaBlocks.supports(device, dtype) && fused::cuda_block::enabled() && cuda_block_precision {
+            ExecPath::CudaBlocks
+        } else if !fused::supports(device, dtype) {
             ExecPath::Composed
         } else if hooks.block_quant().is_some() {
             ExecPath::CpuBlocks
@@ -137,13 +146,14 @@ impl ExecPath {
         match self {
             ExecPath::Composed => true,
             ExecPath::CpuOps | ExecPath::CpuBlocks => fused::supports(device, dtype),
+            ExecPath::CudaBlocks => cfg!(feature = "cuda") && device.is_cuda() && dtype == DType::F32,
         }
     }
 
     /// The single-op kernels this path runs outside whole blocks (norms, linear layers, loss).
     fn ops(self) -> Ops {
         match self {
-            ExecPath::Composed => Ops::Composed,
+            ExecPath::Composed | ExecPath::CudaBlocks => Ops::Composed,
             ExecPath::CpuOps | ExecPath::CpuBlocks => Ops::FusedCpu,
         }
     }
@@ -581,6 +591,34 @@ impl Block {
             side,
         )
     }
+
+    /// The block as one CUDA op (f32 or bf16 autocast `compute`); its weight gradients land in
+    /// `side`, its activations stay in `buffers` from step to step.
+    fn forward_cuda_fused(
+        &self,
+        x: &Tensor,
+        pass: &Pass,
+        quant: &QuantTargets,
+        side: &fused::block::SideGrads,
+        compute: DType,
+        buffers: &fused::cuda_block::Buffers,
+    ) -> Result<Tensor> {
+        let weights = self.params().into_iter().map(|p| (p.name.clone(), p.t().clone())).collect();
+        let params = fused::block::BlockParams { weights, swiglu: self.mlp.gate_proj.is_some() };
+        fused::cuda_block::transformer_block(
+            x,
+            params,
+            &pass.cos,
+            &pass.sin,
+            self.self_attn.n_heads,
+            self.mlp.up_proj.out_features(),
+            self.input_layernorm.eps,
+            quant,
+            side,
+            compute,
+            buffers,
+        )
+    }
 }
 
 /// The model: token embedding, blocks, final norm, and the output projection (the embedding
@@ -601,6 +639,8 @@ pub struct Transformer {
     side_grads: fused::block::SideGrads,
     /// The fused cross-entropy's logits buffer, reused from step to step.
     scratch: fused::Scratch,
+    /// Device buffers of the CUDA block path (activations, logits), reused from step to step.
+    cuda_buffers: fused::cuda_block::Buffers,
     /// RoPE tables [context, head_dim/2] and the causal mask [context, context], in the
     /// parameters' dtype (f32 for training, f64 for gradient checks).
     cos: Tensor,
@@ -650,6 +690,7 @@ impl Transformer {
             path: ExecPath::Composed,
             side_grads: Default::default(),
             scratch: Default::default(),
+            cuda_buffers: Default::default(),
         };
         model.set_path(path)?;
         Ok(model)
@@ -710,12 +751,14 @@ impl Transformer {
             sin: self.sin.narrow(0, 0, t)?,
             mask: self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?,
         };
-        let mut x = self.embed_tokens.t().index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d))?;
-        match self.path {
+        let embed = || self.embed_tokens.t().index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d));
+        let x = match self.path {
             ExecPath::Composed | ExecPath::CpuOps => {
+                let mut x = embed()?;
                 for layer in &self.layers {
                     x = layer.forward(&x, &pass)?;
                 }
+                x
             }
             ExecPath::CpuBlocks => {
                 let quant = hooks.block_quant().ok_or_else(|| {
@@ -723,11 +766,21 @@ impl Transformer {
                         "these hooks cannot run inside fused blocks; choose the path with ExecPath::choose".into(),
                     )
                 })?;
+                let mut x = embed()?;
                 for layer in &self.layers {
                     x = layer.forward_cpu_fused(&x, &pass, &quant, &self.side_grads)?;
                 }
+                x
             }
-        }
+            ExecPath::CudaBlocks => {
+                let (quant, compute) = cuda_block_precision(hooks)?;
+                let mut x = fused::cuda_block::embedding(tokens, self.embed_tokens.t())?;
+                for layer in &self.layers {
+                    x = layer.forward_cuda_fused(&x, &pass, &quant, &self.side_grads, compute, &self.cuda_buffers)?;
+                }
+                return fused::cuda_block::rms_norm(&x.reshape((b * t, d))?, self.norm.weight.t(), self.norm.eps);
+            }
+        };
         self.norm.forward(&x, pass.ops)?.reshape((b * t, d))
     }
 
@@ -739,7 +792,12 @@ impl Transformer {
 
     /// Mean cross-entropy (nats per token) of next-token prediction.
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
-        self.path.ops().head_loss(&self.hidden(inputs, hooks)?, self.head(), targets, &self.scratch)
+        let h = self.hidden(inputs, hooks)?;
+        if self.path == ExecPath::CudaBlocks {
+            let (_, compute) = cuda_block_precision(hooks)?;
+            return fused::cuda_block::head_cross_entropy(&h, self.head(), targets, compute, &self.cuda_buffers);
+        }
+        self.path.ops().head_loss(&h, self.head(), targets, &self.scratch)
     }
 
     /// Gradients of `loss` for every parameter, by name: candle's backward pass plus the weight
@@ -759,5 +817,17 @@ impl Transformer {
             out.insert(name, g);
         }
         Ok(out)
+    }
+}
+
+/// The fake quantisation and product dtype the CUDA block path runs `hooks` with: a format's
+/// quantisation in f32 products, or bf16 autocast without quantisation.
+fn cuda_block_precision(hooks: &dyn LinearHooks) -> Result<(QuantTargets, DType)> {
+    match (hooks.block_quant(), hooks.compute_dtype()) {
+        (Some(quant), None) => Ok((quant, DType::F32)),
+        (None, Some(DType::BF16)) => Ok((QuantTargets::default(), DType::BF16)),
+        _ => Err(candle_core::Error::Msg(
+            "these hooks cannot run on the CUDA block path; choose the path with ExecPath::choose".into(),
+        )),
     }
 }

@@ -31,6 +31,15 @@ use std::sync::{Arc, Mutex};
 /// The CUDA C++ source of the block kernels.
 pub const SOURCE: &str = include_str!("block_kernels.cu");
 
+/// Whether the model may choose the CUDA block path (`crate::model::ExecPath::CudaBlocks`): a
+/// `cuda` build with `SWEEP_CUDA_BLOCKS=1` in the environment. Opt-in until the path has been
+/// checked and measured on a GPU (scripts/gpu-check.sh); then it becomes the default on CUDA.
+pub fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    cfg!(feature = "cuda")
+        && *ENABLED.get_or_init(|| std::env::var("SWEEP_CUDA_BLOCKS").map(|v| v.trim() == "1").unwrap_or(false))
+}
+
 /// Device buffers kept from one step to the next by a model's CUDA ops (per layer: the
 /// activations a block keeps for its backward pass; the logits of the loss head). Clones share
 /// the buffers.
