@@ -684,7 +684,12 @@ mod quant {
         // A format the quantiser cannot build names its target.
         precision.targets.push((
             QuantTarget::Kv,
-            PrecisionSpec { name: "int12".into(), format: NumberFormat::Int { bits: 12 }, scaling: Scaling::Tensor },
+            PrecisionSpec {
+                name: "int12".into(),
+                format: NumberFormat::Int { bits: 12 },
+                scaling: Scaling::Tensor,
+                scale: Default::default(),
+            },
         ));
         let err = QuantTargets::from_resolved(&precision, 11).unwrap_err().to_string();
         assert!(err.contains("Kv") && err.contains("2..=8"), "{err}");
@@ -707,14 +712,23 @@ mod quant {
             name: "e9m2".into(),
             format: NumberFormat::Float { exp_bits: 9, man_bits: 2 },
             scaling: Scaling::Tensor,
+            scale: Default::default(),
         };
         let err = QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err();
         assert!(err.to_string().contains("exponent bits must be in 1..=8"), "{err}");
-        let bad =
-            PrecisionSpec { name: "int9".into(), format: NumberFormat::Int { bits: 9 }, scaling: Scaling::Tensor };
+        let bad = PrecisionSpec {
+            name: "int9".into(),
+            format: NumberFormat::Int { bits: 9 },
+            scaling: Scaling::Tensor,
+            scale: Default::default(),
+        };
         assert!(QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err().to_string().contains("2..=8"));
-        let bad =
-            PrecisionSpec { name: "int4-b0".into(), format: NumberFormat::Int { bits: 4 }, scaling: Scaling::Block(0) };
+        let bad = PrecisionSpec {
+            name: "int4-b0".into(),
+            format: NumberFormat::Int { bits: 4 },
+            scaling: Scaling::Block(0),
+            scale: Default::default(),
+        };
         assert!(QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err().to_string().contains("at least 1"));
         let err = quantize_slice(&mut [1.0; 10], 4, &q, 0).unwrap_err();
         assert!(err.to_string().contains("whole rows of length 4"), "{err}");

@@ -58,14 +58,16 @@ mod kernel;
 mod op;
 
 pub use format::{FloatFormat, Format, IntFormat};
-pub use kernel::{call_key, quantize_slice, random_bits};
+pub use kernel::{
+    block_scale_e4m3, call_key, e8m0_exponent, quantize_slice, quantize_slice_with_amax, random_bits, tensor_scale_e4m3,
+};
 pub use op::{fake_quant, fake_quant_at, quant_grad, quant_grad_at};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use sweep_plan::config::{QuantTarget, Rounding};
-use sweep_plan::precision::{PrecisionSpec, Scaling};
+use sweep_plan::precision::{PrecisionSpec, ScaleFormat, Scaling};
 use sweep_plan::ResolvedPrecision;
 
 /// An invalid quantisation setting or input, with a message that says what to change.
@@ -103,6 +105,23 @@ pub enum ScaleRule {
     PowerOfTwo,
     /// scale = 1: a saturating cast to the format with no scaling.
     Unit,
+    /// OCP MX E8M0: scale = 2^(floor(log2 amax) - emax_elem), clamped to 2^[-127, 127]; the
+    /// group's largest values may saturate (see [`sweep_plan::precision::ScaleFormat::Ue8m0`]).
+    Ue8m0,
+    /// NVFP4 style: E4M3 block scales under a per-tensor f32 scale (see
+    /// [`sweep_plan::precision::ScaleFormat::Ue4m3`]).
+    Ue4m3,
+}
+
+impl ScaleRule {
+    /// The rule that stores scales in `format`.
+    pub fn of(format: ScaleFormat) -> ScaleRule {
+        match format {
+            ScaleFormat::F32 => ScaleRule::AbsMax,
+            ScaleFormat::Ue8m0 => ScaleRule::Ue8m0,
+            ScaleFormat::Ue4m3 => ScaleRule::Ue4m3,
+        }
+    }
 }
 
 /// A fake-quantisation setting: format, scaling, rounding, and the stochastic-rounding stream.
@@ -134,7 +153,8 @@ impl QuantConfig {
         let Some(format) = Format::from_number_format(&spec.format)? else {
             return Ok(None);
         };
-        QuantConfig::new(format, spec.scaling, rounding, seed).map(|mut q| {
+        QuantConfig::new(format, spec.scaling, rounding, seed).map(|q| {
+            let mut q = q.with_scale_rule(ScaleRule::of(spec.scale));
             q.name = spec.name.clone();
             Some(q)
         })
