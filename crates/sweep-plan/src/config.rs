@@ -262,10 +262,31 @@ pub enum QuantTarget {
     Weights,
     /// Inputs to every linear layer.
     Activations,
-    /// Gradients of activations.
+    /// The gradient flowing into each linear layer's input (dX), quantised after its product.
     Gradients,
-    /// Attention keys and values.
+    /// Attention keys and values (as stored: the KV cache).
     Kv,
+    /// The output gradient dY of each linear layer, quantised before both backward products
+    /// (dX = dY W and dW = dY^T X): the FP8 training recipe's backward.
+    GradOutput,
+    /// The inputs of the attention products: Q and K (along the head dimension) for Q K^T, the
+    /// probabilities P (along keys) and V (along tokens) for P V.
+    Attention,
+    /// The inputs of the logits product: the final hidden states and the output projection.
+    Logits,
+}
+
+impl QuantTarget {
+    /// Every target, in the order of checkpointed counters.
+    pub const ALL: [QuantTarget; 7] = [
+        QuantTarget::Weights,
+        QuantTarget::Activations,
+        QuantTarget::Gradients,
+        QuantTarget::Kv,
+        QuantTarget::GradOutput,
+        QuantTarget::Attention,
+        QuantTarget::Logits,
+    ];
 }
 
 /// Rounding mode of fake quantisation.
@@ -298,6 +319,19 @@ pub struct PrecisionSection {
     /// Format for attention K/V (off when absent and not in `targets`).
     #[serde(default)]
     pub kv: Option<String>,
+    /// Format for the output gradients dY of linear layers (off when absent and not in `targets`).
+    #[serde(default)]
+    pub grad_output: Option<String>,
+    /// Format for the attention products' inputs (off when absent and not in `targets`).
+    #[serde(default)]
+    pub attention: Option<String>,
+    /// Format for the logits product's inputs (off when absent and not in `targets`).
+    #[serde(default)]
+    pub logits: Option<String>,
+    /// Delayed scaling: per-tensor scales come from the largest amax of the last this-many
+    /// passes of the same tensor (just-in-time, from the tensor itself, when absent).
+    #[serde(default)]
+    pub amax_history: Option<u32>,
     /// Rounding mode.
     #[serde(default)]
     pub rounding: Rounding,

@@ -25,6 +25,17 @@ pub struct ResolvedPrecision {
     pub bits: u32,
     /// Block size B of the quantisation law.
     pub block_size: f64,
+    /// Delayed scaling's amax history length (per-tensor scaling); None: just-in-time scaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amax_history: Option<u32>,
+}
+
+impl ResolvedPrecision {
+    /// Total bits of one target's elements: its quantised format, or the grid format's bits
+    /// (32 for fp32, 16 for bf16/fp16 autocast) when the target is not quantised.
+    pub fn target_bits(&self, target: QuantTarget) -> u32 {
+        self.targets.iter().find(|(t, _)| *t == target).map_or(self.spec.format.bits(), |(_, s)| s.format.bits())
+    }
 }
 
 /// Optimisation settings resolved for one point.

@@ -661,6 +661,7 @@ mod quant {
             man_bits: Some(3),
             bits: 8,
             block_size: 65536.0,
+            amax_history: None,
         };
         let t = QuantTargets::from_resolved(&precision, 11).unwrap();
         assert_eq!(t.weights.as_ref().unwrap().name, "e4m3");
@@ -677,10 +678,13 @@ mod quant {
         fake_quant(&x, t.weights.as_ref().unwrap()).unwrap();
         quant_grad(&x, t.gradients.as_ref().unwrap()).unwrap();
         quant_grad(&x, t.gradients.as_ref().unwrap()).unwrap();
-        assert_eq!(t.counters(), [1, 0, 2, 0]);
+        assert_eq!(t.counters(), [1, 0, 2, 0, 0, 0, 0]);
         let resumed = QuantTargets::from_resolved(&precision, 11).unwrap();
-        resumed.set_counters(t.counters());
-        assert_eq!(resumed.counters(), [1, 0, 2, 0]);
+        resumed.set_counters(&t.counters());
+        assert_eq!(resumed.counters(), [1, 0, 2, 0, 0, 0, 0]);
+        // A checkpoint from before the last three targets holds four counters.
+        resumed.set_counters(&[3, 0, 5, 0]);
+        assert_eq!(resumed.counters(), [3, 0, 5, 0, 0, 0, 0]);
         // A format the quantiser cannot build names its target.
         precision.targets.push((
             QuantTarget::Kv,
