@@ -418,6 +418,42 @@ pub struct SimulateSection {
     /// Points whose learning rate exceeds this diverge (loss blows up); never when absent.
     #[serde(default)]
     pub diverge_lr: Option<f64>,
+    /// Sun et al. 2025's floating-point quantisation term added to the general loss (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp_quant: Option<FpQuantParams>,
+    /// Kumar et al. 2024's effective parameter count in the general law (absent: N itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<KumarParams>,
+}
+
+/// The floating-point quantisation term of Sun et al. 2025 (arXiv 2501.02423), added to the
+/// simulated general loss: D^beta / N^alpha * log2(B) / (gamma (E + 0.5)^delta (M + 0.5)^nu),
+/// with the general law's alpha and beta and the point's exponent bits E, mantissa bits M and
+/// block size B (integer formats get no term).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FpQuantParams {
+    /// Scale of the quantisation term's denominator.
+    pub gamma: f64,
+    /// Exponent-bits exponent.
+    pub delta: f64,
+    /// Mantissa-bits exponent.
+    pub nu: f64,
+}
+
+/// Kumar et al. 2024 (arXiv 2411.04330): the simulated general law sees the effective parameter
+/// count N_eff = N (1 - e^(-P_w/gamma_w)) (1 - e^(-P_a/gamma_a)) (1 - e^(-P_kv/gamma_kv)) in
+/// place of N, with P_x the bits the point trains target x in (the grid format's bits where x is
+/// not quantised).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KumarParams {
+    /// Weight-precision scale.
+    pub gamma_w: f64,
+    /// Activation-precision scale.
+    pub gamma_a: f64,
+    /// KV/attention-precision scale.
+    pub gamma_kv: f64,
 }
 
 fn default_noise() -> f64 {

@@ -305,6 +305,16 @@ fn validate(c: &RawConfig) -> Result<(), KeyError> {
         }
         check(law.eps > 0.0, &format!("{key}.eps"), || "must be positive".into())?;
     }
+    if let Some(f) = &sim.fp_quant {
+        for (name, v) in [("gamma", f.gamma), ("delta", f.delta), ("nu", f.nu)] {
+            check(v.is_finite() && v > 0.0, &format!("simulate.fp_quant.{name}"), || format!("{v} must be positive"))?;
+        }
+    }
+    if let Some(k) = &sim.precision {
+        for (name, v) in [("gamma_w", k.gamma_w), ("gamma_a", k.gamma_a), ("gamma_kv", k.gamma_kv)] {
+            check(v.is_finite() && v > 0.0, &format!("simulate.precision.{name}"), || format!("{v} must be positive"))?;
+        }
+    }
     Ok(())
 }
 

@@ -97,7 +97,8 @@ fn fake_quant_on_cuda_equals_the_cpu_kernel_bit_for_bit() {
     let mut cases = 0;
     for format in formats() {
         for scaling in [Scaling::Tensor, Scaling::Channel, Scaling::Block(32), Scaling::Block(64)] {
-            for rule in [ScaleRule::AbsMax, ScaleRule::PowerOfTwo, ScaleRule::Unit, ScaleRule::Ue8m0, ScaleRule::Ue4m3] {
+            for rule in [ScaleRule::AbsMax, ScaleRule::PowerOfTwo, ScaleRule::Unit, ScaleRule::Ue8m0, ScaleRule::Ue4m3]
+            {
                 for rounding in [Rounding::Nearest, Rounding::Stochastic] {
                     let q = QuantConfig::new(format, scaling, rounding, 4321).unwrap().with_scale_rule(rule);
                     let want = bits(&fake_quant_at(&host, &q, 17).unwrap());
