@@ -469,7 +469,12 @@ fn resolve(
             QuantTarget::Attention => parse_override(&pc.attention),
             QuantTarget::Logits => parse_override(&pc.logits),
         };
-        let chosen = over.or_else(|| pc.targets.contains(&target).then(|| spec_p.clone()));
+        let chosen = if spec_p.per_target.is_empty() {
+            over.or_else(|| pc.targets.contains(&target).then(|| spec_p.clone()))
+        } else {
+            // A per-target grid value names every quantised target itself.
+            spec_p.per_target.iter().find(|(t, _)| *t == target).map(|(_, s)| s.clone())
+        };
         if let Some(s) = chosen.filter(|s| s.format.is_simulated()) {
             targets.push((target, s));
         }
@@ -506,7 +511,7 @@ fn resolve(
         index,
         label,
         trainer: c.sweep.trainer,
-        seed: c.sweep.seed,
+        seed: a.seed.as_ref().map_or(c.sweep.seed, |(s, _)| *s),
         model,
         tokens,
         tokens_requested,

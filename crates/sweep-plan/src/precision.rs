@@ -11,6 +11,7 @@
 //! - Any eXmY or intN with `-bN` and a scale-format suffix `-ue8m0`, `-ue4m3` or `-f32` (the
 //!   default: an unrounded absmax scale).
 
+use crate::config::QuantTarget;
 use serde::{Deserialize, Serialize};
 
 /// A number format for simulated (fake-quantised) or native training.
@@ -133,6 +134,10 @@ pub struct PrecisionSpec {
     /// How each scale is stored (f32 unless the name says otherwise).
     #[serde(default, skip_serializing_if = "ScaleFormat::is_f32")]
     pub scale: ScaleFormat,
+    /// A grid value that names a format per target (`{ weights = "int4", activations = "int8" }`):
+    /// those targets and formats, in place of `[precision]`'s; empty for a plain name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_target: Vec<(QuantTarget, PrecisionSpec)>,
 }
 
 /// The precision names the planner understands, for error messages.
@@ -165,7 +170,13 @@ impl PrecisionSpec {
             other => other,
         };
         if let Some(&(name, format, block, scale)) = NAMED_BLOCK_FORMATS.iter().find(|f| f.0 == alias) {
-            return Ok(PrecisionSpec { name: name.into(), format, scaling: Scaling::Block(block), scale });
+            return Ok(PrecisionSpec {
+                name: name.into(),
+                format,
+                scaling: Scaling::Block(block),
+                scale,
+                per_target: Vec::new(),
+            });
         }
         let mut parts: Vec<&str> = lower.split('-').collect();
         let mut scaling = Scaling::Tensor;
@@ -237,7 +248,7 @@ impl PrecisionSpec {
         if let Some(named) =
             NAMED_BLOCK_FORMATS.iter().find(|f| (f.1, Scaling::Block(f.2), f.3) == (format, scaling, scale))
         {
-            return PrecisionSpec { name: named.0.into(), format, scaling, scale };
+            return PrecisionSpec { name: named.0.into(), format, scaling, scale, per_target: Vec::new() };
         }
         let mut name = format.canonical();
         match scaling {
@@ -249,7 +260,49 @@ impl PrecisionSpec {
             name.push('-');
             name.push_str(scale.suffix());
         }
-        PrecisionSpec { name, format, scaling, scale }
+        PrecisionSpec { name, format, scaling, scale, per_target: Vec::new() }
+    }
+
+    /// A grid value naming a format per target, e.g. `{ weights = "int4", activations = "int8",
+    /// kv = "int6" }`: the listed targets are quantised to their formats (`fp32` leaves one
+    /// unquantised) and the others stay in fp32; the value's format for the laws' exp_bits,
+    /// man_bits, bits and block_size is the weights' (fp32 when weights are not listed). Its
+    /// name lists the targets: `weights=int4,activations=int8,kv=int6`.
+    pub fn parse_per_target(table: &toml::Table) -> Result<PrecisionSpec, String> {
+        let names: Vec<String> = QuantTarget::ALL.iter().map(target_key).collect();
+        let mut per_target = Vec::new();
+        for (key, value) in table {
+            let Some(target) = QuantTarget::ALL.iter().copied().find(|t| target_key(t) == *key) else {
+                return Err(format!(
+                    "unknown target {key:?}{}; a per-target precision names targets among {}",
+                    crate::error::did_you_mean(key, names.iter().map(|n| n.as_str())),
+                    names.join(", ")
+                ));
+            };
+            let toml::Value::String(name) = value else {
+                return Err(format!("{key}: expected a precision name such as \"int4\""));
+            };
+            let spec = PrecisionSpec::parse(name).map_err(|m| format!("{key}: {m}"))?;
+            if !spec.format.is_simulated() && spec.format != NumberFormat::F32 {
+                return Err(format!(
+                    "{key} = {name:?}: a per-target format is a simulated one (eXmY, intN, MX, NVFP4) or fp32"
+                ));
+            }
+            per_target.push((target, spec));
+        }
+        if per_target.is_empty() {
+            return Err("an empty table: name at least one target, e.g. { weights = \"int4\" }".into());
+        }
+        per_target.sort_by_key(|(t, _)| QuantTarget::ALL.iter().position(|a| a == t));
+        let base = per_target
+            .iter()
+            .find(|(t, _)| *t == QuantTarget::Weights)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| PrecisionSpec::parse("fp32").expect("fp32 parses"));
+        let name =
+            per_target.iter().map(|(t, s)| format!("{}={}", target_key(t), s.name)).collect::<Vec<_>>().join(",");
+        per_target.retain(|(_, s)| s.format.is_simulated());
+        Ok(PrecisionSpec { name, per_target, ..base })
     }
 
     /// The block size B of the quantisation law: the block length, 2^13.16 for channel-wise
@@ -276,6 +329,11 @@ fn parse_exmy(s: &str) -> Option<Result<NumberFormat, String>> {
         return Some(Err(format!("e{e}m{m}: exponent bits must be in 1..=8 and mantissa bits in 0..=10")));
     }
     Some(Ok(NumberFormat::Float { exp_bits: e, man_bits: m }))
+}
+
+/// A target's key in configs (`weights`, `grad_output`, ...).
+fn target_key(t: &QuantTarget) -> String {
+    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 fn parse_mxint(s: &str) -> Option<Result<NumberFormat, String>> {
@@ -332,6 +390,28 @@ mod tests {
         let json = serde_json::to_string(&PrecisionSpec::parse("e4m3-b32").unwrap()).unwrap();
         assert!(!json.contains("scale\""), "{json}");
         assert!(serde_json::to_string(&mx).unwrap().contains("\"scale\":\"ue8m0\""));
+    }
+
+    #[test]
+    fn parses_per_target_values() {
+        let t: toml::Table = toml::from_str("weights = \"int4\"\nkv = \"fp8-e4m3\"\nactivations = \"fp32\"").unwrap();
+        let p = PrecisionSpec::parse_per_target(&t).unwrap();
+        assert_eq!(p.name, "weights=int4,activations=fp32,kv=e4m3");
+        assert_eq!(p.format, NumberFormat::Int { bits: 4 }, "the weights' format stands for the value");
+        let targets: Vec<QuantTarget> = p.per_target.iter().map(|(t, _)| *t).collect();
+        assert_eq!(targets, [QuantTarget::Weights, QuantTarget::Kv], "fp32 leaves activations unquantised");
+        let t: toml::Table = toml::from_str("activations = \"int8\"").unwrap();
+        assert_eq!(PrecisionSpec::parse_per_target(&t).unwrap().format, NumberFormat::F32);
+        for (bad, why) in [
+            ("wieghts = \"int4\"", "did you mean \"weights\""),
+            ("weights = 4", "expected a precision name"),
+            ("weights = \"bf16\"", "simulated one"),
+            ("weights = \"int77\"", "weights:"),
+        ] {
+            let t: toml::Table = toml::from_str(bad).unwrap();
+            let err = PrecisionSpec::parse_per_target(&t).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct ResultRow {
     pub bits_activations: f64,
     /// `P_kv`: bits of attention keys and values (the `kv` target, else `attention`).
     pub bits_kv: f64,
+    /// `seed`: the point's seed (initialisation, data order, stochastic rounding).
+    pub seed: f64,
     /// `loss`: the final loss the laws fit (validation loss on the general source).
     pub loss: f64,
     /// `loss_general`: final validation loss on the general source.
@@ -86,6 +88,7 @@ impl ResultRow {
                 let kv = p.targets.iter().any(|(t, _)| *t == QuantTarget::Kv);
                 p.target_bits(if kv { QuantTarget::Kv } else { QuantTarget::Attention }) as f64
             },
+            seed: point.seed as f64,
             loss: metrics.loss,
             loss_general: or_nan(metrics.val_loss.general),
             loss_domain: or_nan(metrics.val_loss.domain),
@@ -94,7 +97,7 @@ impl ResultRow {
     }
 
     /// The row's columns by their documented names.
-    pub fn columns(&self) -> [(&'static str, f64); 21] {
+    pub fn columns(&self) -> [(&'static str, f64); 22] {
         [
             ("N", self.non_embedding_params),
             ("N_total", self.total_params),
@@ -113,6 +116,7 @@ impl ResultRow {
             ("P_w", self.bits_weights),
             ("P_a", self.bits_activations),
             ("P_kv", self.bits_kv),
+            ("seed", self.seed),
             ("loss", self.loss),
             ("loss_general", self.loss_general),
             ("loss_domain", self.loss_domain),

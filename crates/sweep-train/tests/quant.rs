@@ -717,6 +717,7 @@ mod quant {
             format: NumberFormat::Float { exp_bits: 9, man_bits: 2 },
             scaling: Scaling::Tensor,
             scale: Default::default(),
+            per_target: vec![],
         };
         let err = QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err();
         assert!(err.to_string().contains("exponent bits must be in 1..=8"), "{err}");
@@ -725,6 +726,7 @@ mod quant {
             format: NumberFormat::Int { bits: 9 },
             scaling: Scaling::Tensor,
             scale: Default::default(),
+            per_target: vec![],
         };
         assert!(QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err().to_string().contains("2..=8"));
         let bad = PrecisionSpec {
