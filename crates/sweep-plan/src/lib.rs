@@ -479,9 +479,14 @@ fn resolve(
             targets.push((target, s));
         }
     }
+    // A per-target value whose targets differ in format (or leave some in fp32) has no single
+    // exponent/mantissa split: the floating-point law leaves it out (NaN in the results table).
+    let mixed = !spec_p.per_target.is_empty()
+        && (spec_p.per_target.iter().any(|(_, s)| s.format != spec_p.format)
+            || !pc.targets.iter().all(|t| spec_p.per_target.iter().any(|(u, _)| u == t)));
     let (exp_bits, man_bits) = match spec_p.format.exp_man() {
-        Some((e, mm)) => (Some(e), Some(mm)),
-        None => (None, None),
+        Some((e, mm)) if !mixed => (Some(e), Some(mm)),
+        _ => (None, None),
     };
     let precision = ResolvedPrecision {
         name: spec_p.name.clone(),

@@ -137,18 +137,27 @@ pub fn hooks(point: &Point) -> anyhow::Result<PrecisionHooks> {
 
 /// Hooks for a precision name applied to weights and activations (for benchmarks).
 pub fn hooks_for(name: &str, rounding: Rounding, seed: u64) -> anyhow::Result<PrecisionHooks> {
+    hooks_with(name, &[], None, rounding, seed)
+}
+
+/// Hooks for a precision name applied to `targets` (weights and activations when empty), with
+/// delayed scaling over `amax_history` passes for per-tensor targets (for benchmarks and tests).
+pub fn hooks_with(
+    name: &str,
+    targets: &[QuantTarget],
+    amax_history: Option<u32>,
+    rounding: Rounding,
+    seed: u64,
+) -> anyhow::Result<PrecisionHooks> {
     let spec = sweep_plan::precision::PrecisionSpec::parse(name).map_err(anyhow::Error::msg)?;
-    let targets = if spec.format.is_simulated() {
-        vec![(QuantTarget::Weights, spec.clone()), (QuantTarget::Activations, spec.clone())]
-    } else {
-        vec![]
-    };
+    let chosen = if targets.is_empty() { &[QuantTarget::Weights, QuantTarget::Activations][..] } else { targets };
+    let targets = if spec.format.is_simulated() { chosen.iter().map(|t| (*t, spec.clone())).collect() } else { vec![] };
     let (e, m) = spec.format.exp_man().map(|(e, m)| (Some(e), Some(m))).unwrap_or((None, None));
     let resolved = ResolvedPrecision {
         name: spec.name.clone(),
         bits: spec.format.bits(),
         block_size: spec.law_block_size(),
-        amax_history: None,
+        amax_history,
         exp_bits: e,
         man_bits: m,
         spec,

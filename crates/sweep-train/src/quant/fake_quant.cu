@@ -2,6 +2,8 @@
 // quant/format.rs), bit for bit, in three kernels:
 //   fq_amax_tensor / fq_amax_groups  largest finite |x| of each scaling group (as f32 bits)
 //   fq_scales                        each group's scale and inverse, in f64, by the scale rule
+//                                    (absmax, power of two, unit, OCP MX E8M0, E4M3 block scales
+//                                    under the per-tensor f32 scale)
 //   fq_apply                         divide by the scale, round to the format, multiply back
 // Compiled at run time with NVRTC (no nvcc needed to build sweep). The element functions are
 // plain C++ as well: tests/quant_cuda_math.rs compiles this file with the host C++ compiler and

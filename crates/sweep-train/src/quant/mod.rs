@@ -1,5 +1,6 @@
 //! Simulated low-precision training: fake quantisation (quantise then dequantise) of weights,
-//! activations, activation gradients and attention K/V to any ExMy float or symmetric intN format.
+//! activations, input and output gradients, attention K/V and products and the logits product to
+//! any ExMy float, symmetric intN or MXINT format, with the scales hardware stores.
 //!
 //! - Formats and their conventions (OCP E4M3 max 448, E5M2 max 57344, E2M1 max 6, E3M2 max 28,
 //!   E2M3 max 7.5, intN symmetric): see [`format`](mod@format).
@@ -10,8 +11,15 @@
 //!   value ([`ScaleRule::AbsMax`], the default: s = amax / max in f64, then x · f32(1/s) is
 //!   rounded and multiplied by f32(s)), or is the smallest power of two that keeps the group in
 //!   range ([`ScaleRule::PowerOfTwo`], MX style, no rounding error in scaling), or is 1
-//!   ([`ScaleRule::Unit`]: a plain saturating cast). Infinities and NaN do not enter amax; an
-//!   all-zero group gets s = 1.
+//!   ([`ScaleRule::Unit`]: a plain saturating cast), or as block formats store it: an OCP MX E8M0
+//!   power of two 2^(floor(log2 amax) - emax_elem) clamped to 2^[-127, 127] ([`ScaleRule::Ue8m0`];
+//!   the group's largest values may saturate), or an E4M3 block scale under a per-tensor f32 scale
+//!   ([`ScaleRule::Ue4m3`], NVFP4; the group is divided by the scale in f32). Infinities and NaN
+//!   do not enter amax; an all-zero group gets s = 1 (E8M0: 2^-127). Checked against the OCP MX
+//!   reference tables and bit for bit against PyPI's gfloat (`tests/quant_blocks.rs`).
+//! - Delayed scaling ([`QuantConfig::with_amax_history`], per tensor): each quantisation site of a
+//!   pass takes its scale from the largest amax of its last N calls, then records its own
+//!   ([`QuantCall`]); the histories are checkpointed.
 //! - Rounding: to nearest, ties to even (the even code); or stochastic: up with probability equal
 //!   to the distance to the lower neighbour over the gap (exactly, up to 2^-31 of a gap), using 32
 //!   random bits per element that are a pure function of (seed, call counter, element index)
