@@ -693,6 +693,7 @@ mod quant {
                 format: NumberFormat::Int { bits: 12 },
                 scaling: Scaling::Tensor,
                 scale: Default::default(),
+                per_target: vec![],
             },
         ));
         let err = QuantTargets::from_resolved(&precision, 11).unwrap_err().to_string();
@@ -734,6 +735,7 @@ mod quant {
             format: NumberFormat::Int { bits: 4 },
             scaling: Scaling::Block(0),
             scale: Default::default(),
+            per_target: vec![],
         };
         assert!(QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err().to_string().contains("at least 1"));
         let err = quantize_slice(&mut [1.0; 10], 4, &q, 0).unwrap_err();

@@ -71,6 +71,7 @@ pub fn quantize_slice_with_amax(
         key,
         nearest: NearestKernel::of(&q.format),
         global: if q.scale_rule == ScaleRule::Ue4m3 { tensor_scale_e4m3(used_amax, q.format.max()) } else { 1.0 },
+        e4m3: FloatFormat::new(4, 3).expect("e4m3 is a format"),
     };
     match q.scaling {
         Scaling::Tensor => {
@@ -122,7 +123,11 @@ pub fn tensor_scale_e4m3(amax: f32, format_max: f32) -> f32 {
 /// The block scale of two-level scaling in f32: amax / max_elem / global, clamped to
 /// [2^-9, 448] and rounded to E4M3 (nearest, ties to even), times the global scale.
 pub fn block_scale_e4m3(amax: f32, format_max: f32, global: f32) -> f32 {
-    let e4m3 = FloatFormat::new(4, 3).expect("e4m3 is a format");
+    block_scale_with(&FloatFormat::new(4, 3).expect("e4m3 is a format"), amax, format_max, global)
+}
+
+#[inline(always)]
+fn block_scale_with(e4m3: &FloatFormat, amax: f32, format_max: f32, global: f32) -> f32 {
     let raw = amax / format_max / global;
     let clamped = if raw > E4M3_MAX {
         E4M3_MAX
@@ -279,6 +284,8 @@ struct Ctx {
     nearest: NearestKernel,
     /// The per-tensor scale of [`ScaleRule::Ue4m3`] (1 otherwise).
     global: f32,
+    /// FP8 E4M3, the format of [`ScaleRule::Ue4m3`]'s block scales.
+    e4m3: FloatFormat,
 }
 
 /// A group's scale s (values are divided by s before rounding) and its inverse.
@@ -304,7 +311,7 @@ impl GroupScale {
                 return GroupScale { scale, inv, fits_f32: (-126..=126).contains(&e), divide: false };
             }
             ScaleRule::Ue4m3 => {
-                let scale = block_scale_e4m3(amax, ctx.format.max(), ctx.global) as f64;
+                let scale = block_scale_with(&ctx.e4m3, amax, ctx.format.max(), ctx.global) as f64;
                 return GroupScale { scale, inv: 1.0 / scale, fits_f32: true, divide: true };
             }
             _ => {}
@@ -371,10 +378,7 @@ fn apply_inline(group: &mut [f32], random: Option<&[u32]>, s: &GroupScale, ctx: 
     if s.divide {
         // x / s and q * s in f32, s = E4M3 block scale times the per-tensor scale.
         let scale = s.scale as f32;
-        for (i, x) in group.iter_mut().enumerate() {
-            *x = ctx.format.round(*x / scale, random.map(|r| r[i])) * scale;
-        }
-        return;
+        return round_scaled(group, random, ctx, |x| x / scale, scale);
     }
     if !s.fits_f32 {
         // Scales outside f32's normal range (tiny groups of very wide formats): scale in f64.
@@ -384,12 +388,19 @@ fn apply_inline(group: &mut [f32], random: Option<&[u32]>, s: &GroupScale, ctx: 
         }
         return;
     }
-    // Plain `for` loops (not `for_each`, whose fold may stay out of line and miss AVX2).
     let (scale, inv) = (s.scale as f32, s.inv as f32);
+    round_scaled(group, random, ctx, |x| x * inv, scale)
+}
+
+/// Replaces each x of a group by round(scale_in(x)) * scale (the vectorisable loops of
+/// [`apply_inline`]; `scale_in` divides by the group's scale or multiplies by its inverse).
+#[inline(always)]
+fn round_scaled(group: &mut [f32], random: Option<&[u32]>, ctx: &Ctx, scale_in: impl Fn(f32) -> f32, scale: f32) {
+    // Plain `for` loops (not `for_each`, whose fold may stay out of line and miss AVX2).
     match (ctx.nearest, random) {
         (NearestKernel::Float { max, min_exp_field, c_offset }, None) => {
             for x in group.iter_mut() {
-                let (a, sign) = clamped_abs(*x * inv, max);
+                let (a, sign) = clamped_abs(scale_in(*x), max);
                 let exp_field = a.to_bits() >> 23;
                 let c = f32::from_bits((exp_field.max(min_exp_field) + c_offset) << 23);
                 *x = f32::from_bits(((a + c) - c).to_bits() | sign) * scale;
@@ -400,7 +411,7 @@ fn apply_inline(group: &mut [f32], random: Option<&[u32]>, s: &GroupScale, ctx: 
                                         // Two's complement (neg_max > max) has one zero, +0.
             let twos = neg_max > max;
             for x in group.iter_mut() {
-                let (a, sign) = clamped_abs2(*x * inv, max, neg_max);
+                let (a, sign) = clamped_abs2(scale_in(*x), max, neg_max);
                 let r = (a + C) - C;
                 let sign = if twos && r == 0.0 { 0 } else { sign };
                 *x = f32::from_bits(r.to_bits() | sign) * scale;
@@ -408,7 +419,7 @@ fn apply_inline(group: &mut [f32], random: Option<&[u32]>, s: &GroupScale, ctx: 
         }
         (_, None) => {
             for x in group.iter_mut() {
-                *x = ctx.format.round(*x * inv, None) * scale;
+                *x = ctx.format.round(scale_in(*x), None) * scale;
             }
         }
         (_, Some(random)) => {
@@ -418,7 +429,7 @@ fn apply_inline(group: &mut [f32], random: Option<&[u32]>, s: &GroupScale, ctx: 
                 Format::Int(n) => (n.max, n.neg_max, 31, 0),
             };
             for (x, &bits) in group.iter_mut().zip(random) {
-                let (a, sign) = clamped_abs2(*x * inv, max, neg_max);
+                let (a, sign) = clamped_abs2(scale_in(*x), max, neg_max);
                 let r = stochastic_magnitude(a, m, q_min, bits);
                 let r = if a.is_nan() { a } else { r };
                 let sign = if neg_max > max && r == 0.0 { 0 } else { sign };
