@@ -31,10 +31,12 @@ pub struct ResolvedPrecision {
 }
 
 impl ResolvedPrecision {
-    /// Total bits of one target's elements: its quantised format, or the grid format's bits
-    /// (32 for fp32, 16 for bf16/fp16 autocast) when the target is not quantised.
+    /// Total bits of one target's elements in training: its quantised format's; for a target
+    /// that is not quantised, the grid format's when that is native (32 for fp32, 16 for bf16 and
+    /// fp16 autocast), else 32 (it runs in f32 beside the simulated formats).
     pub fn target_bits(&self, target: QuantTarget) -> u32 {
-        self.targets.iter().find(|(t, _)| *t == target).map_or(self.spec.format.bits(), |(_, s)| s.format.bits())
+        let unquantised = if self.spec.format.is_simulated() { 32 } else { self.spec.format.bits() };
+        self.targets.iter().find(|(t, _)| *t == target).map_or(unquantised, |(_, s)| s.format.bits())
     }
 }
 
