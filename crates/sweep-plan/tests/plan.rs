@@ -231,7 +231,8 @@ fn sections_of_other_crates_are_read_with_located_errors() {
 #[test]
 fn precision_grid_values_seeds_and_their_errors() {
     use sweep_plan::config::QuantTarget;
-    let grid = |extra: &str| BASE.replace("mixture_ratio = [0.0, 0.5]\n", &format!("mixture_ratio = [0.0, 0.5]\n{extra}\n"));
+    let grid =
+        |extra: &str| BASE.replace("mixture_ratio = [0.0, 0.5]\n", &format!("mixture_ratio = [0.0, 0.5]\n{extra}\n"));
     let text = grid("seed = [0, 7]\nprecision = [\"mxfp4\", { weights = \"int4\", grad_output = \"fp8-e5m2\" }]")
         + "[precision]\namax_history = 8\n";
     let plan = plan_text(Path::new("c.toml"), &text, None).unwrap();
@@ -244,7 +245,11 @@ fn precision_grid_values_seeds_and_their_errors() {
     assert_eq!(per.name, "weights=int4,grad_output=e5m2");
     let targets: Vec<QuantTarget> = per.targets.iter().map(|(t, _)| *t).collect();
     assert_eq!(targets, [QuantTarget::Weights, QuantTarget::GradOutput], "only the value's targets");
-    assert_eq!((per.exp_bits, per.amax_history), (None, Some(8)), "mixed formats: no single split; per-tensor: delayed");
+    assert_eq!(
+        (per.exp_bits, per.amax_history),
+        (None, Some(8)),
+        "mixed formats: no single split; per-tensor: delayed"
+    );
     assert_eq!((per.target_bits(QuantTarget::Weights), per.target_bits(QuantTarget::Activations)), (4, 32));
     // Errors name the key and what to change.
     for (bad, want) in [
