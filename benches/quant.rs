@@ -1,7 +1,8 @@
 //! Fake-quantisation throughput: `cargo bench --bench quant`.
 //!
-//! Measures elements/s of `fake_quant` on a 256x1024 f32 tensor for e4m3 (per tensor), e2m1-b32
-//! and int4-channel, with 1 and 2 threads (each thread count runs in a child process with
+//! Measures elements/s of `fake_quant` on a 256x1024 f32 tensor for e4m3 (per tensor), e2m1-b32,
+//! int4-channel and the block formats' scale rules (mxfp8-e4m3 and mxfp4 with E8M0 scales,
+//! e4m3-b32-ue4m3 and nvfp4 with E4M3 scales under a per-tensor scale), with 1 and 2 threads (each thread count runs in a child process with
 //! RAYON_NUM_THREADS set, which both rayon and candle's matmul obey), against a plain f32 copy
 //! and a matmul of the same tensor as a linear layer's weight (256 tokens x 1024 in -> 256 out).
 //! A plain harness: warmup, then repeated timed samples; prints the median and the best sample.
@@ -127,6 +128,11 @@ fn run(threads: &str) {
         ("int4-channel", Rounding::Nearest),
         ("fp8-e4m3", Rounding::Stochastic),
         ("e2m1-b32", Rounding::Stochastic),
+        // The scale rules of the block formats: E8M0 (OCP MX) and E4M3 (NVFP4) scales.
+        ("mxfp8-e4m3", Rounding::Nearest),
+        ("e4m3-b32-ue4m3", Rounding::Nearest),
+        ("mxfp4", Rounding::Nearest),
+        ("nvfp4", Rounding::Nearest),
     ] {
         if std::env::var("QUANT_BENCH_FILTER").is_ok_and(|f| !name.contains(f.as_str())) {
             continue;

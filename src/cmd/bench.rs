@@ -53,6 +53,13 @@ pub struct BenchTrainArgs {
     /// Precision (fake quantisation of weights and activations for simulated formats).
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// Targets quantised with the precision, comma-separated (weights, activations, gradients,
+    /// kv, grad_output, attention, logits); default weights,activations.
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Delayed scaling over this many passes' amax (per-tensor targets).
+    #[arg(long)]
+    pub amax_history: Option<u32>,
     /// Untied output projection.
     #[arg(long)]
     pub untied: bool,
@@ -110,6 +117,18 @@ fn train(a: BenchTrainArgs) -> anyhow::Result<u8> {
         warmup: a.warmup,
         device: a.device.clone(),
         precision: a.precision.clone(),
+        targets: a
+            .targets
+            .iter()
+            .map(|t| {
+                serde_json::from_value(serde_json::Value::String(t.clone())).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--targets {t:?}: use weights, activations, gradients, kv, grad_output, attention or logits"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        amax_history: a.amax_history,
     };
     let r = sweep_train::bench::run(&opts)?;
     if a.record {

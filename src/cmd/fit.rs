@@ -89,8 +89,20 @@ pub fn sweep_config_fit(store: &Store) -> anyhow::Result<Option<FitConfig>> {
 /// Fits the finished points of a sweep and writes laws.json atomically.
 pub fn fit_sweep(store: &Store, config: &FitConfig, out: &Path) -> anyhow::Result<sweep_fit::LawsFile> {
     let (table, curves) = results_tables(store)?;
-    let table = sweep_fit::keep_complete_rows(table, &sweep_fit::needed_columns(config))?;
-    let laws = sweep_fit::fit_all(&table, Some(&curves), config)?;
+    let kept = sweep_fit::keep_complete_rows(table.clone(), &sweep_fit::needed_columns(config))?;
+    let mut laws = sweep_fit::fit_all(&kept, Some(&curves), config)?;
+    // A law that reads fewer columns than all the laws together may have more complete rows
+    // (kumar_precision fits per-target points that fp_quant leaves out): refit it alone on them.
+    for law in &config.laws {
+        let alone = FitConfig { laws: vec![law.clone()], ..config.clone() };
+        let own = sweep_fit::keep_complete_rows(table.clone(), &sweep_fit::needed_columns(&alone))?;
+        let slot = laws.laws.iter().position(|e| e.name == law.name);
+        if let (true, Some(slot)) = (own.len() > kept.len(), slot) {
+            if let Some(entry) = sweep_fit::fit_all(&own, Some(&curves), &alone)?.laws.pop() {
+                laws.laws[slot] = entry;
+            }
+        }
+    }
     sweep_fit::write_laws_json(out, &laws)?;
     Ok(laws)
 }

@@ -121,6 +121,10 @@ pub struct OptimalConfig {
     /// the critical data size.
     #[serde(default)]
     pub precision: Vec<PrecisionQuery>,
+    /// kumar_precision: training budgets (and optionally a fixed model size) for the
+    /// compute-optimal training precision.
+    #[serde(default)]
+    pub training_precision: Vec<TrainingPrecisionQuery>,
 }
 
 impl Default for OptimalConfig {
@@ -133,6 +137,7 @@ impl Default for OptimalConfig {
             dcpt_ratios: Vec::new(),
             vocab: Vec::new(),
             precision: Vec::new(),
+            training_precision: Vec::new(),
         }
     }
 }
@@ -183,6 +188,19 @@ pub struct PrecisionQuery {
     pub N: f64,
     /// Block size of the scaling factor (2^13.16 for channel-wise).
     pub block_size: f64,
+}
+
+/// Training-precision question (Kumar et al. 2024): the best precision P under the cost
+/// C = (6/16) N D P, with N and D chosen too, or with N fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+pub struct TrainingPrecisionQuery {
+    /// Training budget in FLOPs at 16 bits (C = 6ND at P = 16).
+    pub C: f64,
+    /// A fixed model size (non-embedding parameters); absent: N is optimised too.
+    #[serde(default)]
+    pub N: Option<f64>,
 }
 
 fn default_huber_delta() -> f64 {
@@ -362,6 +380,12 @@ impl FitConfig {
             check_positive(&format!("fit.optimal.vocab[{i}].N_nv"), q.N_nv)?;
             check_positive(&format!("fit.optimal.vocab[{i}].embed_dim"), q.embed_dim)?;
             check_positive(&format!("fit.optimal.vocab[{i}].budget"), q.budget)?;
+        }
+        for (i, q) in o.training_precision.iter().enumerate() {
+            check_positive(&format!("fit.optimal.training_precision[{i}].C"), q.C)?;
+            if let Some(n) = q.N {
+                check_positive(&format!("fit.optimal.training_precision[{i}].N"), n)?;
+            }
         }
         for (i, q) in o.precision.iter().enumerate() {
             if !(q.bits >= 3.0 && q.bits.fract() == 0.0) {

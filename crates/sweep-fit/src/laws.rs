@@ -15,6 +15,7 @@ pub const BUILTIN_LAWS: &[&str] = &[
     "vocab",
     "fp_quant",
     "quant_degradation",
+    "kumar_precision",
 ];
 
 /// Chinchilla approach 3 (Hoffmann et al. 2022): L = E + A/N^alpha + B/D^beta, fitted with the
@@ -212,6 +213,8 @@ pub fn builtin_law(name: &str) -> Result<Box<dyn Law>, FitError> {
             )?
             .with_positive_variables(),
         ),
+        // Kumar et al. 2024: effective parameters under training precision.
+        crate::precision_law::NAME => crate::precision_law::law()?,
         other => return Err(FitError::config("law", unknown_law(other))),
     };
     Ok(law)

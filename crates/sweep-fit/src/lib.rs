@@ -38,6 +38,7 @@ pub mod law;
 pub mod laws;
 pub mod optimal;
 pub mod output;
+pub mod precision_law;
 pub mod run;
 pub mod select;
 pub mod table;

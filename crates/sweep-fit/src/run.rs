@@ -201,6 +201,31 @@ fn single_law_questions(law_name: &str, law: &std::sync::Arc<dyn Law>, config: &
                 ));
             }
         }
+        crate::precision_law::NAME => {
+            for p in &o.training_precision {
+                let (c, fixed_n) = (p.C, p.N);
+                match fixed_n {
+                    None => q.push((
+                        "training_precision".into(),
+                        inputs(&[("C", c)]),
+                        names(&["P_opt", "N_opt", "D_opt", "loss"]),
+                        Box::new(move |t: &[f64]| {
+                            let (p, n, d, l) = crate::precision_law::optimal_precision(t, c);
+                            vec![p, n, d, l]
+                        }),
+                    )),
+                    Some(n) => q.push((
+                        "training_precision_fixed_N".into(),
+                        inputs(&[("C", c), ("N", n)]),
+                        names(&["P_opt", "D", "loss"]),
+                        Box::new(move |t: &[f64]| {
+                            let (p, d, l) = crate::precision_law::optimal_precision_fixed_n(t, c, n);
+                            vec![p, d, l]
+                        }),
+                    )),
+                }
+            }
+        }
         _ => {}
     }
     q

@@ -262,10 +262,31 @@ pub enum QuantTarget {
     Weights,
     /// Inputs to every linear layer.
     Activations,
-    /// Gradients of activations.
+    /// The gradient flowing into each linear layer's input (dX), quantised after its product.
     Gradients,
-    /// Attention keys and values.
+    /// Attention keys and values (as stored: the KV cache).
     Kv,
+    /// The output gradient dY of each linear layer, quantised before both backward products
+    /// (dX = dY W and dW = dY^T X): the FP8 training recipe's backward.
+    GradOutput,
+    /// The inputs of the attention products: Q and K (along the head dimension) for Q K^T, the
+    /// probabilities P (along keys) and V (along tokens) for P V.
+    Attention,
+    /// The inputs of the logits product: the final hidden states and the output projection.
+    Logits,
+}
+
+impl QuantTarget {
+    /// Every target, in the order of checkpointed counters.
+    pub const ALL: [QuantTarget; 7] = [
+        QuantTarget::Weights,
+        QuantTarget::Activations,
+        QuantTarget::Gradients,
+        QuantTarget::Kv,
+        QuantTarget::GradOutput,
+        QuantTarget::Attention,
+        QuantTarget::Logits,
+    ];
 }
 
 /// Rounding mode of fake quantisation.
@@ -298,6 +319,19 @@ pub struct PrecisionSection {
     /// Format for attention K/V (off when absent and not in `targets`).
     #[serde(default)]
     pub kv: Option<String>,
+    /// Format for the output gradients dY of linear layers (off when absent and not in `targets`).
+    #[serde(default)]
+    pub grad_output: Option<String>,
+    /// Format for the attention products' inputs (off when absent and not in `targets`).
+    #[serde(default)]
+    pub attention: Option<String>,
+    /// Format for the logits product's inputs (off when absent and not in `targets`).
+    #[serde(default)]
+    pub logits: Option<String>,
+    /// Delayed scaling: per-tensor scales come from the largest amax of the last this-many
+    /// passes of the same tensor (just-in-time, from the tensor itself, when absent).
+    #[serde(default)]
+    pub amax_history: Option<u32>,
     /// Rounding mode.
     #[serde(default)]
     pub rounding: Rounding,
@@ -384,6 +418,42 @@ pub struct SimulateSection {
     /// Points whose learning rate exceeds this diverge (loss blows up); never when absent.
     #[serde(default)]
     pub diverge_lr: Option<f64>,
+    /// Sun et al. 2025's floating-point quantisation term added to the general loss (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp_quant: Option<FpQuantParams>,
+    /// Kumar et al. 2024's effective parameter count in the general law (absent: N itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<KumarParams>,
+}
+
+/// The floating-point quantisation term of Sun et al. 2025 (arXiv 2501.02423), added to the
+/// simulated general loss: D^beta / N^alpha * log2(B) / (gamma (E + 0.5)^delta (M + 0.5)^nu),
+/// with the general law's alpha and beta and the point's exponent bits E, mantissa bits M and
+/// block size B (integer formats get no term).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FpQuantParams {
+    /// Scale of the quantisation term's denominator.
+    pub gamma: f64,
+    /// Exponent-bits exponent.
+    pub delta: f64,
+    /// Mantissa-bits exponent.
+    pub nu: f64,
+}
+
+/// Kumar et al. 2024 (arXiv 2411.04330): the simulated general law sees the effective parameter
+/// count N_eff = N (1 - e^(-P_w/gamma_w)) (1 - e^(-P_a/gamma_a)) (1 - e^(-P_kv/gamma_kv)) in
+/// place of N, with P_x the bits the point trains target x in (the grid format's bits where x is
+/// not quantised).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KumarParams {
+    /// Weight-precision scale.
+    pub gamma_w: f64,
+    /// Activation-precision scale.
+    pub gamma_a: f64,
+    /// KV/attention-precision scale.
+    pub gamma_kv: f64,
 }
 
 fn default_noise() -> f64 {

@@ -7,9 +7,9 @@ use crate::shape::{CoreShape, NAMED_SIZES};
 use std::collections::BTreeMap;
 
 /// The axes a grid may vary.
-pub const AXES: &[&str] = &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision"];
+pub const AXES: &[&str] = &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision", "seed"];
 const GRID_KEYS: &[&str] =
-    &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision", "zip", "isoflop"];
+    &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision", "seed", "zip", "isoflop"];
 
 /// How a model size is given.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +72,8 @@ pub enum AxisValue {
     Vocab(u64),
     /// `precision`.
     Precision(PrecisionSpec),
+    /// `seed` (replaces `[sweep] seed`: paired runs that differ only in initialisation and data order).
+    Seed(u64),
 }
 
 /// One grid point before resolution: a value per axis, plus where each came from.
@@ -87,6 +89,8 @@ pub struct Assignment {
     pub vocab_size: Option<(u64, String)>,
     /// Precision.
     pub precision: Option<(PrecisionSpec, String)>,
+    /// Seed.
+    pub seed: Option<(u64, String)>,
 }
 
 impl Assignment {
@@ -97,6 +101,7 @@ impl Assignment {
             AxisValue::Ratio(r) => self.mixture_ratio = Some((r, key)),
             AxisValue::Vocab(v) => self.vocab_size = Some((v, key)),
             AxisValue::Precision(p) => self.precision = Some((p, key)),
+            AxisValue::Seed(v) => self.seed = Some((v, key)),
         }
     }
 }
@@ -211,7 +216,12 @@ fn parse_value(
         },
         "precision" => match v {
             toml::Value::String(s) => AxisValue::Precision(PrecisionSpec::parse(s).map_err(|m| KeyError::new(key, m))?),
-            other => return Err(KeyError::new(key, format!("expected a precision name such as \"fp8-e4m3\", found {}", type_name(other)))),
+            toml::Value::Table(t) => AxisValue::Precision(PrecisionSpec::parse_per_target(t).map_err(|m| KeyError::new(key, m))?),
+            other => return Err(KeyError::new(key, format!("expected a precision name such as \"fp8-e4m3\" or a table of formats per target such as {{ weights = \"int4\" }}, found {}", type_name(other)))),
+        },
+        "seed" => match v {
+            toml::Value::Integer(n) if *n >= 0 => AxisValue::Seed(*n as u64),
+            other => return Err(KeyError::new(key, format!("expected a non-negative integer seed, found {}", type_name(other)))),
         },
         _ => unreachable!("axis names are checked before values"),
     })
@@ -250,6 +260,7 @@ fn axis_key(axis: &str) -> &'static str {
         "model" => "model",
         "mixture_ratio" => "mixture_ratio",
         "vocab_size" => "vocab_size",
+        "seed" => "seed",
         _ => "precision",
     }
 }

@@ -23,7 +23,7 @@ pub use point::{Point, ResolvedPrecision, ResolvedTrain};
 use config::{LrRule, ModelSection, QuantTarget, TrainSection};
 use error::did_you_mean;
 use grid::{Assignment, ModelSpec, TokensSpec};
-use precision::PrecisionSpec;
+use precision::{PrecisionSpec, Scaling};
 use shape::{CoreShape, ModelShape, ShapeRule, NAMED_SIZES};
 use std::path::{Path, PathBuf};
 use sweep_io::config::{Locator, Section};
@@ -267,12 +267,23 @@ fn validate(c: &RawConfig) -> Result<(), KeyError> {
     check(t.checkpoint_every >= 1, "train.checkpoint_every", || "must be at least 1".into())?;
     check(t.diverge_factor > 1.0, "train.diverge_factor", || format!("{} must be above 1", t.diverge_factor))?;
     let p = &c.precision;
-    for (key, name) in
-        [("weights", &p.weights), ("activations", &p.activations), ("gradients", &p.gradients), ("kv", &p.kv)]
-    {
+    for (key, name) in [
+        ("weights", &p.weights),
+        ("activations", &p.activations),
+        ("gradients", &p.gradients),
+        ("kv", &p.kv),
+        ("grad_output", &p.grad_output),
+        ("attention", &p.attention),
+        ("logits", &p.logits),
+    ] {
         if let Some(n) = name {
             PrecisionSpec::parse(n).map_err(|msg| KeyError::new(format!("precision.{key}"), msg))?;
         }
+    }
+    if let Some(h) = p.amax_history {
+        check((1..=1024).contains(&h), "precision.amax_history", || {
+            format!("{h} is outside 1..=1024 (passes of amax history for delayed scaling)")
+        })?;
     }
     let sim = &c.simulate;
     check(sim.noise >= 0.0 && sim.noise < 1.0, "simulate.noise", || format!("{} is outside [0, 1)", sim.noise))?;
@@ -294,6 +305,16 @@ fn validate(c: &RawConfig) -> Result<(), KeyError> {
             check(v.is_finite() && v >= 0.0, &format!("{key}.{name}"), || format!("{v} must be a finite number >= 0"))?;
         }
         check(law.eps > 0.0, &format!("{key}.eps"), || "must be positive".into())?;
+    }
+    if let Some(f) = &sim.fp_quant {
+        for (name, v) in [("gamma", f.gamma), ("delta", f.delta), ("nu", f.nu)] {
+            check(v.is_finite() && v > 0.0, &format!("simulate.fp_quant.{name}"), || format!("{v} must be positive"))?;
+        }
+    }
+    if let Some(k) = &sim.precision {
+        for (name, v) in [("gamma_w", k.gamma_w), ("gamma_a", k.gamma_a), ("gamma_kv", k.gamma_kv)] {
+            check(v.is_finite() && v > 0.0, &format!("simulate.precision.{name}"), || format!("{v} must be positive"))?;
+        }
     }
     Ok(())
 }
@@ -448,21 +469,34 @@ fn resolve(
     let pc = &c.precision;
     let parse_override = |o: &Option<String>| o.as_ref().map(|n| PrecisionSpec::parse(n).expect("validated"));
     let mut targets: Vec<(QuantTarget, PrecisionSpec)> = Vec::new();
-    for target in [QuantTarget::Weights, QuantTarget::Activations, QuantTarget::Gradients, QuantTarget::Kv] {
+    for target in QuantTarget::ALL {
         let over = match target {
             QuantTarget::Weights => parse_override(&pc.weights),
             QuantTarget::Activations => parse_override(&pc.activations),
             QuantTarget::Gradients => parse_override(&pc.gradients),
             QuantTarget::Kv => parse_override(&pc.kv),
+            QuantTarget::GradOutput => parse_override(&pc.grad_output),
+            QuantTarget::Attention => parse_override(&pc.attention),
+            QuantTarget::Logits => parse_override(&pc.logits),
         };
-        let chosen = over.or_else(|| pc.targets.contains(&target).then(|| spec_p.clone()));
+        let chosen = if spec_p.per_target.is_empty() {
+            over.or_else(|| pc.targets.contains(&target).then(|| spec_p.clone()))
+        } else {
+            // A per-target grid value names every quantised target itself.
+            spec_p.per_target.iter().find(|(t, _)| *t == target).map(|(_, s)| s.clone())
+        };
         if let Some(s) = chosen.filter(|s| s.format.is_simulated()) {
             targets.push((target, s));
         }
     }
+    // A per-target value whose targets differ in format (or leave some in fp32) has no single
+    // exponent/mantissa split: the floating-point law leaves it out (NaN in the results table).
+    let mixed = !spec_p.per_target.is_empty()
+        && (spec_p.per_target.iter().any(|(_, s)| s.format != spec_p.format)
+            || !pc.targets.iter().all(|t| spec_p.per_target.iter().any(|(u, _)| u == t)));
     let (exp_bits, man_bits) = match spec_p.format.exp_man() {
-        Some((e, mm)) => (Some(e), Some(mm)),
-        None => (None, None),
+        Some((e, mm)) if !mixed => (Some(e), Some(mm)),
+        _ => (None, None),
     };
     let precision = ResolvedPrecision {
         name: spec_p.name.clone(),
@@ -471,6 +505,8 @@ fn resolve(
         exp_bits,
         man_bits,
         spec: spec_p,
+        // Delayed scaling only where some target scales per tensor (it keeps no per-block history).
+        amax_history: pc.amax_history.filter(|_| targets.iter().any(|(_, s)| s.scaling == Scaling::Tensor)),
         targets,
         rounding: pc.rounding,
     };
@@ -490,7 +526,7 @@ fn resolve(
         index,
         label,
         trainer: c.sweep.trainer,
-        seed: c.sweep.seed,
+        seed: a.seed.as_ref().map_or(c.sweep.seed, |(s, _)| *s),
         model,
         tokens,
         tokens_requested,

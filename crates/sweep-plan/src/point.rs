@@ -25,6 +25,19 @@ pub struct ResolvedPrecision {
     pub bits: u32,
     /// Block size B of the quantisation law.
     pub block_size: f64,
+    /// Delayed scaling's amax history length (per-tensor scaling); None: just-in-time scaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amax_history: Option<u32>,
+}
+
+impl ResolvedPrecision {
+    /// Total bits of one target's elements in training: its quantised format's; for a target
+    /// that is not quantised, the grid format's when that is native (32 for fp32, 16 for bf16 and
+    /// fp16 autocast), else 32 (it runs in f32 beside the simulated formats).
+    pub fn target_bits(&self, target: QuantTarget) -> u32 {
+        let unquantised = if self.spec.format.is_simulated() { 32 } else { self.spec.format.bits() };
+        self.targets.iter().find(|(t, _)| *t == target).map_or(unquantised, |(_, s)| s.format.bits())
+    }
 }
 
 /// Optimisation settings resolved for one point.

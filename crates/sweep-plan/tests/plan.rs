@@ -227,3 +227,41 @@ fn sections_of_other_crates_are_read_with_located_errors() {
     let fit = plan_text(Path::new("c.toml"), &text, None).unwrap().section::<Fit>().unwrap().unwrap();
     assert_eq!(fit.max_iters, 0);
 }
+
+#[test]
+fn precision_grid_values_seeds_and_their_errors() {
+    use sweep_plan::config::QuantTarget;
+    let grid =
+        |extra: &str| BASE.replace("mixture_ratio = [0.0, 0.5]\n", &format!("mixture_ratio = [0.0, 0.5]\n{extra}\n"));
+    let text = grid("seed = [0, 7]\nprecision = [\"mxfp4\", { weights = \"int4\", grad_output = \"fp8-e5m2\" }]")
+        + "[precision]\namax_history = 8\n";
+    let plan = plan_text(Path::new("c.toml"), &text, None).unwrap();
+    assert_eq!(plan.points.len(), 8 * 2 * 2);
+    let seeds: std::collections::BTreeSet<u64> = plan.points.iter().map(|p| p.seed).collect();
+    assert_eq!(seeds.into_iter().collect::<Vec<_>>(), [0, 7], "the seed axis replaces [sweep] seed");
+    let mx = &plan.points[0].precision;
+    assert_eq!((mx.name.as_str(), mx.block_size, mx.exp_bits, mx.amax_history), ("mxfp4", 32.0, Some(2), None));
+    let per = &plan.points.iter().find(|p| p.precision.name != "mxfp4").unwrap().precision;
+    assert_eq!(per.name, "weights=int4,grad_output=e5m2");
+    let targets: Vec<QuantTarget> = per.targets.iter().map(|(t, _)| *t).collect();
+    assert_eq!(targets, [QuantTarget::Weights, QuantTarget::GradOutput], "only the value's targets");
+    assert_eq!(
+        (per.exp_bits, per.amax_history),
+        (None, Some(8)),
+        "mixed formats: no single split; per-tensor: delayed"
+    );
+    assert_eq!((per.target_bits(QuantTarget::Weights), per.target_bits(QuantTarget::Activations)), (4, 32));
+    // Errors name the key and what to change.
+    for (bad, want) in [
+        ("precision = [{ wieghts = \"int4\" }]", "did you mean \"weights\""),
+        ("precision = [\"mxfp5\"]", "unknown precision"),
+        ("seed = [-1]", "non-negative integer seed"),
+    ] {
+        let err = plan_text(Path::new("c.toml"), &grid(bad), None).unwrap_err().to_string();
+        assert!(err.contains(want) && err.contains("grid."), "{bad}: {err}");
+    }
+    let err = plan_text(Path::new("c.toml"), &format!("{BASE}[precision]\namax_history = 0\n"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("precision.amax_history") && err.contains("1..=1024"), "{err}");
+}

@@ -6,6 +6,7 @@
 use crate::records::{FinalMetrics, MetricsRecord};
 use crate::Store;
 use std::path::PathBuf;
+use sweep_plan::config::QuantTarget;
 use sweep_plan::Point;
 
 /// One finished point: what it was and the losses it reached. A value the point does not have
@@ -40,6 +41,15 @@ pub struct ResultRow {
     pub block_size: f64,
     /// `bits`: total bits of the training precision.
     pub bits: f64,
+    /// `P_w`: bits of the weights in training (Kumar et al.'s P_w; the grid format's bits when
+    /// weights are not quantised: 32 for fp32, 16 for bf16).
+    pub bits_weights: f64,
+    /// `P_a`: bits of the linear layers' inputs in training.
+    pub bits_activations: f64,
+    /// `P_kv`: bits of attention keys and values (the `kv` target, else `attention`).
+    pub bits_kv: f64,
+    /// `seed`: the point's seed (initialisation, data order, stochastic rounding).
+    pub seed: f64,
     /// `loss`: the final loss the laws fit (validation loss on the general source).
     pub loss: f64,
     /// `loss_general`: final validation loss on the general source.
@@ -71,6 +81,14 @@ impl ResultRow {
             man_bits: or_nan(point.precision.man_bits.map(f64::from)),
             block_size: point.precision.block_size,
             bits: point.precision.bits as f64,
+            bits_weights: point.precision.target_bits(QuantTarget::Weights) as f64,
+            bits_activations: point.precision.target_bits(QuantTarget::Activations) as f64,
+            bits_kv: {
+                let p = &point.precision;
+                let kv = p.targets.iter().any(|(t, _)| *t == QuantTarget::Kv);
+                p.target_bits(if kv { QuantTarget::Kv } else { QuantTarget::Attention }) as f64
+            },
+            seed: point.seed as f64,
             loss: metrics.loss,
             loss_general: or_nan(metrics.val_loss.general),
             loss_domain: or_nan(metrics.val_loss.domain),
@@ -79,7 +97,7 @@ impl ResultRow {
     }
 
     /// The row's columns by their documented names.
-    pub fn columns(&self) -> [(&'static str, f64); 18] {
+    pub fn columns(&self) -> [(&'static str, f64); 22] {
         [
             ("N", self.non_embedding_params),
             ("N_total", self.total_params),
@@ -95,6 +113,10 @@ impl ResultRow {
             ("man_bits", self.man_bits),
             ("block_size", self.block_size),
             ("bits", self.bits),
+            ("P_w", self.bits_weights),
+            ("P_a", self.bits_activations),
+            ("P_kv", self.bits_kv),
+            ("seed", self.seed),
             ("loss", self.loss),
             ("loss_general", self.loss_general),
             ("loss_domain", self.loss_domain),

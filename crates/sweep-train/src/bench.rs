@@ -23,6 +23,10 @@ pub struct BenchOptions {
     pub device: String,
     /// Precision name (fake quantisation of weights and activations when simulated).
     pub precision: String,
+    /// Targets quantised with the precision (empty: weights and activations).
+    pub targets: Vec<sweep_plan::config::QuantTarget>,
+    /// Delayed scaling's amax history (per-tensor targets); None: just-in-time.
+    pub amax_history: Option<u32>,
 }
 
 /// The result, printed as JSON.
@@ -82,7 +86,13 @@ pub fn peak_rss_mb() -> f64 {
 pub fn run(o: &BenchOptions) -> anyhow::Result<BenchResult> {
     let device: Device = crate::trainer::open_device(&o.device)?;
     let c = &o.config;
-    let hooks = crate::precision::hooks_for(&o.precision, sweep_plan::config::Rounding::Nearest, 0)?;
+    let hooks = crate::precision::hooks_with(
+        &o.precision,
+        &o.targets,
+        o.amax_history,
+        sweep_plan::config::Rounding::Nearest,
+        0,
+    )?;
     let model = Transformer::new(c.clone(), 0, &device, ExecPath::choose(&device, DType::F32, &hooks))?;
     let params = model.params();
     let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, &params)?;

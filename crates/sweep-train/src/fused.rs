@@ -1090,8 +1090,26 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 /// softmax(scale * Q K^T, causal) V per head: q, k, v [B, H, T, hd] -> y [B, T, H*hd] (heads
 /// merged). The [T, T] probabilities live only in per-head scratch; the backward recomputes them.
+/// With `probs_quant` the probabilities are fake-quantised (rows along the keys) before they
+/// multiply V: then all of them are kept, with their quantised copy, for the backward.
 struct CausalAttention {
     scale: f64,
+    probs_quant: Option<crate::quant::QuantCall>,
+    /// (P, P_q) as `Vec<T>`s, from a forward pass with quantised probabilities.
+    saved: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+}
+
+/// The probabilities a quantised attention forward kept, for its backward.
+struct SavedProbs<T> {
+    probs: Vec<T>,
+    probs_q: Vec<T>,
+}
+
+/// Fake-quantises a copy of `x` (rows of `row_len`) with one drawn call, in f32.
+pub(crate) fn fq_call<T: Real>(x: &[T], row_len: usize, call: &crate::quant::QuantCall) -> Result<Vec<T>> {
+    let mut v: Vec<f32> = x.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
+    call.quantize(&mut v, row_len)?;
+    Ok(T::from_f32_vec(v))
 }
 
 /// Causal softmax of scale * s in place over the rows of a [t, t] block.
@@ -1167,10 +1185,48 @@ fn attn_fwd<T: Real>(
     (y, kept)
 }
 
+/// Attention forward with quantised probabilities: all heads' probabilities P [B, H, T, T] are
+/// computed (zeros above the diagonal), `quantize` turns them into the P_q that multiplies V,
+/// and the output is P_q V with heads merged. Returns (y, P, P_q): the backward needs P for the
+/// softmax and P_q for dV.
+fn attn_fwd_quant<T: Real>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    (_b, h, t, hd): (usize, usize, usize, usize),
+    scale: f64,
+    quantize: impl FnOnce(&[T]) -> Result<Vec<T>>,
+) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+    let sc = T::of(scale);
+    let blk = t * hd;
+    let s = causal_split(t);
+    let mut probs = vec![T::zero(); q.len() / hd * t];
+    probs.par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
+        let off = bh * blk;
+        attn_head_probs(p, mat(q, off, hd, 1), mat(k, off, 1, hd), t, hd, sc);
+    });
+    let probs_q = quantize(&probs)?;
+    let mut heads = vec![T::zero(); q.len()];
+    heads.par_chunks_mut(blk).zip(probs_q.par_chunks(t * t)).enumerate().for_each(|(bh, (o, p))| {
+        let (pm, vm) = (mat(p, 0, t, 1), mat(v, bh * blk, hd, 1));
+        matmul_into(o, hd, pm, vm, (s, hd, s), 1);
+        matmul_into(&mut o[s * hd..], hd, sub(pm, s, 0), vm, (t - s, hd, t), 1);
+    });
+    let mut y = vec![T::zero(); q.len()];
+    y.par_chunks_mut(h * hd).enumerate().for_each(|(bt, row)| {
+        let (bi, ti) = (bt / t, bt % t);
+        for hi in 0..h {
+            row[hi * hd..][..hd].copy_from_slice(&heads[((bi * h + hi) * t + ti) * hd..][..hd]);
+        }
+    });
+    Ok((y, probs, probs_q))
+}
+
 type Grads3<T> = (Vec<T>, Vec<T>, Vec<T>);
 
 /// Attention backward; `probs` are the forward pass's [B, H, T, T] probabilities if it kept
-/// them (otherwise they are recomputed per head).
+/// them (otherwise they are recomputed per head); `probs_q` the quantised probabilities that
+/// multiplied V, when they were quantised (dV = P_q^T dO; straight through to the softmax).
 #[allow(clippy::too_many_arguments)]
 fn attn_bwd<T: Real>(
     q: &[T],
@@ -1180,6 +1236,7 @@ fn attn_bwd<T: Real>(
     (_b, h, t, hd): (usize, usize, usize, usize),
     scale: f64,
     probs: Option<&[T]>,
+    probs_q: Option<&[T]>,
 ) -> Grads3<T> {
     let sc = T::of(scale);
     let blk = t * hd;
@@ -1200,7 +1257,8 @@ fn attn_bwd<T: Real>(
                     scratch
                 }
             };
-            let pt = mat(p, 0, 1, t);
+            let pv: &[T] = probs_q.map_or(p, |all| &all[bh * t * t..][..t * t]);
+            let pt = mat(pv, 0, 1, t);
             // dV = P^T dO: rows below s see all of P's rows; rows from s only P's rows from s.
             matmul_into(dv, hd, pt, go, (s, hd, t), 1);
             matmul_into(&mut dv[s * hd..], hd, sub(pt, s, s), sub(go, s, 0), (t - s, hd, t - s), 1);
@@ -1246,6 +1304,7 @@ impl CustomOp3 for CausalAttention {
         }
         #[allow(clippy::too_many_arguments)] // the three storages and layouts of a CustomOp3, and the shape
         fn run<T: Real>(
+            op: &CausalAttention,
             s1: &CpuStorage,
             l1: &Layout,
             s2: &CpuStorage,
@@ -1253,15 +1312,20 @@ impl CustomOp3 for CausalAttention {
             s3: &CpuStorage,
             l3: &Layout,
             dims: (usize, usize, usize, usize),
-            scale: f64,
         ) -> Result<CpuStorage> {
-            Ok(T::to_cpu_storage_owned(
-                attn_fwd(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, cpu_slice::<T>(s3, l3)?, dims, scale, false)
-                    .0,
-            ))
+            let (q, k, v) = (cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, cpu_slice::<T>(s3, l3)?);
+            let y = match &op.probs_quant {
+                None => attn_fwd(q, k, v, dims, op.scale, false).0,
+                Some(call) => {
+                    let (y, probs, probs_q) = attn_fwd_quant(q, k, v, dims, op.scale, |p| fq_call(p, dims.2, call))?;
+                    *op.saved.lock().expect("attention lock") = Some(Box::new(SavedProbs { probs, probs_q }));
+                    y
+                }
+            };
+            Ok(T::to_cpu_storage_owned(y))
         }
         let (b, h, t, hd) = dims;
-        Ok((dispatch!(s1.dtype(), run, s1, l1, s2, l2, s3, l3, dims, self.scale)?, Shape::from((b, t, h * hd))))
+        Ok((dispatch!(s1.dtype(), run, self, s1, l1, s2, l2, s3, l3, dims)?, Shape::from((b, t, h * hd))))
     }
     fn bwd(
         &self,
@@ -1271,32 +1335,53 @@ impl CustomOp3 for CausalAttention {
         _y: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let saved = self.saved.lock().expect("attention lock").take();
+        if self.probs_quant.is_some() && saved.is_none() {
+            bail!("causal attention: backward without a forward pass");
+        }
         fn run<T: Real>(
             q: &Tensor,
             k: &Tensor,
             v: &Tensor,
             gy: &Tensor,
             scale: f64,
+            saved: Option<Box<dyn std::any::Any + Send>>,
         ) -> Result<(Tensor, Tensor, Tensor)> {
             let dims = q.dims4()?;
+            let saved = match saved {
+                Some(b) => Some(b.downcast::<SavedProbs<T>>().map_err(|_| {
+                    candle_core::Error::Msg("causal attention: dtype changed between forward and backward".into())
+                })?),
+                None => None,
+            };
+            let probs = saved.as_ref().map(|s| s.probs.as_slice());
+            let probs_q = saved.as_ref().map(|s| s.probs_q.as_slice());
             let (dq, dk, dv) = with_slice::<T, _>(q, |qs| {
                 with_slice::<T, _>(k, |ks| {
                     with_slice::<T, _>(v, |vs| {
-                        with_slice::<T, _>(gy, |gs| Ok(attn_bwd(qs, ks, vs, gs, dims, scale, None)))
+                        with_slice::<T, _>(gy, |gs| Ok(attn_bwd(qs, ks, vs, gs, dims, scale, probs, probs_q)))
                     })
                 })
             })?;
             Ok((to_tensor(dq, q.shape())?, to_tensor(dk, k.shape())?, to_tensor(dv, v.shape())?))
         }
-        let (dq, dk, dv) = dispatch!(q.dtype(), run, q, k, v, gy, self.scale)?;
+        let (dq, dk, dv) = dispatch!(q.dtype(), run, q, k, v, gy, self.scale, saved)?;
         Ok((Some(dq), Some(dk), Some(dv)))
     }
 }
 
 /// Fused causal attention core (CPU): q, k, v [B, H, T, hd] -> softmax(scale Q K^T) V with
-/// heads merged, [B, T, H*hd].
-pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, CausalAttention { scale })
+/// heads merged, [B, T, H*hd]. `probs_quant`: fake quantisation of the probabilities (rows of T,
+/// along the keys) before they multiply V, straight through in the backward.
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    probs_quant: Option<crate::quant::QuantCall>,
+) -> Result<Tensor> {
+    let op = CausalAttention { scale, probs_quant, saved: Mutex::new(None) };
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
 pub mod block;

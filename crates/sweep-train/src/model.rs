@@ -11,7 +11,7 @@
 //! softmax_last_dim and rotary embedding have no backward pass (they cut the gradient without an
 //! error); every op here has one, which `tests/gradients.rs` checks against finite differences.
 
-use crate::quant::QuantTargets;
+use crate::quant::{fake_quant_call, QuantCall, QuantTargets};
 use crate::{fused, rng};
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
@@ -79,6 +79,33 @@ pub trait LinearHooks: Send + Sync {
     fn kv(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())
     }
+    /// Applied to each linear layer's output (identity forward; e.g. quantises dY in the backward).
+    fn output(&self, y: &Tensor) -> Result<Tensor> {
+        Ok(y.clone())
+    }
+    /// Applied to the queries and keys [B, H, T, hd] that enter Q K^T (after [`LinearHooks::kv`]).
+    fn attention_qk(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+    /// Applied to the values [B, H, T, hd] that enter P V (after [`LinearHooks::kv`]).
+    fn attention_v(&self, v: &Tensor) -> Result<Tensor> {
+        Ok(v.clone())
+    }
+    /// The fake quantisation of the attention probabilities before P V (rows along the keys),
+    /// drawn when the attention runs; None keeps them in the compute dtype.
+    fn attention_probs(&self) -> Option<QuantCall> {
+        None
+    }
+    /// Applied to the final hidden states that enter the logits product.
+    fn logits_input(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    /// Applied to the output projection of the logits product.
+    fn logits_weight(&self, w: &Tensor) -> Result<Tensor> {
+        Ok(w.clone())
+    }
+    /// Called at the start of every forward pass (delayed scaling counts its sites per pass).
+    fn begin_pass(&self) {}
     /// The fake quantisation these hooks apply, when it can run inside the fused transformer
     /// block (the same function and random streams as the hooks between per-op kernels); empty
     /// targets for full precision; None when the hooks must sit between per-op kernels, so
@@ -129,7 +156,7 @@ impl ExecPath {
     /// on the CPU when the hooks' precision runs inside them, per-op fused kernels on the CPU
     /// otherwise, candle's composed ops on other devices and dtypes.
     pub fn choose(device: &Device, dtype: DType, hooks: &dyn LinearHooks) -> ExecPath {
-        let cuda_block_precision = hooks.block_quant().is_some() || hooks.compute_dtype() == Some(DType::BF16);
+        let cuda_block_precision = cuda_block_precision(hooks).is_ok();
         if ExecPath::CudaBlocks.supports(device, dtype) && fused::cuda_block::enabled() && cuda_block_precision {
             ExecPath::CudaBlocks
         } else if !fused::supports(device, dtype) {
@@ -313,7 +340,7 @@ impl Ops {
     /// softmax(scale Q K^T, causal) V, heads merged: [B, H, T, hd] -> [B, T, H*hd].
     fn attention(self, q: &Tensor, k: &Tensor, v: &Tensor, pass: &Pass, scale: f64) -> Result<Tensor> {
         match self {
-            Ops::FusedCpu => fused::causal_attention(q, k, v, scale),
+            Ops::FusedCpu => fused::causal_attention(q, k, v, scale, pass.hooks.attention_probs()),
             Ops::Composed => {
                 // Products in the autocast type, softmax in f32 (as PyTorch's autocast does).
                 let (b, h, t, hd) = q.dims4()?;
@@ -323,6 +350,10 @@ impl Ops {
                     fused::cuda::causal_softmax(&scores, scale)?
                 } else {
                     causal_softmax(&scores, &pass.mask, scale)?
+                };
+                let att = match pass.hooks.attention_probs() {
+                    Some(call) => fake_quant_call(&att, call)?,
+                    None => att,
                 };
                 autocast_matmul(&att, v, cd)?.transpose(1, 2)?.reshape((b, t, h * hd))
             }
@@ -444,7 +475,7 @@ impl Linear {
         // Hooks in this order: the stochastic-rounding counters are drawn in it.
         let x = pass.hooks.input(x)?;
         let w = pass.hooks.weight(self.weight.t())?;
-        pass.ops.linear(&x, &w, pass.hooks)
+        pass.hooks.output(&pass.ops.linear(&x, &w, pass.hooks)?)
     }
 }
 
@@ -482,6 +513,7 @@ impl Attention {
         let q = heads(&self.q_proj, true)?;
         let k = pass.hooks.kv(&heads(&self.k_proj, true)?)?;
         let v = pass.hooks.kv(&heads(&self.v_proj, false)?)?;
+        let (q, k, v) = (pass.hooks.attention_qk(&q)?, pass.hooks.attention_qk(&k)?, pass.hooks.attention_v(&v)?);
         let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
         self.o_proj.forward(&pass.ops.attention(&q, &k, &v, pass, scale)?, pass)
     }
@@ -744,6 +776,7 @@ impl Transformer {
     fn hidden(&self, tokens: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
         let d = self.config.d_model;
         let (b, t) = tokens.dims2()?;
+        hooks.begin_pass();
         let pass = Pass {
             ops: self.path.ops(),
             hooks,
@@ -784,20 +817,28 @@ impl Transformer {
         self.norm.forward(&x, pass.ops)?.reshape((b * t, d))
     }
 
+    /// The logits product's inputs: final hidden states [B*T, d] and the output projection, with
+    /// the hooks applied (quantised only when the precision's targets include the logits).
+    fn head_inputs(&self, tokens: &Tensor, hooks: &dyn LinearHooks) -> Result<(Tensor, Tensor)> {
+        let x = hooks.logits_input(&self.hidden(tokens, hooks)?)?;
+        Ok((x, hooks.logits_weight(self.head())?))
+    }
+
     /// Logits [B*T, V] for token ids [B, T].
     pub fn forward(&self, tokens: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
-        // The logits layer is not quantised (as in the quantised-training literature).
-        self.hidden(tokens, hooks)?.matmul(&self.head().t()?)
+        let (x, w) = self.head_inputs(tokens, hooks)?;
+        x.matmul(&w.t()?)
     }
 
     /// Mean cross-entropy (nats per token) of next-token prediction.
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor, hooks: &dyn LinearHooks) -> Result<Tensor> {
-        let h = self.hidden(inputs, hooks)?;
         if self.path == ExecPath::CudaBlocks {
             let (_, compute) = cuda_block_precision(hooks)?;
+            let h = self.hidden(inputs, hooks)?;
             return fused::cuda_block::head_cross_entropy(&h, self.head(), targets, compute, &self.cuda_buffers);
         }
-        self.path.ops().head_loss(&h, self.head(), targets, &self.scratch)
+        let (x, w) = self.head_inputs(inputs, hooks)?;
+        self.path.ops().head_loss(&x, &w, targets, &self.scratch)
     }
 
     /// Gradients of `loss` for every parameter, by name: candle's backward pass plus the weight
@@ -824,10 +865,20 @@ impl Transformer {
 /// quantisation in f32 products, or bf16 autocast without quantisation.
 fn cuda_block_precision(hooks: &dyn LinearHooks) -> Result<(QuantTargets, DType)> {
     match (hooks.block_quant(), hooks.compute_dtype()) {
-        (Some(quant), None) => Ok((quant, DType::F32)),
+        (Some(quant), None) if cuda_block_runs(&quant) => Ok((quant, DType::F32)),
         (None, Some(DType::BF16)) => Ok((QuantTargets::default(), DType::BF16)),
         _ => Err(candle_core::Error::Msg(
             "these hooks cannot run on the CUDA block path; choose the path with ExecPath::choose".into(),
         )),
     }
+}
+
+/// Whether the CUDA block runs these quantisation targets: weights, linear inputs, their
+/// gradients and K/V, just-in-time scaled (the dY, attention-product and logits targets and
+/// delayed scaling run on the CPU block and the composed path only).
+fn cuda_block_runs(quant: &QuantTargets) -> bool {
+    let extra = quant.grad_output.is_some() || quant.attention.is_some() || quant.logits.is_some();
+    let delayed =
+        [&quant.weights, &quant.activations, &quant.gradients, &quant.kv].into_iter().flatten().any(|q| q.is_delayed());
+    !extra && !delayed
 }

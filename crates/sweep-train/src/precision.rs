@@ -1,5 +1,7 @@
 //! The point's precision as linear-layer hooks: fake quantisation (straight-through) of weights
-//! and activations, quantised activation gradients, and quantised attention K/V.
+//! and activations, quantised input gradients (dX) and output gradients (dY, before both
+//! backward products), quantised attention K/V and attention-product inputs (Q, K, V, P), and
+//! the logits product's inputs; delayed scaling from amax histories where configured.
 //!
 //! bf16 and fp16 are autocast semantics on every device: the inputs and weights of each linear
 //! layer are rounded to the 16-bit type (a differentiable cast) and the master weights stay f32.
@@ -11,7 +13,7 @@
 //! softmax, norms and the loss in f32, as PyTorch's autocast does.
 
 use crate::model::LinearHooks;
-use crate::quant::{fake_quant, quant_grad, QuantTargets};
+use crate::quant::{fake_quant, quant_grad, QuantCall, QuantTargets};
 use candle_core::{DType, Result, Tensor};
 use sweep_plan::config::{QuantTarget, Rounding};
 use sweep_plan::point::ResolvedPrecision;
@@ -34,12 +36,31 @@ fn round_to(t: &Tensor, dtype: Option<DType>) -> Result<Tensor> {
 
 impl PrecisionHooks {
     /// Stochastic-rounding counters (saved in checkpoints for bit-exact resume).
-    pub fn counters(&self) -> [u64; 4] {
+    pub fn counters(&self) -> Vec<u64> {
         self.targets.counters()
     }
     /// Restores counters from a checkpoint.
-    pub fn set_counters(&self, c: [u64; 4]) {
+    pub fn set_counters(&self, c: &[u64]) {
         self.targets.set_counters(c)
+    }
+    /// Delayed scaling's amax histories (saved in checkpoints for bit-exact resume).
+    pub fn amax_histories(&self) -> Vec<Vec<Vec<f32>>> {
+        self.targets.amax_histories()
+    }
+    /// Restores amax histories from a checkpoint.
+    pub fn set_amax_histories(&self, h: &[Vec<Vec<f32>>]) {
+        self.targets.set_amax_histories(h)
+    }
+    /// Training passes record amaxes for delayed scaling; evaluation passes (`false`) do not.
+    pub fn set_training(&self, training: bool) {
+        self.targets.set_recording(training)
+    }
+}
+
+fn quantised(t: &Tensor, q: Option<&crate::quant::QuantConfig>) -> Result<Tensor> {
+    match q {
+        Some(q) => fake_quant(t, q),
+        None => Ok(t.clone()),
     }
 }
 
@@ -68,10 +89,35 @@ impl LinearHooks for PrecisionHooks {
         self.autocast.is_none().then(|| self.targets.clone())
     }
     fn kv(&self, t: &Tensor) -> Result<Tensor> {
-        match self.targets.get(QuantTarget::Kv) {
-            Some(q) => fake_quant(t, q),
-            None => Ok(t.clone()),
+        quantised(t, self.targets.get(QuantTarget::Kv))
+    }
+    fn output(&self, y: &Tensor) -> Result<Tensor> {
+        match self.targets.get(QuantTarget::GradOutput) {
+            Some(q) => quant_grad(y, q),
+            None => Ok(y.clone()),
         }
+    }
+    fn attention_qk(&self, t: &Tensor) -> Result<Tensor> {
+        quantised(t, self.targets.get(QuantTarget::Attention))
+    }
+    fn attention_v(&self, v: &Tensor) -> Result<Tensor> {
+        match self.targets.get(QuantTarget::Attention) {
+            // Along the tokens, the reduction dimension of P V.
+            Some(q) => fake_quant(&v.transpose(2, 3)?.contiguous()?, q)?.transpose(2, 3)?.contiguous(),
+            None => Ok(v.clone()),
+        }
+    }
+    fn attention_probs(&self) -> Option<QuantCall> {
+        self.targets.get(QuantTarget::Attention).map(|q| q.next_call())
+    }
+    fn logits_input(&self, x: &Tensor) -> Result<Tensor> {
+        quantised(x, self.targets.get(QuantTarget::Logits))
+    }
+    fn logits_weight(&self, w: &Tensor) -> Result<Tensor> {
+        quantised(w, self.targets.get(QuantTarget::Logits))
+    }
+    fn begin_pass(&self) {
+        self.targets.begin_pass()
     }
 }
 
@@ -91,17 +137,27 @@ pub fn hooks(point: &Point) -> anyhow::Result<PrecisionHooks> {
 
 /// Hooks for a precision name applied to weights and activations (for benchmarks).
 pub fn hooks_for(name: &str, rounding: Rounding, seed: u64) -> anyhow::Result<PrecisionHooks> {
+    hooks_with(name, &[], None, rounding, seed)
+}
+
+/// Hooks for a precision name applied to `targets` (weights and activations when empty), with
+/// delayed scaling over `amax_history` passes for per-tensor targets (for benchmarks and tests).
+pub fn hooks_with(
+    name: &str,
+    targets: &[QuantTarget],
+    amax_history: Option<u32>,
+    rounding: Rounding,
+    seed: u64,
+) -> anyhow::Result<PrecisionHooks> {
     let spec = sweep_plan::precision::PrecisionSpec::parse(name).map_err(anyhow::Error::msg)?;
-    let targets = if spec.format.is_simulated() {
-        vec![(QuantTarget::Weights, spec.clone()), (QuantTarget::Activations, spec.clone())]
-    } else {
-        vec![]
-    };
+    let chosen = if targets.is_empty() { &[QuantTarget::Weights, QuantTarget::Activations][..] } else { targets };
+    let targets = if spec.format.is_simulated() { chosen.iter().map(|t| (*t, spec.clone())).collect() } else { vec![] };
     let (e, m) = spec.format.exp_man().map(|(e, m)| (Some(e), Some(m))).unwrap_or((None, None));
     let resolved = ResolvedPrecision {
         name: spec.name.clone(),
         bits: spec.format.bits(),
         block_size: spec.law_block_size(),
+        amax_history,
         exp_bits: e,
         man_bits: m,
         spec,

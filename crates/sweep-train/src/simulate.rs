@@ -1,5 +1,7 @@
 //! The simulate backend: each point's loss curve comes from the law in `[simulate]`
-//! (L = E + A/N^alpha + B r^eta/D^beta + C/(r+eps)^gamma; Chinchilla's published fit by default),
+//! (L = E + A/N^alpha + B r^eta/D^beta + C/(r+eps)^gamma; Chinchilla's published fit by default;
+//! optionally with Sun et al.'s floating-point quantisation term or Kumar et al.'s effective
+//! parameter count under training precision),
 //! evaluated at the tokens seen so far, times seeded log-normal noise. It writes metrics and
 //! checkpoints exactly like a real trainer and honours stop and resume, so a grid can be checked
 //! for whether it recovers a law, and the pipeline tested, in seconds.
@@ -65,13 +67,44 @@ pub fn losses(point: &Point, tokens: f64, step: u64) -> (f64, f64, Option<f64>) 
             blowup = (0.5 * (step - point.train.warmup_steps) as f64).exp();
         }
     }
-    let general = sim.general.loss(n, tokens, 1.0 - r) * noise(0) * blowup;
+    let general = (general_loss(point, &sim, n, tokens) + fp_quant_term(point, &sim, n, tokens)) * noise(0) * blowup;
     let domain = sim.domain.as_ref().map(|law| law.loss(n, tokens, r) * noise(1) * blowup);
     let train = match domain {
         Some(d) => ((1.0 - r) * general + r * d) * noise(2),
         None => general * noise(2),
     };
     (train, general, domain)
+}
+
+/// The general law at N, or at Kumar et al.'s effective parameter count when `[simulate]
+/// precision` is set (P_w, P_a, P_kv: the bits of the point's weights, activations and K/V or
+/// attention inputs).
+fn general_loss(point: &Point, sim: &sweep_plan::config::SimulateSection, n: f64, tokens: f64) -> f64 {
+    use sweep_plan::config::QuantTarget;
+    let r = point.mixture_ratio;
+    let Some(k) = &sim.precision else {
+        return sim.general.loss(n, tokens, 1.0 - r);
+    };
+    let p = &point.precision;
+    let kv =
+        if p.targets.iter().any(|(t, _)| *t == QuantTarget::Kv) { QuantTarget::Kv } else { QuantTarget::Attention };
+    let factor = |bits: u32, gamma: f64| 1.0 - (-(bits as f64) / gamma).exp();
+    let n_eff = n
+        * factor(p.target_bits(QuantTarget::Weights), k.gamma_w)
+        * factor(p.target_bits(QuantTarget::Activations), k.gamma_a)
+        * factor(p.target_bits(kv), k.gamma_kv);
+    sim.general.loss(n_eff, tokens, 1.0 - r)
+}
+
+/// Sun et al.'s quantisation term when `[simulate] fp_quant` is set and the point's format has
+/// exponent and mantissa bits: D^beta / N^alpha * log2(B) / (gamma (E+0.5)^delta (M+0.5)^nu).
+fn fp_quant_term(point: &Point, sim: &sweep_plan::config::SimulateSection, n: f64, tokens: f64) -> f64 {
+    let (Some(f), Some(e), Some(m)) = (&sim.fp_quant, point.precision.exp_bits, point.precision.man_bits) else {
+        return 0.0;
+    };
+    let g = &sim.general;
+    tokens.powf(g.beta) / n.powf(g.alpha) * point.precision.block_size.log2()
+        / (f.gamma * (e as f64 + 0.5).powf(f.delta) * (m as f64 + 0.5).powf(f.nu))
 }
 
 impl Trainer for SimulateTrainer {

@@ -54,9 +54,13 @@ struct CkptState {
     adam_t: u64,
     divergence: DivergenceCheck,
     tokens_seen: u64,
-    /// Stochastic-rounding counters of the fake quantisers (weights, activations, gradients, kv).
+    /// Stochastic-rounding counters of the fake quantisers, in `QuantTarget::ALL`'s order
+    /// (checkpoints written before the last three targets existed hold the first four).
     #[serde(default)]
-    quant_counters: [u64; 4],
+    quant_counters: Vec<u64>,
+    /// Delayed scaling's amax histories per target and site (absent without delayed scaling).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    amax_histories: Vec<Vec<Vec<f32>>>,
     /// SHA-256 of state.safetensors.
     checksum: String,
 }
@@ -74,8 +78,9 @@ fn save_checkpoint(
     opt: &AdamW,
     div: &DivergenceCheck,
     tokens_seen: u64,
-    quant_counters: [u64; 4],
+    hooks: &crate::precision::PrecisionHooks,
 ) -> anyhow::Result<()> {
+    let (quant_counters, amax_histories) = (hooks.counters(), hooks.amax_histories());
     let mut tensors: BTreeMap<String, Tensor> = model.tensors();
     for (k, m) in &opt.m {
         tensors.insert(format!("adamw.m.{k}"), m.clone());
@@ -87,7 +92,15 @@ fn save_checkpoint(
         let st = tmp.join("state.safetensors");
         candle_core::safetensors::save(&tensors.into_iter().collect(), &st).map_err(std::io::Error::other)?;
         let checksum = sha256_file(&st).map_err(std::io::Error::other)?;
-        let state = CkptState { step, adam_t: opt.t, divergence: div.clone(), tokens_seen, quant_counters, checksum };
+        let state = CkptState {
+            step,
+            adam_t: opt.t,
+            divergence: div.clone(),
+            tokens_seen,
+            quant_counters,
+            amax_histories,
+            checksum,
+        };
         std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state).expect("state serialises"))
     })?;
     Ok(())
@@ -230,7 +243,8 @@ impl Trainer for CandleTrainer {
                     );
                 }
                 opt.t = state.adam_t;
-                hooks.set_counters(state.quant_counters);
+                hooks.set_counters(&state.quant_counters);
+                hooks.set_amax_histories(&state.amax_histories);
                 dir.truncate_metrics(state.step)?;
                 tracing::info!(point = %dir.id, step = state.step, "resumed from checkpoint");
                 (model, opt, state.step, state.divergence, state.tokens_seen)
@@ -253,7 +267,7 @@ impl Trainer for CandleTrainer {
                 return Ok(Outcome::LeaseLost);
             }
             if control.stop_requested() {
-                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen, hooks.counters())?;
+                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen, &hooks)?;
                 return Ok(Outcome::Stopped);
             }
             let lr = t.lr_at(step);
@@ -315,7 +329,11 @@ impl Trainer for CandleTrainer {
                     epochs: None,
                 };
                 if is_eval {
-                    let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device)?;
+                    // Evaluation passes use delayed scaling's histories without recording into them.
+                    hooks.set_training(false);
+                    let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device);
+                    hooks.set_training(true);
+                    let ev = ev?;
                     record.val_loss = Some(per_source(&ev, |v| v.0));
                     record.val_bpb = Some(per_source(&ev, |v| v.1));
                     record.epochs = Some(epochs(sampler.epochs_after(step)));
@@ -328,11 +346,15 @@ impl Trainer for CandleTrainer {
                 window_tokens = 0;
             }
             if step % t.checkpoint_every == 0 && step < t.steps {
-                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen, hooks.counters())?;
+                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen, &hooks)?;
             }
         }
         // Final evaluation and export.
-        let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device)?;
+        // Evaluation passes use delayed scaling's histories without recording into them.
+        hooks.set_training(false);
+        let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device);
+        hooks.set_training(true);
+        let ev = ev?;
         crate::export::export(dir, &model, &data)?;
         let by_source = |f: &dyn Fn(SourceKind) -> Option<f64>| PerSource {
             general: f(SourceKind::General),

@@ -2,9 +2,11 @@
 //! runs this on a lent GPU). Without the feature this file compiles to nothing: CI has no GPU.
 //!
 //! - The fake-quantisation kernels of src/quant/fake_quant.cu, launched through NVRTC, give the
-//!   CPU kernel's values bit for bit: every format family, scaling, scale rule and rounding, on
-//!   special values, on a view that starts inside its storage, and on a tensor larger than one
-//!   grid (the kernels' grid-stride loops).
+//!   CPU kernel's values bit for bit: every format family (MXINT8's two's-complement levels
+//!   included), scaling, scale rule (the OCP MX E8M0 and NVFP4-style E4M3 scales included) and
+//!   rounding, on special values, on a view that starts inside its storage, and on a tensor
+//!   larger than one grid (the kernels' grid-stride loops); delayed scaling (which runs on the
+//!   host) gives the CPU's values too.
 //! - The quantised-gradient op's backward gives the CPU's gradient bit for bit.
 //! - Training steps on CUDA (composed candle ops) follow the CPU's (fused kernels) in fp32, in a
 //!   fake-quantised format and in bf16 autocast.
@@ -95,7 +97,8 @@ fn fake_quant_on_cuda_equals_the_cpu_kernel_bit_for_bit() {
     let mut cases = 0;
     for format in formats() {
         for scaling in [Scaling::Tensor, Scaling::Channel, Scaling::Block(32), Scaling::Block(64)] {
-            for rule in [ScaleRule::AbsMax, ScaleRule::PowerOfTwo, ScaleRule::Unit] {
+            for rule in [ScaleRule::AbsMax, ScaleRule::PowerOfTwo, ScaleRule::Unit, ScaleRule::Ue8m0, ScaleRule::Ue4m3]
+            {
                 for rounding in [Rounding::Nearest, Rounding::Stochastic] {
                     let q = QuantConfig::new(format, scaling, rounding, 4321).unwrap().with_scale_rule(rule);
                     let want = bits(&fake_quant_at(&host, &q, 17).unwrap());
@@ -112,7 +115,7 @@ fn fake_quant_on_cuda_equals_the_cpu_kernel_bit_for_bit() {
             }
         }
     }
-    assert_eq!(cases, 15 * 4 * 3 * 2);
+    assert_eq!(cases, formats().len() * 4 * 5 * 2);
 }
 
 #[test]
@@ -125,19 +128,50 @@ fn fake_quant_on_cuda_covers_tensors_larger_than_one_grid() {
     let x = mixed(n, row_len, 2);
     let host = Tensor::from_vec(x.clone(), (n / row_len, row_len), &Device::Cpu).unwrap();
     let on_gpu = host.to_device(&dev).unwrap();
-    for (scaling, rounding) in [
-        (Scaling::Tensor, Rounding::Stochastic),
-        (Scaling::Block(128), Rounding::Nearest),
-        (Scaling::Channel, Rounding::Nearest),
+    for (scaling, rounding, rule) in [
+        (Scaling::Tensor, Rounding::Stochastic, ScaleRule::AbsMax),
+        (Scaling::Block(128), Rounding::Nearest, ScaleRule::AbsMax),
+        (Scaling::Channel, Rounding::Nearest, ScaleRule::AbsMax),
+        (Scaling::Block(32), Rounding::Nearest, ScaleRule::Ue8m0),
+        // NVFP4-style: the per-tensor scale needs the whole tensor's amax across blocks.
+        (Scaling::Block(16), Rounding::Stochastic, ScaleRule::Ue4m3),
     ] {
-        let q = QuantConfig::new(Format::Float(FloatFormat::new(4, 3).unwrap()), scaling, rounding, 9).unwrap();
+        let q = QuantConfig::new(Format::Float(FloatFormat::new(4, 3).unwrap()), scaling, rounding, 9)
+            .unwrap()
+            .with_scale_rule(rule);
         let want = bits(&fake_quant_at(&host, &q, 3).unwrap());
         assert_same_bits(
             &bits(&fake_quant_at(&on_gpu, &q, 3).unwrap()),
             &want,
             &x,
-            &format!("large {scaling:?} {rounding:?}"),
+            &format!("large {scaling:?} {rounding:?} {rule:?}"),
         );
+    }
+}
+
+#[test]
+fn delayed_scaling_on_cuda_equals_the_cpu() {
+    // Delayed scaling keeps its amax history on the host: a CUDA tensor is quantised there and
+    // moved back, with the same values and the same history as on the CPU.
+    let dev = gpu();
+    let (rows, row_len) = (16, 64);
+    let fmt = Format::Float(FloatFormat::new(4, 3).unwrap());
+    let make = || QuantConfig::new(fmt, Scaling::Tensor, Rounding::Nearest, 1).unwrap().with_amax_history(3).unwrap();
+    let (qc, qg) = (make(), make());
+    for step in 0..4u64 {
+        let x: Vec<f32> = mixed(rows * row_len, row_len, 10 + step)
+            .into_iter()
+            .map(|v| if v.is_finite() { v * (1.0 + step as f32) } else { 0.5 })
+            .collect();
+        let host = Tensor::from_vec(x.clone(), (rows, row_len), &Device::Cpu).unwrap();
+        let on_gpu = host.to_device(&dev).unwrap();
+        qc.begin_pass();
+        qg.begin_pass();
+        let want = bits(&sweep_train::quant::fake_quant(&host, &qc).unwrap());
+        let got = sweep_train::quant::fake_quant(&on_gpu, &qg).unwrap();
+        assert!(got.device().is_cuda(), "the result is moved back to the GPU");
+        assert_same_bits(&bits(&got), &want, &x, &format!("delayed scaling step {step}"));
+        assert_eq!(qc.amax_histories(), qg.amax_histories(), "step {step}");
     }
 }
 
@@ -225,6 +259,10 @@ fn training_on_cuda_follows_the_cpu() {
     // flip between the devices, so the tolerance is wider.
     assert_close(&losses(&dev, "fp8-e4m3", steps), &losses(&Device::Cpu, "fp8-e4m3", steps), 2e-3, "fp8-e4m3");
     assert_close(&losses(&dev, "fp4-e2m1", steps), &losses(&Device::Cpu, "fp4-e2m1", steps), 1e-2, "fp4-e2m1");
+    // Block formats as hardware stores them: MX (E8M0 scales) and NVFP4 (E4M3 scales).
+    assert_close(&losses(&dev, "mxfp8-e4m3", steps), &losses(&Device::Cpu, "mxfp8-e4m3", steps), 2e-3, "mxfp8");
+    assert_close(&losses(&dev, "mxfp4", steps), &losses(&Device::Cpu, "mxfp4", steps), 1e-2, "mxfp4");
+    assert_close(&losses(&dev, "nvfp4", steps), &losses(&Device::Cpu, "nvfp4", steps), 1e-2, "nvfp4");
     // bf16 autocast: 16-bit products on both devices (cuBLAS accumulates in f32 as the CPU does).
     let bf16 = losses(&dev, "bf16", steps);
     assert_close(&bf16, &losses(&Device::Cpu, "bf16", steps), 1e-2, "bf16");

@@ -226,6 +226,7 @@ fn targets(format: Format, rounding: Rounding, all: bool) -> QuantTargets {
         activations: q(2),
         gradients: if all { q(3) } else { None },
         kv: if all { q(4) } else { None },
+        ..Default::default()
     }
 }
 

@@ -807,6 +807,7 @@ fn targets(format: Format, rounding: Rounding, grads_and_kv: bool) -> QuantTarge
         activations: q(2),
         gradients: if grads_and_kv { q(3) } else { None },
         kv: if grads_and_kv { q(4) } else { None },
+        ..Default::default()
     }
 }
 

@@ -661,6 +661,7 @@ mod quant {
             man_bits: Some(3),
             bits: 8,
             block_size: 65536.0,
+            amax_history: None,
         };
         let t = QuantTargets::from_resolved(&precision, 11).unwrap();
         assert_eq!(t.weights.as_ref().unwrap().name, "e4m3");
@@ -677,14 +678,23 @@ mod quant {
         fake_quant(&x, t.weights.as_ref().unwrap()).unwrap();
         quant_grad(&x, t.gradients.as_ref().unwrap()).unwrap();
         quant_grad(&x, t.gradients.as_ref().unwrap()).unwrap();
-        assert_eq!(t.counters(), [1, 0, 2, 0]);
+        assert_eq!(t.counters(), [1, 0, 2, 0, 0, 0, 0]);
         let resumed = QuantTargets::from_resolved(&precision, 11).unwrap();
-        resumed.set_counters(t.counters());
-        assert_eq!(resumed.counters(), [1, 0, 2, 0]);
+        resumed.set_counters(&t.counters());
+        assert_eq!(resumed.counters(), [1, 0, 2, 0, 0, 0, 0]);
+        // A checkpoint from before the last three targets holds four counters.
+        resumed.set_counters(&[3, 0, 5, 0]);
+        assert_eq!(resumed.counters(), [3, 0, 5, 0, 0, 0, 0]);
         // A format the quantiser cannot build names its target.
         precision.targets.push((
             QuantTarget::Kv,
-            PrecisionSpec { name: "int12".into(), format: NumberFormat::Int { bits: 12 }, scaling: Scaling::Tensor },
+            PrecisionSpec {
+                name: "int12".into(),
+                format: NumberFormat::Int { bits: 12 },
+                scaling: Scaling::Tensor,
+                scale: Default::default(),
+                per_target: vec![],
+            },
         ));
         let err = QuantTargets::from_resolved(&precision, 11).unwrap_err().to_string();
         assert!(err.contains("Kv") && err.contains("2..=8"), "{err}");
@@ -707,14 +717,26 @@ mod quant {
             name: "e9m2".into(),
             format: NumberFormat::Float { exp_bits: 9, man_bits: 2 },
             scaling: Scaling::Tensor,
+            scale: Default::default(),
+            per_target: vec![],
         };
         let err = QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err();
         assert!(err.to_string().contains("exponent bits must be in 1..=8"), "{err}");
-        let bad =
-            PrecisionSpec { name: "int9".into(), format: NumberFormat::Int { bits: 9 }, scaling: Scaling::Tensor };
+        let bad = PrecisionSpec {
+            name: "int9".into(),
+            format: NumberFormat::Int { bits: 9 },
+            scaling: Scaling::Tensor,
+            scale: Default::default(),
+            per_target: vec![],
+        };
         assert!(QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err().to_string().contains("2..=8"));
-        let bad =
-            PrecisionSpec { name: "int4-b0".into(), format: NumberFormat::Int { bits: 4 }, scaling: Scaling::Block(0) };
+        let bad = PrecisionSpec {
+            name: "int4-b0".into(),
+            format: NumberFormat::Int { bits: 4 },
+            scaling: Scaling::Block(0),
+            scale: Default::default(),
+            per_target: vec![],
+        };
         assert!(QuantConfig::from_spec(&bad, Rounding::Nearest, 0).unwrap_err().to_string().contains("at least 1"));
         let err = quantize_slice(&mut [1.0; 10], 4, &q, 0).unwrap_err();
         assert!(err.to_string().contains("whole rows of length 4"), "{err}");

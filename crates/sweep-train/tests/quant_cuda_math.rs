@@ -45,11 +45,13 @@ fn compile_host() -> Option<PathBuf> {
 fn run_host(bin: &PathBuf, q: &QuantConfig, x: &[f32], row_len: usize, counter: u64) -> Vec<u32> {
     let p = kernel_params(q, row_len, counter);
     let mut input = format!(
-        "{} {} {} {} {} {} {} {:x} {} {:x} {}\n",
+        "{} {} {} {} {} {} {} {} {} {:x} {} {:x} {}\n",
         p.mode,
         p.row_len,
         p.block.max(1),
         p.rule,
+        p.emax,
+        p.shift,
         p.man_bits,
         p.emin,
         p.bias,
@@ -138,7 +140,8 @@ fn cuda_kernel_source_matches_the_cpu_kernel() {
     let mut cases = 0;
     for format in formats() {
         for scaling in [Scaling::Tensor, Scaling::Channel, Scaling::Block(32), Scaling::Block(64)] {
-            for rule in [ScaleRule::AbsMax, ScaleRule::PowerOfTwo, ScaleRule::Unit] {
+            for rule in [ScaleRule::AbsMax, ScaleRule::PowerOfTwo, ScaleRule::Unit, ScaleRule::Ue8m0, ScaleRule::Ue4m3]
+            {
                 for rounding in [Rounding::Nearest, Rounding::Stochastic] {
                     let q = QuantConfig::new(format, scaling, rounding, 1234).unwrap().with_scale_rule(rule);
                     check(&bin, &q, &x, row_len, 7, &format!("{scaling:?} {rule:?} {rounding:?}"));
@@ -147,7 +150,7 @@ fn cuda_kernel_source_matches_the_cpu_kernel() {
             }
         }
     }
-    assert_eq!(cases, 15 * 4 * 3 * 2);
+    assert_eq!(cases, formats().len() * 4 * 5 * 2);
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! candle's. The activations the backward needs are kept from the forward pass.
 
 use super::*;
-use crate::quant::{quantize_slice, QuantConfig, QuantTargets};
+use crate::quant::{QuantCall, QuantTargets};
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,7 +52,8 @@ struct Block {
     sin: Tensor,
     dims: Dims,
     side: SideGrads,
-    /// Fake quantisation of weights, linear inputs, their gradients and K/V (none: full precision).
+    /// Fake quantisation of weights, linear inputs and outputs' gradients, input gradients, K/V
+    /// and the attention products' inputs (none: full precision).
     quant: QuantTargets,
     /// Activations from the forward pass (`Saved<T>` for the dtype it ran in).
     saved: Mutex<Option<Box<dyn Any + Send>>>,
@@ -65,6 +66,8 @@ struct Saved<T> {
     k: Vec<T>,
     v: Vec<T>,
     probs: Option<Vec<T>>,
+    /// The quantised probabilities that multiplied V (attention target).
+    probs_q: Option<Vec<T>>,
     attn: Vec<T>,
     x1: Vec<T>,
     hn2: Vec<T>,
@@ -76,19 +79,42 @@ struct Saved<T> {
 }
 
 /// One linear layer's quantised operands (None: the unquantised tensor was used) and the
-/// stochastic-rounding counter of its gradient quantisation, drawn in the forward pass.
+/// calls of its gradient quantisations (input gradient dX, output gradient dY), drawn in the
+/// forward pass.
 struct Site<T> {
     x: Option<Vec<T>>,
     w: Option<Vec<T>>,
-    grad_counter: Option<u64>,
+    grad_in: Option<QuantCall>,
+    grad_out: Option<QuantCall>,
 }
 
-/// Fake-quantises a copy of `x` (rows of `row_len`) with `q` as call `counter`: the CPU kernel
-/// of [`crate::quant::fake_quant`], in f32.
-fn fq<T: Real>(x: &[T], row_len: usize, q: &QuantConfig, counter: u64) -> Result<Vec<T>> {
-    let mut v: Vec<f32> = x.iter().map(|v| v.to_f32().unwrap_or(f32::NAN)).collect();
-    quantize_slice(&mut v, row_len, q, counter)?;
-    Ok(T::from_f32_vec(v))
+/// Fake-quantises a copy of `x` (rows of `row_len`) with one drawn call: the CPU kernel of
+/// [`crate::quant::fake_quant`], in f32.
+fn fq<T: Real>(x: &[T], row_len: usize, call: &QuantCall) -> Result<Vec<T>> {
+    super::fq_call(x, row_len, call)
+}
+
+/// Fake-quantises V [B, H, T, hd] along the tokens (rows of T of the per-head transpose, the
+/// reduction dimension of P V), as the composed path does on `v.transpose(2, 3)`.
+fn fq_tokens<T: Real>(v: &[T], t: usize, hd: usize, call: &QuantCall) -> Result<Vec<T>> {
+    let mut vt = vec![T::zero(); v.len()];
+    for (src, dst) in v.chunks(t * hd).zip(vt.chunks_mut(t * hd)) {
+        for i in 0..t {
+            for j in 0..hd {
+                dst[j * t + i] = src[i * hd + j];
+            }
+        }
+    }
+    let q = fq(&vt, t, call)?;
+    let mut out = vec![T::zero(); v.len()];
+    for (src, dst) in q.chunks(t * hd).zip(out.chunks_mut(t * hd)) {
+        for i in 0..t {
+            for j in 0..hd {
+                dst[i * hd + j] = src[j * t + i];
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// a += b, on several threads.
@@ -121,8 +147,8 @@ impl Block {
         v
     }
 
-    /// A linear layer's forward with the fake quantisation of its input and weight (counters
-    /// drawn in the per-op path's order: activations, gradients, weights).
+    /// A linear layer's forward with the fake quantisation of its input and weight (calls drawn
+    /// in the per-op path's order: activations, input gradient, weights, output gradient).
     fn site_fwd<T: Real>(
         &self,
         x: &[T],
@@ -130,15 +156,17 @@ impl Block {
         (rows, inp, out): (usize, usize, usize),
     ) -> Result<(Vec<T>, Site<T>)> {
         let q = &self.quant;
-        let xq = q.activations.as_ref().map(|c| fq(x, inp, c, c.next_counter())).transpose()?;
-        let grad_counter = q.gradients.as_ref().map(|c| c.next_counter());
-        let wq = q.weights.as_ref().map(|c| fq(w, inp, c, c.next_counter())).transpose()?;
+        let xq = q.activations.as_ref().map(|c| fq(x, inp, &c.next_call())).transpose()?;
+        let grad_in = q.gradients.as_ref().map(|c| c.next_call());
+        let wq = q.weights.as_ref().map(|c| fq(w, inp, &c.next_call())).transpose()?;
         let y = linear_fwd(xq.as_deref().unwrap_or(x), wq.as_deref().unwrap_or(w), (rows, inp, out));
-        Ok((y, Site { x: xq, w: wq, grad_counter }))
+        let grad_out = q.grad_output.as_ref().map(|c| c.next_call());
+        Ok((y, Site { x: xq, w: wq, grad_in, grad_out }))
     }
 
     /// A linear layer's backward: (dx, dW) with the quantised input and weight the forward used
-    /// (straight-through), dx fake-quantised when gradients are.
+    /// (straight-through), from dY fake-quantised (rows of `out`) when output gradients are, and
+    /// dx fake-quantised when input gradients are.
     fn site_bwd<T: Real>(
         &self,
         site: &Site<T>,
@@ -147,9 +175,11 @@ impl Block {
         gy: &[T],
         dims: (usize, usize, usize),
     ) -> Result<(Vec<T>, Vec<T>)> {
+        let gyq = site.grad_out.as_ref().map(|call| fq(gy, dims.2, call)).transpose()?;
+        let gy = gyq.as_deref().unwrap_or(gy);
         let (dx, dw) = linear_bwd(site.x.as_deref().unwrap_or(x), site.w.as_deref().unwrap_or(w), gy, dims);
-        let dx = match (&self.quant.gradients, site.grad_counter) {
-            (Some(c), Some(counter)) => fq(&dx, dims.1, c, counter)?,
+        let dx = match &site.grad_in {
+            Some(call) => fq(&dx, dims.1, call)?,
             _ => dx,
         };
         Ok((dx, dw))
@@ -171,16 +201,34 @@ impl Block {
                 sites.push(site);
                 let y = split_fwd(&y, cos, sin, b, t, h, hd, rotate);
                 match (&self.quant.kv, kv) {
-                    (Some(c), true) => fq(&y, hd, c, c.next_counter()),
+                    (Some(c), true) => fq(&y, hd, &c.next_call()),
                     _ => Ok(y),
                 }
             };
             let q = heads(wq, true, false)?;
             let k = heads(wk, true, true)?;
             let v = heads(wv, false, true)?;
-            // Keep the attention probabilities for the backward unless they are large.
-            let keep = b * h * t * t * std::mem::size_of::<T>() <= KEEP_PROBS_BYTES;
-            let (attn, probs) = attn_fwd(&q, &k, &v, (b, h, t, hd), scale, keep);
+            // The attention products' inputs: Q, K along the head dimension, V along the tokens,
+            // then P along the keys (the hooks' order on the per-op path).
+            let (q, k, v) = match &self.quant.attention {
+                Some(c) => {
+                    (fq(&q, hd, &c.next_call())?, fq(&k, hd, &c.next_call())?, fq_tokens(&v, t, hd, &c.next_call())?)
+                }
+                None => (q, k, v),
+            };
+            let (attn, probs, probs_q) = match &self.quant.attention {
+                Some(c) => {
+                    let call = c.next_call();
+                    let (attn, probs, probs_q) = attn_fwd_quant(&q, &k, &v, (b, h, t, hd), scale, |p| fq(p, t, &call))?;
+                    (attn, Some(probs), Some(probs_q))
+                }
+                None => {
+                    // Keep the attention probabilities for the backward unless they are large.
+                    let keep = b * h * t * t * std::mem::size_of::<T>() <= KEEP_PROBS_BYTES;
+                    let (attn, probs) = attn_fwd(&q, &k, &v, (b, h, t, hd), scale, keep);
+                    (attn, probs, None)
+                }
+            };
             let (mut x1, site) = self.site_fwd(&attn, wo, (rows, d, d))?;
             sites.push(site);
             add_into(&mut x1, x);
@@ -205,7 +253,7 @@ impl Block {
             sites.push(site);
             add_into(&mut y, &x1);
             let saved: Box<dyn Any + Send> =
-                Box::new(Saved { hn, q, k, v, probs, attn, x1, hn2, gate, up, act, sites });
+                Box::new(Saved { hn, q, k, v, probs, probs_q, attn, x1, hn2, gate, up, act, sites });
             *self.saved.lock().expect("saved lock") = Some(saved);
             Ok(y)
         })
@@ -254,7 +302,8 @@ impl Block {
             add_into(&mut dx1, gy);
             // Attention.
             let (dattn, dwo) = self.site_bwd(site(3), &s.attn, wo, &dx1, (rows, d, d))?;
-            let (dq, dk, dv) = attn_bwd(&s.q, &s.k, &s.v, &dattn, (b, h, t, hd), scale, s.probs.as_deref());
+            let (dq, dk, dv) =
+                attn_bwd(&s.q, &s.k, &s.v, &dattn, (b, h, t, hd), scale, s.probs.as_deref(), s.probs_q.as_deref());
             let mut dhn: Vec<T> = Vec::new();
             let mut dqkv = Vec::with_capacity(3);
             for (i, (dh, wm, rotate)) in [(&dq, wq, true), (&dk, wk, true), (&dv, wv, false)].into_iter().enumerate() {

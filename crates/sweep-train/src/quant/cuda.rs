@@ -21,13 +21,17 @@ pub struct KernelParams {
     pub row_len: u32,
     /// Block length (the row length when rows are shorter); 0 unless per block.
     pub block: u32,
-    /// 0 AbsMax, 1 PowerOfTwo, 2 Unit.
+    /// 0 AbsMax, 1 PowerOfTwo, 2 Unit, 3 Ue8m0, 4 Ue4m3.
     pub rule: u32,
+    /// The element format's E8M0 alignment exponent ([`Format::emax`]).
+    pub emax: i32,
+    /// log2 of the implicit scale of integer levels ([`Format::level_shift`]; 0 for floats).
+    pub shift: i32,
     /// Mantissa bits of a float format; -1 for integer formats.
     pub man_bits: i32,
     /// Smallest normal exponent (floats).
     pub emin: i32,
-    /// Exponent bias (floats).
+    /// Exponent bias (floats); for integer formats 1 for two's-complement levels (MXINT), else 0.
     pub bias: i32,
     /// Largest finite value of the format.
     pub max: f32,
@@ -48,10 +52,12 @@ pub fn kernel_params(q: &QuantConfig, row_len: usize, counter: u64) -> KernelPar
         ScaleRule::AbsMax => 0,
         ScaleRule::PowerOfTwo => 1,
         ScaleRule::Unit => 2,
+        ScaleRule::Ue8m0 => 3,
+        ScaleRule::Ue4m3 => 4,
     };
     let (man_bits, emin, bias) = match q.format {
         Format::Float(f) => (f.man_bits as i32, f.emin, f.bias),
-        Format::Int(_) => (-1, 0, 0),
+        Format::Int(i) => (-1, 0, i32::from(i.neg_max > i.max)),
     };
     let stochastic = matches!(q.rounding, Rounding::Stochastic);
     KernelParams {
@@ -59,6 +65,8 @@ pub fn kernel_params(q: &QuantConfig, row_len: usize, counter: u64) -> KernelPar
         row_len: row_len as u32,
         block,
         rule,
+        emax: q.format.emax(),
+        shift: q.format.level_shift(),
         man_bits,
         emin,
         bias,
@@ -153,6 +161,15 @@ mod launch {
         };
         let ptx = ptx()?;
         let mut amax = dev.alloc_zeros::<u32>(groups as usize)?;
+        // The whole tensor's amax, for the per-tensor scale of E4M3 block scales.
+        let mut tensor_amax = dev.alloc_zeros::<u32>(1)?;
+        if n > 0 && p.rule == 4 && p.mode != 0 {
+            let f = dev.get_or_load_custom_func("fq_amax_tensor", MODULE, ptx)?;
+            let mut b = f.builder();
+            b.arg(&x).arg(&n).arg(&mut tensor_amax);
+            // SAFETY: the kernel reads n elements of x and writes tensor_amax[0]; both are allocated.
+            unsafe { b.launch(cfg(n)) }.w()?;
+        }
         if n > 0 {
             if p.mode == 0 {
                 let f = dev.get_or_load_custom_func("fq_amax_tensor", MODULE, ptx)?;
@@ -174,7 +191,16 @@ mod launch {
         {
             let f = dev.get_or_load_custom_func("fq_scales", MODULE, ptx)?;
             let mut b = f.builder();
-            b.arg(&amax).arg(&groups).arg(&p.max).arg(&p.rule).arg(&mut scale).arg(&mut inv);
+            let whole = if p.mode == 0 { &amax } else { &tensor_amax };
+            b.arg(&amax)
+                .arg(&groups)
+                .arg(&p.max)
+                .arg(&p.rule)
+                .arg(&p.emax)
+                .arg(&p.shift)
+                .arg(whole)
+                .arg(&mut scale)
+                .arg(&mut inv);
             // SAFETY: one thread per group, all three arrays hold `groups` elements.
             unsafe { b.launch(cfg(groups)) }.w()?;
         }
@@ -185,7 +211,8 @@ mod launch {
             let block = if p.mode == 1 { p.row_len } else { p.block };
             let mut b = f.builder();
             b.arg(&x).arg(&mut y).arg(&n).arg(&p.mode).arg(&p.row_len).arg(&block).arg(&scale).arg(&inv);
-            b.arg(&p.man_bits).arg(&p.emin).arg(&p.bias).arg(&p.max).arg(&p.stochastic).arg(&p.key);
+            let divide = i32::from(p.rule == 4);
+            b.arg(&p.man_bits).arg(&p.emin).arg(&p.bias).arg(&p.max).arg(&p.stochastic).arg(&p.key).arg(&divide);
             // SAFETY: grid-stride loop over n elements of x and y; scale/inv hold every group.
             unsafe { b.launch(cfg(n)) }.w()?;
         }

@@ -14,7 +14,9 @@
 //! infinities included, saturates to ±max; NaN stays NaN; the sign of zero is kept.
 //!
 //! Integer formats `intN` are symmetric: values are the integers in [-(2^(N-1)-1), 2^(N-1)-1]
-//! (int8: ±127, int4: ±7, int2: ±1); -2^(N-1) is never produced.
+//! (int8: ±127, int4: ±7, int2: ±1); -2^(N-1) is never produced. The OCP MX integer elements
+//! `mxintN` are two's complement: levels in [-2^(N-1), 2^(N-1)-1] with an implicit scale
+//! 2^-(N-2) (MXINT8: k/64 for k in [-128, 127], so -2 is a value and 2 - 2^-6 the largest).
 
 use super::QuantError;
 use sweep_plan::precision::NumberFormat;
@@ -32,6 +34,14 @@ pub struct FloatFormat {
     pub emin: i32,
     /// Largest finite value.
     pub max: f32,
+}
+
+impl FloatFormat {
+    /// The exponent of the largest normal value, floor(log2(max)): what an OCP MX E8M0 scale
+    /// aligns a block's largest exponent with (E4M3 8, E5M2 15, E3M2 4, E2M3 2, E2M1 2).
+    pub fn emax(&self) -> i32 {
+        ((self.max.to_bits() >> 23) as i32) - 127
+    }
 }
 
 /// Which codes of the all-ones exponent are finite numbers.
@@ -189,30 +199,52 @@ pub(crate) fn pow2(e: i32) -> f32 {
     }
 }
 
-/// A symmetric integer format intN.
+/// An integer format: symmetric intN, or the two's-complement elements of OCP MXINT.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IntFormat {
     /// Bits N (2..=8).
     pub bits: u32,
     /// Largest level, 2^(N-1) - 1.
     pub max: f32,
+    /// Largest magnitude of a negative level: `max` (symmetric) or 2^(N-1) (two's complement).
+    pub neg_max: f32,
 }
 
 impl IntFormat {
-    /// Builds intN; N must be in 2..=8.
+    /// Builds the symmetric intN; N must be in 2..=8.
     pub fn new(bits: u32) -> Result<IntFormat, QuantError> {
         if !(2..=8).contains(&bits) {
             return Err(QuantError::new(format!("int{bits}: integer bits must be in 2..=8")));
         }
-        Ok(IntFormat { bits, max: ((1u32 << (bits - 1)) - 1) as f32 })
+        let max = ((1u32 << (bits - 1)) - 1) as f32;
+        Ok(IntFormat { bits, max, neg_max: max })
     }
 
-    /// Rounds `x` (already divided by the scale) to an integer level in [-max, max]: ties to even,
-    /// or stochastically when `random` is given (the magnitude, as [`stochastic_magnitude`] with
-    /// quantum 1). NaN stays NaN; the sign of zero is kept.
+    /// Builds the two's-complement levels of mxintN (levels -2^(N-1) ..= 2^(N-1) - 1; the
+    /// implicit 2^-(N-2) is part of the scale).
+    pub fn twos_complement(bits: u32) -> Result<IntFormat, QuantError> {
+        let f = IntFormat::new(bits).map_err(|_| QuantError::new(format!("mxint{bits}: bits must be in 2..=8")))?;
+        Ok(IntFormat { neg_max: f.max + 1.0, ..f })
+    }
+
+    /// The exponent an E8M0 scale aligns a block's largest exponent with: 0, as for MXINT8, whose
+    /// elements are levels times the implicit 2^-(N-2) (a block's amax / X lies in [1, 2)).
+    pub fn emax(&self) -> i32 {
+        0
+    }
+
+    /// The implicit scale of the levels, as a power of two: N - 2 (levels k mean k 2^-(N-2)).
+    pub fn level_shift(&self) -> i32 {
+        self.bits as i32 - 2
+    }
+
+    /// Rounds `x` (already divided by the scale) to an integer level in [-neg_max, max]: ties to
+    /// even, or stochastically when `random` is given (the magnitude, as [`stochastic_magnitude`]
+    /// with quantum 1). NaN stays NaN; the sign of zero is kept, except in two's complement
+    /// (MXINT), which has one zero, +0.
     #[inline(always)]
     pub fn round(&self, x: f32, random: Option<u32>) -> f32 {
-        let a = x.abs().min(self.max);
+        let a = x.abs().min(if x.is_sign_negative() { self.neg_max } else { self.max });
         if x.is_nan() {
             return x;
         }
@@ -220,6 +252,9 @@ impl IntFormat {
             None => a.round_ties_even(),
             Some(r) => stochastic_magnitude(a, 31, 0, r),
         };
+        if self.neg_max > self.max && magnitude == 0.0 {
+            return 0.0; // two's complement has no negative zero
+        }
         magnitude.copysign(x)
     }
 }
@@ -240,7 +275,26 @@ impl Format {
             NumberFormat::F32 | NumberFormat::Bf16 | NumberFormat::F16 => None,
             NumberFormat::Float { exp_bits, man_bits } => Some(Format::Float(FloatFormat::new(exp_bits, man_bits)?)),
             NumberFormat::Int { bits } => Some(Format::Int(IntFormat::new(bits)?)),
+            NumberFormat::MxInt { bits } => Some(Format::Int(IntFormat::twos_complement(bits)?)),
         })
+    }
+
+    /// The exponent an E8M0 scale aligns a group's largest exponent with (see
+    /// [`FloatFormat::emax`], [`IntFormat::emax`]).
+    pub fn emax(&self) -> i32 {
+        match self {
+            Format::Float(f) => f.emax(),
+            Format::Int(i) => i.emax(),
+        }
+    }
+
+    /// log2 of the implicit scale between a value and its level: 0 for floats, N - 2 for integer
+    /// levels (an E8M0 scale X divides values; levels are values times 2^(N-2)).
+    pub fn level_shift(&self) -> i32 {
+        match self {
+            Format::Float(_) => 0,
+            Format::Int(i) => i.level_shift(),
+        }
     }
 
     /// The largest finite value (float) or level (integer): what a group's absolute maximum maps to.

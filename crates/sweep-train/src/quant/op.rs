@@ -1,7 +1,6 @@
 //! Candle ops: fake quantisation with a straight-through gradient, and gradient quantisation.
 
-use super::kernel::quantize_slice;
-use super::QuantConfig;
+use super::{QuantCall, QuantConfig};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Error, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
@@ -10,31 +9,44 @@ use half::{bf16, f16};
 /// (same shape, dtype and device). Backward: the identity straight-through estimator, everywhere
 /// (saturated values included).
 pub fn fake_quant(x: &Tensor, q: &QuantConfig) -> Result<Tensor> {
-    fake_quant_at(x, q, q.next_counter())
+    fake_quant_call(x, q.next_call())
 }
 
 /// [`fake_quant`] with an explicit stochastic-rounding counter (the config's counter is untouched).
 pub fn fake_quant_at(x: &Tensor, q: &QuantConfig, counter: u64) -> Result<Tensor> {
-    on_kernel_device(x, |x| x.apply_op1(FakeQuant { config: q.clone(), counter }))
+    fake_quant_call(x, q.call_at(counter))
+}
+
+/// [`fake_quant`] of one drawn call (counter and delayed-scaling site).
+pub fn fake_quant_call(x: &Tensor, call: QuantCall) -> Result<Tensor> {
+    let cpu_only = call.site.is_some();
+    on_kernel_device(x, cpu_only, |x| x.apply_op1(FakeQuant { call }))
 }
 
 /// The identity in the forward pass; in the backward pass the incoming gradient is fake-quantised
 /// (scales from the gradient itself, along its last dimension) with the config's next call
 /// counter, drawn now so the backward's order cannot change the random stream.
 pub fn quant_grad(x: &Tensor, q: &QuantConfig) -> Result<Tensor> {
-    quant_grad_at(x, q, q.next_counter())
+    quant_grad_call(x, q.next_call())
 }
 
 /// [`quant_grad`] with an explicit stochastic-rounding counter.
 pub fn quant_grad_at(x: &Tensor, q: &QuantConfig, counter: u64) -> Result<Tensor> {
-    on_kernel_device(x, |x| x.apply_op1(QuantGrad { config: q.clone(), counter }))
+    quant_grad_call(x, q.call_at(counter))
+}
+
+/// [`quant_grad`] of one drawn call.
+pub fn quant_grad_call(x: &Tensor, call: QuantCall) -> Result<Tensor> {
+    on_kernel_device(x, false, |x| x.apply_op1(QuantGrad { call }))
 }
 
 /// Runs `f` on `x` made contiguous: in place on the CPU, and on CUDA for f32 tensors when built
-/// with the `cuda` feature (the kernels of `fake_quant.cu`); other devices and dtypes go through
-/// a CPU copy that is moved back to `x`'s device (the transfers are differentiable in candle).
-fn on_kernel_device(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-    let on_device = x.device().is_cpu() || (cfg!(feature = "cuda") && x.device().is_cuda() && x.dtype() == DType::F32);
+/// with the `cuda` feature (the kernels of `fake_quant.cu`); other devices and dtypes, and
+/// delayed scaling (`cpu_only`: its amax history lives on the host), go through a CPU copy that
+/// is moved back to `x`'s device (the transfers are differentiable in candle).
+fn on_kernel_device(x: &Tensor, cpu_only: bool, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let on_device =
+        x.device().is_cpu() || (!cpu_only && cfg!(feature = "cuda") && x.device().is_cuda() && x.dtype() == DType::F32);
     if on_device {
         f(&x.contiguous()?)
     } else {
@@ -43,18 +55,12 @@ fn on_kernel_device(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Re
 }
 
 /// Fake-quantises a CPU tensor's storage into a new storage of the same dtype.
-fn quantize_storage(
-    storage: &CpuStorage,
-    layout: &Layout,
-    q: &QuantConfig,
-    counter: u64,
-    op: &str,
-) -> Result<CpuStorage> {
+fn quantize_storage(storage: &CpuStorage, layout: &Layout, call: &QuantCall, op: &str) -> Result<CpuStorage> {
     let (start, end) =
         layout.contiguous_offsets().ok_or_else(|| Error::Msg(format!("{op}: the input must be contiguous")))?;
     let row_len = layout.dims().last().copied().unwrap_or(1);
     let run = |mut v: Vec<f32>| -> Result<Vec<f32>> {
-        quantize_slice(&mut v, row_len, q, counter)?;
+        call.quantize(&mut v, row_len)?;
         Ok(v)
     };
     Ok(match storage {
@@ -80,8 +86,7 @@ fn quantize_storage(
 
 /// Quantise-dequantise forward, identity backward.
 struct FakeQuant {
-    config: QuantConfig,
-    counter: u64,
+    call: QuantCall,
 }
 
 impl CustomOp1 for FakeQuant {
@@ -90,7 +95,7 @@ impl CustomOp1 for FakeQuant {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = quantize_storage(storage, layout, &self.config, self.counter, self.name())?;
+        let out = quantize_storage(storage, layout, &self.call, self.name())?;
         Ok((out, layout.shape().clone()))
     }
 
@@ -100,7 +105,7 @@ impl CustomOp1 for FakeQuant {
         storage: &candle_core::CudaStorage,
         layout: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        super::cuda::fake_quant_cuda(storage, layout, &self.config, self.counter)
+        super::cuda::fake_quant_cuda(storage, layout, &self.call.config, self.call.counter)
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -110,8 +115,7 @@ impl CustomOp1 for FakeQuant {
 
 /// Identity forward, gradient-quantising backward.
 struct QuantGrad {
-    config: QuantConfig,
-    counter: u64,
+    call: QuantCall,
 }
 
 impl CustomOp1 for QuantGrad {
@@ -157,9 +161,9 @@ impl CustomOp1 for QuantGrad {
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = on_kernel_device(grad_res, |g| {
-            g.apply_op1_no_bwd(&FakeQuant { config: self.config.clone(), counter: self.counter })
-        })?;
+        let cpu_only = self.call.site.is_some();
+        let grad =
+            on_kernel_device(grad_res, cpu_only, |g| g.apply_op1_no_bwd(&FakeQuant { call: self.call.clone() }))?;
         Ok(Some(grad))
     }
 }
