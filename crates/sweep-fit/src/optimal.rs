@@ -2,6 +2,7 @@
 //! the critical mixture ratio, the optimal vocabulary, the best exponent/mantissa split and the
 //! critical data size. Each function takes parameter values, so the bootstrap can rerun it.
 
+use crate::counting::FlopsPerToken;
 use crate::law::Law;
 
 /// Chinchilla's G = (alpha A / (beta B))^(1/(alpha+beta)); theta = [E, A, B, alpha, beta].
@@ -58,12 +59,24 @@ pub fn compute_optimal(
     budget: f64,
     x_of: &dyn Fn(f64, f64) -> Vec<f64>,
 ) -> (f64, f64, f64) {
-    let half = (budget / 6.0).ln();
+    compute_optimal_with(law, theta, budget, &FlopsPerToken::SIX_N, x_of)
+}
+
+/// Minimises a law's prediction over log N with D = C / flops_per_token(N) (the law's counting
+/// convention); `x_of(N, D)` builds the inputs. Returns (N, D, loss).
+pub fn compute_optimal_with(
+    law: &dyn Law,
+    theta: &[f64],
+    budget: f64,
+    flops: &FlopsPerToken,
+    x_of: &dyn Fn(f64, f64) -> Vec<f64>,
+) -> (f64, f64, f64) {
     // N from 10 parameters up to the size that leaves 10 tokens.
+    let n_max = (budget / (10.0 * flops.k)).powf(1.0 / flops.p);
     let (ln_n, loss) = minimise_1d(
         |ln_n| {
             let n = ln_n.exp();
-            let y = law.predict(theta, &x_of(n, budget / (6.0 * n)));
+            let y = law.predict(theta, &x_of(n, flops.tokens(budget, n)));
             if y.is_finite() {
                 y
             } else {
@@ -71,11 +84,11 @@ pub fn compute_optimal(
             }
         },
         10f64.ln(),
-        half - 10f64.ln(),
+        n_max.ln().max(10f64.ln() + 1.0),
         400,
     );
     let n = ln_n.exp();
-    (n, budget / (6.0 * n), loss)
+    (n, flops.tokens(budget, n), loss)
 }
 
 /// D-CPT usage 1: the mixture ratio r in [0, 1] that minimises the domain loss while the general

@@ -7,9 +7,19 @@ use crate::shape::{CoreShape, NAMED_SIZES};
 use std::collections::BTreeMap;
 
 /// The axes a grid may vary.
-pub const AXES: &[&str] = &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision"];
-const GRID_KEYS: &[&str] =
-    &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision", "zip", "isoflop"];
+pub const AXES: &[&str] =
+    &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision", "unique_tokens"];
+const GRID_KEYS: &[&str] = &[
+    "model",
+    "tokens",
+    "tokens_per_param",
+    "mixture_ratio",
+    "vocab_size",
+    "precision",
+    "unique_tokens",
+    "zip",
+    "isoflop",
+];
 
 /// How a model size is given.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +82,8 @@ pub enum AxisValue {
     Vocab(u64),
     /// `precision`.
     Precision(PrecisionSpec),
+    /// `unique_tokens`: distinct training tokens, repeated in epochs.
+    UniqueTokens(f64),
 }
 
 /// One grid point before resolution: a value per axis, plus where each came from.
@@ -87,6 +99,8 @@ pub struct Assignment {
     pub vocab_size: Option<(u64, String)>,
     /// Precision.
     pub precision: Option<(PrecisionSpec, String)>,
+    /// Distinct training tokens.
+    pub unique_tokens: Option<(f64, String)>,
 }
 
 impl Assignment {
@@ -97,6 +111,7 @@ impl Assignment {
             AxisValue::Ratio(r) => self.mixture_ratio = Some((r, key)),
             AxisValue::Vocab(v) => self.vocab_size = Some((v, key)),
             AxisValue::Precision(p) => self.precision = Some((p, key)),
+            AxisValue::UniqueTokens(u) => self.unique_tokens = Some((u, key)),
         }
     }
 }
@@ -199,6 +214,7 @@ fn parse_value(
         "model" => AxisValue::Model(parse_model(v, key, custom)?),
         "tokens" => AxisValue::Tokens(TokensSpec::Absolute(positive("a token count")?)),
         "tokens_per_param" => AxisValue::Tokens(TokensSpec::PerParam(positive("tokens per parameter")?)),
+        "unique_tokens" => AxisValue::UniqueTokens(positive("a count of distinct training tokens")?.round()),
         "mixture_ratio" => match number(v) {
             Some(r) if (0.0..=1.0).contains(&r) => AxisValue::Ratio(r),
             Some(r) => return Err(KeyError::new(key, format!("{r} is outside [0, 1]: the mixture ratio is the fraction of training tokens from the domain corpus"))),
@@ -250,6 +266,7 @@ fn axis_key(axis: &str) -> &'static str {
         "model" => "model",
         "mixture_ratio" => "mixture_ratio",
         "vocab_size" => "vocab_size",
+        "unique_tokens" => "unique_tokens",
         _ => "precision",
     }
 }

@@ -9,6 +9,7 @@ use crate::rng;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
+use sweep_plan::config::SimulatedParams;
 use sweep_plan::Point;
 use sweep_store::{Control, FinalMetrics, MetricsRecord, Outcome, PerSource, PointDir, Trainer};
 
@@ -51,11 +52,23 @@ fn save_checkpoint(dir: &PointDir, step: u64, div: &DivergenceCheck) -> anyhow::
     Ok(())
 }
 
-/// Losses of the simulated run after `tokens` tokens: (train, general, domain).
+/// Losses of the simulated run after `tokens` tokens: (train, general, domain). N is the
+/// parameter count `[simulate] parameters` names; with `unique_tokens` set, N and D become the
+/// effective N' and D' of repeated data (Muennighoff et al. 2023).
 pub fn losses(point: &Point, tokens: f64, step: u64) -> (f64, f64, Option<f64>) {
     let sim = point.simulate.clone().unwrap_or_default();
-    let n = point.counts.non_embedding_params as f64;
+    let n = match sim.parameters {
+        SimulatedParams::NonEmbedding => point.counts.non_embedding_params as f64,
+        SimulatedParams::All => point.counts.total_params as f64,
+    };
     let r = point.mixture_ratio;
+    let law_loss = |law: &sweep_plan::LawParams, share: f64| match point.unique_tokens {
+        Some(u) => {
+            let (n_eff, d_eff) = law.effective(n, tokens, u as f64);
+            law.loss(n_eff, d_eff, share)
+        }
+        None => law.loss(n, tokens, share),
+    };
     let stream = rng::stream_of(&point.id);
     let noise = |k: u64| (sim.noise * rng::normal(point.seed, stream, step * 4 + k)).exp();
     let mut blowup = 1.0;
@@ -65,8 +78,8 @@ pub fn losses(point: &Point, tokens: f64, step: u64) -> (f64, f64, Option<f64>) 
             blowup = (0.5 * (step - point.train.warmup_steps) as f64).exp();
         }
     }
-    let general = sim.general.loss(n, tokens, 1.0 - r) * noise(0) * blowup;
-    let domain = sim.domain.as_ref().map(|law| law.loss(n, tokens, r) * noise(1) * blowup);
+    let general = law_loss(&sim.general, 1.0 - r) * noise(0) * blowup;
+    let domain = sim.domain.as_ref().map(|law| law_loss(law, r) * noise(1) * blowup);
     let train = match domain {
         Some(d) => ((1.0 - r) * general + r * d) * noise(2),
         None => general * noise(2),
@@ -139,6 +152,7 @@ impl Trainer for SimulateTrainer {
                     val_loss: is_eval.then_some(PerSource { general: Some(general), domain }),
                     val_bpb: None,
                     epochs: None,
+                    val_loss_u: None,
                 };
                 if control.lease_lost() {
                     return Ok(Outcome::LeaseLost);
@@ -151,6 +165,12 @@ impl Trainer for SimulateTrainer {
         }
         let (train_loss, general, domain) =
             if start_step == steps { losses(point, (steps * tokens_per_step) as f64, steps) } else { last };
-        Ok(Outcome::Finished(FinalMetrics::losses(train_loss, PerSource { general: Some(general), domain }, general)))
+        let mut metrics = FinalMetrics::losses(train_loss, PerSource { general: Some(general), domain }, general);
+        if let Some(u) = point.unique_tokens {
+            // The planned passes over the distinct tokens (the simulate trainer reads no text).
+            let epochs = (steps * tokens_per_step) as f64 / u as f64;
+            metrics.epochs = Some(PerSource { general: Some(epochs), domain: None });
+        }
+        Ok(Outcome::Finished(metrics))
     }
 }
