@@ -86,7 +86,7 @@ mod tests {
     #[test]
     fn builtin_sources_are_estimated_from_their_size() {
         let table: toml::Value = toml::from_str(
-            "general = { type = \"builtin\", language = \"prose\" }\nbuiltin_bytes = 1_000_000\ntokenizer = \"byte\"",
+            "general = { type = \"builtin\", language = \"prose\" }\ndomain = \"none\"\nbuiltin_bytes = 1_000_000\ntokenizer = \"byte\"",
         )
         .unwrap();
         let config = DataConfig::from_toml(table).unwrap();

@@ -105,6 +105,36 @@ impl Unigram {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::{ShardWriter, TokenWidth};
+
+    fn shard(dir: &std::path::Path, name: &str, ids: &[u32]) -> TokenShard {
+        let path = dir.join(name);
+        let mut w = ShardWriter::create(&path, TokenWidth::U16).unwrap();
+        w.write(ids).unwrap();
+        w.finish().unwrap();
+        TokenShard::open(&path, TokenWidth::U16).unwrap()
+    }
+
+    #[test]
+    fn the_sampler_s_unigram_model_counts_exactly_what_it_reads() {
+        // General tokens cycle 0..10, domain tokens are all 7; r = 0.25 and 81 unique tokens give
+        // the general source 61 (6 windows of 10, plus the last target) and the domain 20 (one
+        // window: its first 11 tokens).
+        let dir = tempfile::tempdir().unwrap();
+        let general: Vec<u32> = (0..5000).map(|i| (i % 10) as u32).collect();
+        let domain = vec![7u32; 3000];
+        let (g, d) = (shard(dir.path(), "g", &general), shard(dir.path(), "d", &domain));
+        let mut sampler = MixtureSampler::new(Some(g.clone()), Some(d.clone()), 0.25, 4, 10, 0).unwrap();
+        sampler.limit_unique_tokens(81).unwrap();
+        let u = Unigram::of_sampler(&sampler, Some(&g), Some(&d), 12);
+        // Brute force over the readable prefixes, add-one smoothing over 12 ids, mixed 3:1.
+        let count = |ids: &[u32], w: u32| ids.iter().filter(|&&x| x == w).count() as f64;
+        let (gp, dp) = (&general[..61], &domain[..11]);
+        for w in 0..12u32 {
+            let want = 0.75 * (count(gp, w) + 1.0) / (61.0 + 12.0) + 0.25 * (count(dp, w) + 1.0) / (11.0 + 12.0);
+            assert!((u.log_prob(w) - want.ln()).abs() < 1e-12, "id {w}");
+        }
+    }
 
     #[test]
     fn smoothed_probabilities_by_hand() {

@@ -240,7 +240,8 @@ fn solve3(mut m: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
 /// Approach 1: learning curves (run, N, C, D, loss), one row per logged evaluation. At 100
 /// log-spaced budgets across the curves' range, each run's loss (and tokens) is interpolated
 /// linearly in ln C; the run with the lowest loss gives N_opt(C) and D_opt(C) (the lower
-/// envelope).
+/// envelope), unless it is the smallest or largest model whose curve reaches that budget (the
+/// optimum may then lie beyond the sizes trained, and the budget gives no point).
 pub fn approach1(run: &[f64], n: &[f64], c: &[f64], d: &[f64], loss: &[f64]) -> Result<Frontier, FitError> {
     let mut runs: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
     for (i, r) in run.iter().enumerate() {
@@ -264,10 +265,13 @@ pub fn approach1(run: &[f64], n: &[f64], c: &[f64], d: &[f64], loss: &[f64]) -> 
     for k in 0..100 {
         let x = lo + (hi - lo) * k as f64 / 99.0;
         let mut best: Option<(f64, f64, f64)> = None;
+        let (mut n_lo, mut n_hi) = (f64::INFINITY, f64::NEG_INFINITY);
         for (n_run, pts) in &curves {
             if pts.len() < 2 || x < pts[0].0 || x > pts[pts.len() - 1].0 {
                 continue;
             }
+            n_lo = n_lo.min(*n_run);
+            n_hi = n_hi.max(*n_run);
             let j = pts.partition_point(|p| p.0 < x).clamp(1, pts.len() - 1);
             let (x0, y0, d0) = pts[j - 1];
             let (x1, y1, d1) = pts[j];
@@ -277,8 +281,12 @@ pub fn approach1(run: &[f64], n: &[f64], c: &[f64], d: &[f64], loss: &[f64]) -> 
                 best = Some((y, *n_run, (d0 + (d1 - d0) * w).exp()));
             }
         }
+        // A lowest curve of the smallest or largest model that reaches this budget says only that
+        // the optimum is at or beyond the sizes trained: no frontier point.
         if let Some((_, n_best, d_best)) = best {
-            points.push((x.exp(), n_best, d_best));
+            if n_best > n_lo && n_best < n_hi {
+                points.push((x.exp(), n_best, d_best));
+            }
         }
     }
     let mut distinct: Vec<f64> = points.iter().map(|p| p.1).collect();

@@ -161,7 +161,8 @@ fn last_feasible(mut a: f64, mut b: f64, feasible: &dyn Fn(f64) -> bool) -> f64 
 }
 
 /// Optimal vocabulary for the vocabulary law (inputs N_nv, N_v, D): minimises the predicted
-/// loss over V in [1024, 2^20] with N_v = V d and D = C / (6 (N_nv + N_v)). Returns (V, D, loss).
+/// loss over V in [256, 2^20] (a byte-level vocabulary holds at least the 256 bytes) with
+/// N_v = V d and D = C / (6 (N_nv + N_v)). Returns (V, D, loss).
 pub fn vocab_optimal(law: &dyn Law, theta: &[f64], n_nv: f64, embed_dim: f64, budget: f64) -> (f64, f64, f64) {
     let tokens = |v: f64| budget / (6.0 * (n_nv + v * embed_dim));
     let (ln_v, loss) = minimise_1d(
@@ -169,7 +170,7 @@ pub fn vocab_optimal(law: &dyn Law, theta: &[f64], n_nv: f64, embed_dim: f64, bu
             let v = ln_v.exp();
             law.predict(theta, &[n_nv, v * embed_dim, tokens(v)])
         },
-        1024f64.ln(),
+        256f64.ln(),
         ((1u64 << 20) as f64).ln(),
         400,
     );

@@ -45,11 +45,18 @@ pub struct LeftOut {
     pub reason: String,
 }
 
+/// A number, or NaN for null (serde_json writes a NaN as null: an optimum that does not exist,
+/// a ratio of zeros).
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// A point estimate and its bootstrap interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Estimate {
-    /// Value from the fit to all points.
+    /// Value from the fit to all points (null in the file when not a number).
+    #[serde(deserialize_with = "nan_if_null")]
     pub estimate: f64,
     /// Bootstrap percentile interval `[low, high]` at `fit.bootstrap.level`; null without bootstrap.
     pub ci: Option<[f64; 2]>,
@@ -129,6 +136,7 @@ pub struct FitSummary {
     /// `huber_log` (Huber on log residuals), `huber_raw`, or `least_squares_loglog` (approaches 1, 2).
     pub objective: String,
     /// Objective at the optimum (summed, not averaged).
+    #[serde(deserialize_with = "nan_if_null")]
     pub objective_value: f64,
     /// Points fitted.
     pub n_points: usize,
@@ -155,8 +163,10 @@ pub struct FitSummary {
     /// L-BFGS iterations of the best start.
     pub iterations: u64,
     /// Coefficient of determination of the predictions, in the response's units.
+    #[serde(deserialize_with = "nan_if_null")]
     pub r2: f64,
     /// Root-mean-square error of the predictions, in the response's units.
+    #[serde(deserialize_with = "nan_if_null")]
     pub rmse: f64,
     /// Bootstrap settings and outcome (null when off).
     pub bootstrap: Option<BootstrapSummary>,
@@ -201,8 +211,10 @@ pub struct Extrapolation {
     /// Parameters of the refit.
     pub params: BTreeMap<String, f64>,
     /// Mean of |predicted - observed| / |observed| over the held-out points.
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean_abs_rel_error: f64,
     /// Largest |predicted - observed| / |observed|.
+    #[serde(deserialize_with = "nan_if_null")]
     pub max_abs_rel_error: f64,
     /// Each held-out point: inputs, observed and predicted response.
     pub points: Vec<HeldOutPoint>,
@@ -215,8 +227,10 @@ pub struct HeldOutPoint {
     /// Variable → value.
     pub inputs: BTreeMap<String, f64>,
     /// Observed response.
+    #[serde(deserialize_with = "nan_if_null")]
     pub observed: f64,
     /// Response predicted by the refit.
+    #[serde(deserialize_with = "nan_if_null")]
     pub predicted: f64,
 }
 

@@ -672,10 +672,15 @@ fn fit_approach2(table: &Table, cfg: &LawConfig, config: &FitConfig, drop: bool)
             }
             b.to_vec()
         }
-        _ => {
+        found => {
             cols.map.insert("C_budget".into(), cols.of("C"));
             notes.push(format!(
-                "no {budget_col} column: rows with equal {} (to 1e-6) form a profile; give each run the budget it was placed on (a sweep's [[grid.isoflop]] records it) if tokens were rounded",
+                "{}: rows with equal {} (to 1e-6) form a profile; give each run the budget it was placed on ([[grid.isoflop]] records it) if tokens were rounded to whole steps",
+                if found.is_ok() {
+                    format!("no point was placed on an IsoFLOP budget ({budget_col} is empty)")
+                } else {
+                    format!("no {budget_col} column")
+                },
                 cols.of("C")
             ));
             c.clone()
