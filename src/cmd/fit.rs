@@ -17,7 +17,7 @@ pub struct FitArgs {
     #[arg(long, requires = "law")]
     pub csv: Option<PathBuf>,
     /// The law to fit to the CSV: chinchilla, kaplan, dcpt_general, dcpt_domain, cmr, vocab,
-    /// fp_quant, quant_degradation, chinchilla_approach2.
+    /// data_constrained, fp_quant, quant_degradation, chinchilla_approach2.
     #[arg(long)]
     pub law: Option<String>,
     /// Map a law variable to a CSV column: --map N=params --map loss=val_loss.

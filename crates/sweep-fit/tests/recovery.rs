@@ -244,8 +244,10 @@ fn chinchilla_approach1_recovers_frontier_exponent() {
     let a = laws.laws[0].params["a"].estimate;
     let want = 0.366 / (0.348 + 0.366);
     assert!((a - want).abs() < 0.05, "a = {a}, want {want}");
-    // Extrapolation over the envelope's top tenth of budgets (10 of 100).
+    // Extrapolation over the envelope's top tenth of budgets. Of the 100 budgets, those where
+    // the smallest or largest model reaching them is lowest give no point (the optimum may lie
+    // beyond the sizes trained): 73 remain here, and the top 7 are held out.
     let x = laws.laws[0].extrapolation.as_ref().expect("approach 1 has an extrapolation check");
-    assert_eq!(x.n_held_out, 10, "{x:?}");
+    assert_eq!((x.n_train + x.n_held_out, x.n_held_out), (73, 7), "{x:?}");
     assert!(x.mean_abs_rel_error.is_finite() && x.max_abs_rel_error >= x.mean_abs_rel_error, "{x:?}");
 }
