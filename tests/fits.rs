@@ -183,6 +183,7 @@ name = "chinchilla_approach2"
     let html = std::fs::read_to_string(sweep_dir.join("report/index.html")).unwrap();
     assert!(html.contains("not in these fits") && html.contains(left[0]["point"].as_str().unwrap()), "report");
     assert!(html.contains("Not fitted:"), "the report shows approach 2's error");
+    assert!(html.contains("Counting: parameters <b>non_embedding</b>"), "the report shows the conventions");
     // `sweep fit` writes laws.json with both laws, then exits non-zero naming the failed one.
     std::fs::remove_file(sweep_dir.join("laws.json")).unwrap();
     let out = run(sweep().arg("fit").arg(&sweep_dir));

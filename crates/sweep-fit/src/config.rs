@@ -106,8 +106,8 @@ impl Default for BootstrapConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimalConfig {
-    /// Training FLOP budgets (C = 6ND) for compute-optimal N and D (chinchilla, approaches 1
-    /// and 2, D-CPT at fixed ratio).
+    /// Training FLOP budgets for compute-optimal N and D (chinchilla, approaches 1 and 2, D-CPT
+    /// at fixed ratio), in each law's compute count (6ND over all parameters for Chinchilla).
     #[serde(default)]
     pub budgets: Vec<f64>,
     /// D-CPT: the general loss may rise by at most this fraction over its value at r = 0.
@@ -174,7 +174,8 @@ impl Default for OptimalConfig {
 #[serde(deny_unknown_fields)]
 #[allow(non_snake_case)]
 pub struct ModelTokens {
-    /// Non-embedding parameters.
+    /// Model size, counted as the law counts N (all parameters for D-CPT unless `counting` says
+    /// otherwise).
     pub N: f64,
     /// Training tokens.
     pub D: f64,
@@ -185,7 +186,7 @@ pub struct ModelTokens {
 #[serde(deny_unknown_fields)]
 #[allow(non_snake_case)]
 pub struct ModelDomainTokens {
-    /// Non-embedding parameters.
+    /// Model size, counted as the law counts N.
     pub N: f64,
     /// Domain tokens available.
     pub D_domain: f64,

@@ -406,23 +406,31 @@ fn extrapolation(law: &dyn Law, data: &Dataset, opts: &FitOptions) -> Option<Ext
 }
 
 /// The rows of `table` with a finite value in each of `columns` (that it has), and a note on
-/// what was left out. With `drop` false, the table is returned whole (bad values are errors).
-fn complete_rows(table: &Table, columns: &[String], drop: bool) -> (Table, Option<String>) {
+/// what was left out; an error when no row is left. With `drop` false, the table is returned
+/// whole (bad values are then the fit's errors, with their rows).
+fn complete_rows(table: &Table, columns: &[String], drop: bool) -> Result<(Table, Option<String>), FitError> {
     let n = table.len();
     if !drop {
-        return (table.clone(), None);
+        return Ok((table.clone(), None));
     }
     let present: Vec<&String> = columns.iter().filter(|c| table.columns.contains_key(*c)).collect();
     let keep: Vec<usize> = (0..n).filter(|&i| present.iter().all(|c| table.columns[*c][i].is_finite())).collect();
     if keep.len() == n {
-        return (table.clone(), None);
+        return Ok((table.clone(), None));
     }
     let lacking: Vec<&str> =
         present.iter().filter(|c| table.columns[**c].iter().any(|x| !x.is_finite())).map(|c| c.as_str()).collect();
+    if keep.is_empty() {
+        return Err(FitError::data(format!(
+            "none of the {n} rows has a value in every column this law reads ({}); lacking: {} (the simulate trainer reports no loss_u or loss_bpb, a run without a domain source no loss_domain)",
+            columns.join(", "),
+            lacking.join(", ")
+        )));
+    }
     let note =
         format!("{} of {n} rows have no value in {} and are left out of this law", n - keep.len(), lacking.join(", "));
     tracing::warn!("{note}");
-    (table.select_rows(&keep), Some(note))
+    Ok((table.select_rows(&keep), Some(note)))
 }
 
 fn fit_parametric(
@@ -436,7 +444,7 @@ fn fit_parametric(
     vars.push(law.response());
     let cols = resolve_columns(cfg, &vars, table);
     let needed: Vec<String> = vars.iter().map(|v| cols.of(v)).collect();
-    let (table, dropped) = complete_rows(table, &needed, drop_incomplete);
+    let (table, dropped) = complete_rows(table, &needed, drop_incomplete)?;
     let colmap = |v: &str| cols.of(v);
     let data = Dataset::from_table(law.as_ref(), &table, &colmap)?;
     let opts = fit_options(cfg, config);
@@ -650,7 +658,7 @@ fn fit_approach2(table: &Table, cfg: &LawConfig, config: &FitConfig, drop: bool)
     all_vars.push(response.clone());
     let mut cols = resolve_columns(cfg, &all_vars, table);
     let needed: Vec<String> = ["N", "D", "C", "loss"].iter().map(|v| cols.of(v)).collect();
-    let (table, dropped) = complete_rows(table, &needed, drop);
+    let (table, dropped) = complete_rows(table, &needed, drop)?;
     let name = cfg.name.as_str();
     let n = positive_column(&table, name, "N", &cols.of("N"))?;
     let c = positive_column(&table, name, "C", &cols.of("C"))?;
@@ -797,7 +805,7 @@ fn fit_cmr(table: &Table, cfg: &LawConfig, config: &FitConfig, drop: bool) -> Re
     } else {
         ["N", "D", "r", "loss_general"].iter().map(|v| cols.of(v)).collect()
     };
-    let (table, dropped) = complete_rows(table, &needed, drop);
+    let (table, dropped) = complete_rows(table, &needed, drop)?;
     let mut notes: Vec<String> = cols.notes.iter().cloned().chain(dropped).collect();
     // (N, D, r_crit) points, with the groups they came from.
     let mut points: Vec<(f64, f64, f64)> = Vec::new();
