@@ -50,8 +50,8 @@ enum Command {
 // Exit codes: 0 all done, 1 error, 2 bad config or usage, 3 finished with failed points,
 // 130 stopped by a signal (resume by running the same command again). Decided here and in the
 // commands' return values, nowhere else.
-/// Any other error.
-const EXIT_ERROR: u8 = 1;
+/// Any other error (and `sweep fit` when a law could not be fitted, after writing laws.json).
+pub const EXIT_ERROR: u8 = 1;
 /// Bad config or usage.
 pub const EXIT_CONFIG: u8 = 2;
 /// Finished with failed points.

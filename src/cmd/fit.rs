@@ -17,7 +17,7 @@ pub struct FitArgs {
     #[arg(long, requires = "law")]
     pub csv: Option<PathBuf>,
     /// The law to fit to the CSV: chinchilla, kaplan, dcpt_general, dcpt_domain, cmr, vocab,
-    /// fp_quant, quant_degradation, chinchilla_approach2.
+    /// data_constrained, fp_quant, quant_degradation, chinchilla_approach2.
     #[arg(long)]
     pub law: Option<String>,
     /// Map a law variable to a CSV column: --map N=params --map loss=val_loss.
@@ -52,7 +52,7 @@ pub fn run(a: FitArgs) -> anyhow::Result<u8> {
         let laws = sweep_fit::fit_csv(csv, &config, &out)?;
         print!("{}", sweep_fit::render_text(&laws));
         println!("wrote {}", out.display());
-        return Ok(0);
+        return Ok(exit_code(&laws));
     }
     let dir = a.dir.as_ref().expect("clap requires DIR without --csv");
     if !a.maps.is_empty() || a.law.is_some() {
@@ -76,7 +76,21 @@ pub fn run(a: FitArgs) -> anyhow::Result<u8> {
             Err(e) => eprintln!("warning: writing the report failed: {e:#}"),
         }
     }
-    Ok(0)
+    Ok(exit_code(&laws))
+}
+
+/// 0 when every law was fitted; otherwise the laws that were not are named and the exit code
+/// is an error's (laws.json, with their errors, is written already).
+fn exit_code(laws: &sweep_fit::LawsFile) -> u8 {
+    let failed = laws.failed();
+    for (name, why) in &failed {
+        eprintln!("error: law {name} could not be fitted: {why}");
+    }
+    if failed.is_empty() {
+        0
+    } else {
+        crate::EXIT_ERROR
+    }
 }
 
 /// The [fit] section of the config a sweep directory was made from (profile applied), if any.
@@ -86,39 +100,33 @@ pub fn sweep_config_fit(store: &Store) -> anyhow::Result<Option<FitConfig>> {
     Ok(plan.section::<FitConfig>()?)
 }
 
-/// Fits the finished points of a sweep and writes laws.json atomically.
+/// Fits the finished points of a sweep and writes laws.json atomically: every configured law,
+/// fitted or with its error, and the points left out (failed, running, not run). Each law leaves
+/// out the rows that lack a value it reads.
 pub fn fit_sweep(store: &Store, config: &FitConfig, out: &Path) -> anyhow::Result<sweep_fit::LawsFile> {
-    let (table, curves) = results_tables(store)?;
-    let kept = sweep_fit::keep_complete_rows(table.clone(), &sweep_fit::needed_columns(config))?;
-    let mut laws = sweep_fit::fit_all(&kept, Some(&curves), config)?;
-    // A law that reads fewer columns than all the laws together may have more complete rows
-    // (kumar_precision fits per-target points that fp_quant leaves out): refit it alone on them.
-    for law in &config.laws {
-        let alone = FitConfig { laws: vec![law.clone()], ..config.clone() };
-        let own = sweep_fit::keep_complete_rows(table.clone(), &sweep_fit::needed_columns(&alone))?;
-        let slot = laws.laws.iter().position(|e| e.name == law.name);
-        if let (true, Some(slot)) = (own.len() > kept.len(), slot) {
-            if let Some(entry) = sweep_fit::fit_all(&own, Some(&curves), &alone)?.laws.pop() {
-                laws.laws[slot] = entry;
-            }
-        }
-    }
-    sweep_fit::write_laws_json(out, &laws)?;
-    Ok(laws)
-}
-
-/// The results table (one row per finished point) and the learning-curve table (one row per
-/// logged evaluation) of a sweep directory.
-fn results_tables(store: &Store) -> anyhow::Result<(Table, Table)> {
     let results = SweepResults::read(store)?;
-    if results.rows.is_empty() {
-        bail!(
+    let mut laws = if results.rows.is_empty() {
+        let why = format!(
             "{}: no finished points to fit yet; run the sweep first (`sweep status {}` shows progress)",
             store.dir.display(),
             store.dir.display()
         );
-    }
-    let table = Table::from_records(results.rows.iter().map(ResultRow::columns), results.provenance())?;
-    let curves = Table::from_records(results.curves.iter().map(CurveRow::columns), results.curves_provenance())?;
-    Ok((table, curves))
+        sweep_fit::run::all_failed(config, &why, &results.provenance())?
+    } else {
+        let table = Table::from_records(results.rows.iter().map(ResultRow::columns), results.provenance())?;
+        let curves = Table::from_records(results.curves.iter().map(CurveRow::columns), results.curves_provenance())?;
+        sweep_fit::fit_all_complete_rows(&table, Some(&curves), config)?
+    };
+    laws.left_out = results
+        .unfinished
+        .iter()
+        .map(|u| sweep_fit::LeftOut {
+            point: u.id.clone(),
+            label: u.label.clone(),
+            state: u.state.clone(),
+            reason: u.reason.clone(),
+        })
+        .collect();
+    sweep_fit::write_laws_json(out, &laws)?;
+    Ok(laws)
 }

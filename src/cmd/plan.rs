@@ -36,7 +36,56 @@ pub fn run(a: PlanArgs) -> anyhow::Result<u8> {
     }
     print!("{}", plan_table(&plan));
     println!("sweep directory: {}", dir.display());
+    for w in repetition_warnings(&plan) {
+        tracing::warn!("{w}");
+    }
     Ok(0)
+}
+
+/// Points that would read their training text more than once without `unique_tokens` saying
+/// so: by an estimate of each source's training tokens from its size on disk (built-in
+/// languages: `builtin_bytes`; hub sources are unknown until downloaded), without reading it.
+fn repetition_warnings(plan: &Plan) -> Vec<String> {
+    if plan.config.sweep.trainer != TrainerKind::Candle {
+        return Vec::new();
+    }
+    let Ok(Some(data)) = plan.section::<sweep_data::DataConfig>() else { return Vec::new() };
+    let mut repeating = Vec::new();
+    let mut estimates: std::collections::BTreeMap<u64, Vec<sweep_data::estimate::TokenEstimate>> = Default::default();
+    for p in plan.points.iter().filter(|p| p.unique_tokens.is_none()) {
+        let v = p.model.vocab_size;
+        let est = estimates.entry(v).or_insert_with(|| {
+            sweep_data::estimate::estimate_training_tokens(&data, std::path::Path::new("."), v as usize)
+        });
+        for e in est.iter() {
+            let share = match e.source {
+                sweep_data::SourceKind::General => 1.0 - p.mixture_ratio,
+                sweep_data::SourceKind::Domain => p.mixture_ratio,
+            };
+            let epochs = share * p.tokens as f64 / e.tokens;
+            if epochs > 1.0 {
+                repeating.push((p, e.source, epochs, e.tokens, e.bytes_per_token));
+            }
+        }
+    }
+    let Some(&(_, _, _, tokens, bpt)) = repeating.first() else { return Vec::new() };
+    let mut out = vec![format!(
+        "{} point(s) would repeat their training text without `unique_tokens` set (estimated from the text's size at {bpt:.1} bytes per token, about {} training tokens; `sweep data prepare` counts them exactly). Set grid.unique_tokens to study repetition on purpose (the data_constrained law), or add text:",
+        repeating.len(),
+        fmt::si(tokens)
+    )];
+    for (p, source, epochs, _, _) in repeating.iter().take(5) {
+        out.push(format!(
+            "  {} ({}, D = {}): about {epochs:.1} epochs of the {source} source",
+            p.id,
+            p.label,
+            fmt::si(p.tokens as f64)
+        ));
+    }
+    if repeating.len() > 5 {
+        out.push(format!("  ... and {} more", repeating.len() - 5));
+    }
+    out
 }
 
 /// The points as a table with totals, and how the time was estimated.

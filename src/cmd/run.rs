@@ -136,8 +136,9 @@ fn run_children(a: &RunArgs, dir: &Path, bars: bool, stop: &Arc<AtomicBool>) -> 
     Ok(())
 }
 
-/// Sums up a finished (or stopped) run: fits the laws when every point is done, writes the
-/// report, and picks the exit code.
+/// Sums up a finished (or stopped) run: fits the laws on the finished points once no point is
+/// left to run (naming the failed ones in laws.json), writes the report, and picks the exit code
+/// (3 when points failed, after laws.json and the report are written).
 fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
     let s = store.status()?;
     let c = &s.counts;
@@ -149,16 +150,14 @@ fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
         tracing::warn!(point = %p.id, "failed: {}", p.failure.as_deref().unwrap_or(""));
     }
     tracing::info!("{}/{} done, {} failed ({})", c.done, c.total, c.failed, store.dir.display());
-    if c.failed > 0 {
-        write_report(store);
-        eprintln!("{} point(s) failed; see failed.json in their directories, and `sweep run --retry-failed` to run them again", c.failed);
-        return Ok(EXIT_FAILED_POINTS);
-    }
-    if c.done == c.total {
+    if c.done + c.failed == c.total {
         match sweep_config_fit(store) {
             Ok(Some(config)) => match fit_sweep(store, &config, &store.dir.join("laws.json")) {
                 Ok(laws) => {
                     print!("{}", sweep_fit::render_text(&laws));
+                    for (name, why) in laws.failed() {
+                        tracing::warn!("law {name} could not be fitted: {why}");
+                    }
                     tracing::info!("wrote {}", store.dir.join("laws.json").display());
                 }
                 // Results are safe on disk; a fit problem must not fail the sweep.
@@ -172,6 +171,10 @@ fn finish(store: &Store, stopped: bool) -> anyhow::Result<u8> {
         }
     }
     write_report(store);
+    if c.failed > 0 {
+        eprintln!("{} point(s) failed; see failed.json in their directories, and `sweep run --retry-failed` to run them again", c.failed);
+        return Ok(EXIT_FAILED_POINTS);
+    }
     if c.done < c.total {
         bail!(
             "{} point(s) are neither done nor failed; another worker may still hold them (see `sweep status {}`)",

@@ -145,6 +145,44 @@ impl MixtureSampler {
         Ok(Self { general, domain, ratio, offset, batch_size, context_length, seed })
     }
 
+    /// Restricts each source to its first distinct tokens, so that a run repeats `unique` tokens
+    /// in epochs (Muennighoff et al. 2023's data-constrained setting): each source in use keeps
+    /// its share of them (the domain source `r * unique`, the general source the rest), as whole
+    /// windows from the start of its training split. A source with fewer tokens keeps them all.
+    pub fn limit_unique_tokens(&mut self, unique: u64) -> Result<(), DataError> {
+        let r = self.ratio as f64 / RATIO_ONE as f64;
+        let domain_share = (unique as f64 * r).round() as u64;
+        let context = self.context_length as u64;
+        for (source, share) in [(&mut self.general, unique - domain_share), (&mut self.domain, domain_share)] {
+            let Some(s) = source else { continue };
+            let windows = share.saturating_sub(1) / context;
+            if windows == 0 {
+                return Err(DataError::Sampler(format!(
+                    "unique_tokens {unique} leaves the {} source {share} distinct tokens at mixture ratio {r}, fewer than one window of context_length + 1 = {}; raise unique_tokens",
+                    s.kind,
+                    context + 1
+                )));
+            }
+            s.windows = s.windows.min(windows);
+        }
+        Ok(())
+    }
+
+    /// Training tokens of a source that batches can read (its first windows; all of them
+    /// unless [`MixtureSampler::limit_unique_tokens`] restricted it); None when unused.
+    pub fn readable_tokens(&self, kind: SourceKind) -> Option<u64> {
+        let s = match kind {
+            SourceKind::General => self.general.as_ref(),
+            SourceKind::Domain => self.domain.as_ref(),
+        }?;
+        Some(s.windows * self.context_length as u64 + 1)
+    }
+
+    /// The fraction of rows drawn from the domain source.
+    pub fn mixture_ratio(&self) -> f64 {
+        self.ratio as f64 / RATIO_ONE as f64
+    }
+
     /// Rows per batch.
     pub fn batch_size(&self) -> usize {
         self.batch_size
@@ -411,6 +449,37 @@ mod tests {
         let w = s.repetition_warnings(150);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("general source") && w[0].contains("1.50 epochs"), "{}", w[0]);
+    }
+
+    #[test]
+    fn unique_tokens_repeat_the_first_windows_in_epochs() {
+        let (_dir, g, d) = fixture();
+        let context = 10;
+        // 200 distinct tokens at r = 0.25: 150 general tokens (14 windows), 50 domain (4 windows).
+        let mut s = MixtureSampler::new(Some(g), Some(d), 0.25, 8, context, 1).unwrap();
+        s.limit_unique_tokens(200).unwrap();
+        assert_eq!(s.readable_tokens(SourceKind::General), Some(14 * 10 + 1));
+        assert_eq!(s.readable_tokens(SourceKind::Domain), Some(4 * 10 + 1));
+        let mut general_starts = std::collections::BTreeSet::new();
+        let mut domain_starts = std::collections::BTreeSet::new();
+        for step in 0..100u64 {
+            let b = s.batch(step);
+            for (row, kind) in b.sources.iter().enumerate() {
+                let first = b.inputs[row * context];
+                match kind {
+                    SourceKind::General => general_starts.insert(first),
+                    SourceKind::Domain => domain_starts.insert(first - 1_000_000),
+                };
+            }
+        }
+        // Every window of the limited prefix is read, and nothing beyond it.
+        assert_eq!(general_starts.into_iter().collect::<Vec<_>>(), (0..14).map(|w| w * 10).collect::<Vec<u32>>());
+        assert_eq!(domain_starts.into_iter().collect::<Vec<_>>(), (0..4).map(|w| w * 10).collect::<Vec<u32>>());
+        // 100 steps of 8 rows: 600 general rows over 14 windows.
+        let e = s.epochs_after(100);
+        assert!((e.general - 600.0 / 14.0).abs() < 1e-9 && (e.domain - 200.0 / 4.0).abs() < 1e-9, "{e:?}");
+        let err = s.clone().limit_unique_tokens(30).unwrap_err().to_string();
+        assert!(err.contains("fewer than one window"), "{err}");
     }
 
     #[test]

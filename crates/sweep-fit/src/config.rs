@@ -2,6 +2,7 @@
 //! and bootstrap settings, and the questions asked of the fitted laws. Read with serde through
 //! `sweep_io::config`, so its errors read like those of every other section.
 
+use crate::counting::CountingConfig;
 use crate::error::FitError;
 use crate::law::Space;
 use crate::laws::{unknown_law, BUILTIN_LAWS};
@@ -53,6 +54,8 @@ pub struct LawConfig {
     pub residuals: Option<Space>,
     /// User law: parameters with bounds and start values.
     pub params: Option<BTreeMap<String, ParamConfig>>,
+    /// Counting conventions: what N counts and how C is counted (the law's paper's when absent).
+    pub counting: Option<CountingConfig>,
 }
 
 /// A user law's parameter.
@@ -81,6 +84,10 @@ pub struct BootstrapConfig {
     /// How many of the full fit's distinct optima each resample starts from.
     #[serde(default = "default_bootstrap_starts")]
     pub starts: usize,
+    /// Intervals are withheld (with the reason) when fewer than this fraction of the resamples
+    /// can be refitted.
+    #[serde(default = "default_min_success")]
+    pub min_success: f64,
 }
 
 impl Default for BootstrapConfig {
@@ -90,6 +97,7 @@ impl Default for BootstrapConfig {
             seed: 0,
             level: default_level(),
             starts: default_bootstrap_starts(),
+            min_success: default_min_success(),
         }
     }
 }
@@ -98,8 +106,8 @@ impl Default for BootstrapConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimalConfig {
-    /// Training FLOP budgets (C = 6ND) for compute-optimal N and D (chinchilla, approaches 1
-    /// and 2, D-CPT at fixed ratio).
+    /// Training FLOP budgets for compute-optimal N and D (chinchilla, approaches 1 and 2, D-CPT
+    /// at fixed ratio), in each law's compute count (6ND over all parameters for Chinchilla).
     #[serde(default)]
     pub budgets: Vec<f64>,
     /// D-CPT: the general loss may rise by at most this fraction over its value at r = 0.
@@ -125,6 +133,27 @@ pub struct OptimalConfig {
     /// compute-optimal training precision.
     #[serde(default)]
     pub training_precision: Vec<TrainingPrecisionQuery>,
+    /// Critical mixture ratio: the tolerance eps on the general loss's rise (absolute, nats;
+    /// 0.05 as Gu et al.).
+    #[serde(default = "default_tolerance")]
+    pub cmr_epsilon: f64,
+    /// Critical mixture ratio: token budgets at which to predict each model size's CMR.
+    #[serde(default)]
+    pub cmr_tokens: Vec<f64>,
+    /// Data-constrained law: compute budgets with a fixed number of unique tokens, for the
+    /// optimal allocation (N, D, epochs).
+    #[serde(default)]
+    pub data_constrained: Vec<DataConstrainedQuery>,
+}
+
+/// A compute budget with a limited amount of unique data.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConstrainedQuery {
+    /// Training FLOPs (in the law's compute count).
+    pub budget: f64,
+    /// Distinct tokens available.
+    pub unique_tokens: f64,
 }
 
 impl Default for OptimalConfig {
@@ -138,6 +167,9 @@ impl Default for OptimalConfig {
             vocab: Vec::new(),
             precision: Vec::new(),
             training_precision: Vec::new(),
+            cmr_epsilon: default_tolerance(),
+            cmr_tokens: Vec::new(),
+            data_constrained: Vec::new(),
         }
     }
 }
@@ -147,7 +179,8 @@ impl Default for OptimalConfig {
 #[serde(deny_unknown_fields)]
 #[allow(non_snake_case)]
 pub struct ModelTokens {
-    /// Non-embedding parameters.
+    /// Model size, counted as the law counts N (all parameters for D-CPT unless `counting` says
+    /// otherwise).
     pub N: f64,
     /// Training tokens.
     pub D: f64,
@@ -158,7 +191,7 @@ pub struct ModelTokens {
 #[serde(deny_unknown_fields)]
 #[allow(non_snake_case)]
 pub struct ModelDomainTokens {
-    /// Non-embedding parameters.
+    /// Model size, counted as the law counts N.
     pub N: f64,
     /// Domain tokens available.
     pub D_domain: f64,
@@ -221,6 +254,9 @@ fn default_level() -> f64 {
 fn default_bootstrap_starts() -> usize {
     3
 }
+fn default_min_success() -> f64 {
+    0.95
+}
 fn default_tolerance() -> f64 {
     0.05
 }
@@ -267,6 +303,7 @@ impl FitConfig {
                 response: None,
                 residuals: None,
                 params: None,
+                counting: None,
             }],
             huber_delta: default_huber_delta(),
             max_iters: default_max_iters(),
@@ -299,6 +336,12 @@ impl FitConfig {
         if self.bootstrap.starts == 0 {
             return Err(FitError::config("fit.bootstrap.starts", "must be at least 1"));
         }
+        if !(self.bootstrap.min_success > 0.0 && self.bootstrap.min_success <= 1.0) {
+            return Err(FitError::config(
+                "fit.bootstrap.min_success",
+                format!("{} is outside (0, 1]; use e.g. 0.95", self.bootstrap.min_success),
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, law) in self.laws.iter().enumerate() {
             let path = format!("fit.laws[{i}]");
@@ -310,6 +353,12 @@ impl FitConfig {
             }
             if let Some(d) = law.huber_delta {
                 check_positive(&format!("{path}.huber_delta"), d)?;
+            }
+            if law.counting.is_some() && law.name == "vocab" && law.formula.is_none() {
+                return Err(FitError::config(
+                    format!("{path}.counting"),
+                    "the vocabulary law's counting is part of its form (N_nv, N_v = V d, C = 6 (N_nv + N_v) D); remove `counting`, or write a formula law",
+                ));
             }
             if law.formula.is_some() {
                 crate::run::build_law(law).map_err(|e| match e {
@@ -386,6 +435,16 @@ impl FitConfig {
             if let Some(n) = q.N {
                 check_positive(&format!("fit.optimal.training_precision[{i}].N"), n)?;
             }
+        }
+        if !(o.cmr_epsilon.is_finite() && o.cmr_epsilon >= 0.0) {
+            return Err(FitError::config("fit.optimal.cmr_epsilon", format!("{} must be >= 0", o.cmr_epsilon)));
+        }
+        for (i, t) in o.cmr_tokens.iter().enumerate() {
+            check_positive(&format!("fit.optimal.cmr_tokens[{i}]"), *t)?;
+        }
+        for (i, q) in o.data_constrained.iter().enumerate() {
+            check_positive(&format!("fit.optimal.data_constrained[{i}].budget"), q.budget)?;
+            check_positive(&format!("fit.optimal.data_constrained[{i}].unique_tokens"), q.unique_tokens)?;
         }
         for (i, q) in o.precision.iter().enumerate() {
             if !(q.bits >= 3.0 && q.bits.fract() == 0.0) {

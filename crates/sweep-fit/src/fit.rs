@@ -218,6 +218,8 @@ pub struct StartResult {
     /// True when L-BFGS stopped because its line search found no lower point (typical at the
     /// optimum of the piecewise-quadratic Huber objective); false on tolerance or iteration limit.
     pub stalled: bool,
+    /// Norm of the objective's gradient at the optimum, in the optimiser's coordinates.
+    pub grad_norm: f64,
 }
 
 /// Runs L-BFGS from one start (given in parameter units). None when the start is outside the
@@ -229,6 +231,7 @@ pub fn fit_from(law: &dyn Law, data: &Dataset, start: &[f64], opts: &FitOptions)
     if !problem.evaluate(&u0).0.is_finite() {
         return None;
     }
+    let at_end = Problem { law, data, delta: opts.huber_delta, cache: RefCell::new(None) };
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), opts.lbfgs_memory)
         .with_tolerance_grad(opts.tol_grad)
         .ok()?
@@ -250,12 +253,14 @@ pub fn fit_from(law: &dyn Law, data: &Dataset, start: &[f64], opts: &FitOptions)
         return None;
     }
     let theta: Vec<f64> = specs.iter().zip(&u).map(|(p, &ui)| p.transform.value(ui)).collect();
+    let grad_norm = at_end.evaluate(&u).1.iter().map(|g| g * g).sum::<f64>().sqrt();
     theta.iter().all(|v| v.is_finite()).then_some(StartResult {
         theta,
         objective: cost,
         iterations,
         converged,
         stalled,
+        grad_norm,
     })
 }
 

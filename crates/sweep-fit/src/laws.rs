@@ -3,7 +3,8 @@
 use crate::error::FitError;
 use crate::law::{FormulaLaw, Law, ParamSpec, Space, Transform};
 
-/// Names of the built-in parametric laws (plus the two Chinchilla approaches, fitted apart).
+/// Names of the built-in laws: parametric ones, plus the two Chinchilla approaches and the
+/// critical mixture ratio, which are fitted apart (see [`FITTED_APART`]).
 pub const BUILTIN_LAWS: &[&str] = &[
     "chinchilla",
     "chinchilla_approach1",
@@ -13,10 +14,15 @@ pub const BUILTIN_LAWS: &[&str] = &[
     "dcpt_domain",
     "cmr",
     "vocab",
+    "data_constrained",
     "fp_quant",
     "quant_degradation",
     "kumar_precision",
 ];
+
+/// Built-in laws that are not one formula fitted by Huber + L-BFGS: Chinchilla's approaches 1
+/// and 2 (frontiers) and the critical mixture ratio (derived from runs, then fitted per size).
+pub const FITTED_APART: &[&str] = &["chinchilla_approach1", "chinchilla_approach2", "cmr"];
 
 /// Chinchilla approach 3 (Hoffmann et al. 2022): L = E + A/N^alpha + B/D^beta, fitted with the
 /// log-sum-exp parametrisation (E = exp(e), A = exp(a), B = exp(b)) on log residuals.
@@ -143,29 +149,21 @@ pub fn builtin_law(name: &str) -> Result<Box<dyn Law>, FitError> {
                 Space::Log,
             )?)
         }
-        // Critical mixture ratio as a power law of model size and tokens (Gu et al. 2024).
-        "cmr" => Box::new(
-            FormulaLaw::new(
-                "cmr",
-                "K * N^a_N * D^a_D",
-                &["N", "D"],
-                "r_crit",
-                vec![
-                    ParamSpec::new("K", pos(), &[1e-6, 1e-3, 1.0]),
-                    ParamSpec::new("a_N", Transform::Free, &[0.0, 0.3]),
-                    ParamSpec::new("a_D", Transform::Free, &[0.0, 0.3]),
-                ],
-                Space::Log,
-            )?
-            .with_positive_variables(),
-        ),
-        // Tao et al. 2024: unigram-normalised loss, alpha1 = beta imposed, units N/1e6 and D/1e9.
+        "data_constrained" => Box::new(crate::data_constrained::DataConstrained::default()),
+        "cmr" | "chinchilla_approach1" | "chinchilla_approach2" => {
+            return Err(FitError::config(
+                "law",
+                format!("{name} is not a single formula: it is fitted apart (see crate::run)"),
+            ))
+        }
+        // Tao et al. 2024: unigram-normalised loss (column loss_u), alpha1 = beta imposed, units
+        // N/1e6 and D/1e9.
         "vocab" => Box::new(
             FormulaLaw::new(
                 "vocab",
                 "-E + A1 / (N_nv / 1e6)^beta + A2 / (N_v / 1e6)^alpha2 + B / (D / 1e9)^beta",
                 &["N_nv", "N_v", "D"],
-                "loss",
+                "loss_u",
                 vec![
                     ParamSpec::new("E", pos(), &[1.0, 2f64.exp()]),
                     ParamSpec::new("A1", pos(), &[1.0, 2.5f64.exp(), 5f64.exp()]),

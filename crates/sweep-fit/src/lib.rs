@@ -3,9 +3,10 @@
 //!
 //! It needs only a table (from a sweep directory or any CSV): the built-in laws are Chinchilla
 //! (approaches 1, 2 and 3), Kaplan, D-CPT (general and domain loss), the critical mixture ratio,
-//! the vocabulary law, floating-point quantised training and quantisation degradation; users can
-//! add a law as a formula in TOML. Fits minimise a summed Huber loss with L-BFGS from a grid of
-//! starts, in parallel.
+//! the vocabulary law, data-constrained scaling (repeated data), floating-point quantised
+//! training and quantisation degradation; users can add a law as a formula in TOML. Fits
+//! minimise a summed Huber loss with L-BFGS from a grid of starts, in parallel. Each law counts
+//! parameters and compute by its paper's convention unless told otherwise.
 //!
 //! ```
 //! use sweep_fit::{fit_all, render_text, FitConfig, Table};
@@ -25,12 +26,17 @@
 //! "#).unwrap();
 //! let laws = fit_all(&table, None, &config).unwrap();
 //! assert!((laws.laws[0].params["alpha"].estimate - 0.34).abs() < 0.01);
+//! // The table has N, not N_total: Chinchilla's all-parameter count is assumed for it.
+//! assert!(laws.laws[0].counting.as_ref().unwrap().assumed);
 //! println!("{}", render_text(&laws));
 //! ```
 
 pub mod approaches;
 pub mod bootstrap;
+pub mod cmr;
 pub mod config;
+pub mod counting;
+pub mod data_constrained;
 pub mod error;
 pub mod expr;
 pub mod fit;
@@ -46,7 +52,7 @@ pub mod table;
 pub use config::{FitConfig, LawConfig};
 pub use error::FitError;
 pub use law::{Law, Space};
-pub use output::{read_laws_json, render_text, write_laws_json, Estimate, LawEntry, LawsFile};
-pub use run::{fit_all, fit_csv};
+pub use output::{read_laws_json, render_text, write_laws_json, Estimate, LawEntry, LawsFile, LeftOut};
+pub use run::{fit_all, fit_all_complete_rows, fit_csv};
 pub use select::{keep_complete_rows, needed_columns};
 pub use table::Table;

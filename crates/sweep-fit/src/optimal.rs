@@ -2,6 +2,7 @@
 //! the critical mixture ratio, the optimal vocabulary, the best exponent/mantissa split and the
 //! critical data size. Each function takes parameter values, so the bootstrap can rerun it.
 
+use crate::counting::FlopsPerToken;
 use crate::law::Law;
 
 /// Chinchilla's G = (alpha A / (beta B))^(1/(alpha+beta)); theta = [E, A, B, alpha, beta].
@@ -58,12 +59,24 @@ pub fn compute_optimal(
     budget: f64,
     x_of: &dyn Fn(f64, f64) -> Vec<f64>,
 ) -> (f64, f64, f64) {
-    let half = (budget / 6.0).ln();
+    compute_optimal_with(law, theta, budget, &FlopsPerToken::SIX_N, x_of)
+}
+
+/// Minimises a law's prediction over log N with D = C / flops_per_token(N) (the law's counting
+/// convention); `x_of(N, D)` builds the inputs. Returns (N, D, loss).
+pub fn compute_optimal_with(
+    law: &dyn Law,
+    theta: &[f64],
+    budget: f64,
+    flops: &FlopsPerToken,
+    x_of: &dyn Fn(f64, f64) -> Vec<f64>,
+) -> (f64, f64, f64) {
     // N from 10 parameters up to the size that leaves 10 tokens.
+    let n_max = (budget / (10.0 * flops.k)).powf(1.0 / flops.p);
     let (ln_n, loss) = minimise_1d(
         |ln_n| {
             let n = ln_n.exp();
-            let y = law.predict(theta, &x_of(n, budget / (6.0 * n)));
+            let y = law.predict(theta, &x_of(n, flops.tokens(budget, n)));
             if y.is_finite() {
                 y
             } else {
@@ -71,11 +84,11 @@ pub fn compute_optimal(
             }
         },
         10f64.ln(),
-        half - 10f64.ln(),
+        n_max.ln().max(10f64.ln() + 1.0),
         400,
     );
     let n = ln_n.exp();
-    (n, budget / (6.0 * n), loss)
+    (n, flops.tokens(budget, n), loss)
 }
 
 /// D-CPT usage 1: the mixture ratio r in [0, 1] that minimises the domain loss while the general
@@ -148,7 +161,8 @@ fn last_feasible(mut a: f64, mut b: f64, feasible: &dyn Fn(f64) -> bool) -> f64 
 }
 
 /// Optimal vocabulary for the vocabulary law (inputs N_nv, N_v, D): minimises the predicted
-/// loss over V in [1024, 2^20] with N_v = V d and D = C / (6 (N_nv + N_v)). Returns (V, D, loss).
+/// loss over V in [256, 2^20] (a byte-level vocabulary holds at least the 256 bytes) with
+/// N_v = V d and D = C / (6 (N_nv + N_v)). Returns (V, D, loss).
 pub fn vocab_optimal(law: &dyn Law, theta: &[f64], n_nv: f64, embed_dim: f64, budget: f64) -> (f64, f64, f64) {
     let tokens = |v: f64| budget / (6.0 * (n_nv + v * embed_dim));
     let (ln_v, loss) = minimise_1d(
@@ -156,7 +170,7 @@ pub fn vocab_optimal(law: &dyn Law, theta: &[f64], n_nv: f64, embed_dim: f64, bu
             let v = ln_v.exp();
             law.predict(theta, &[n_nv, v * embed_dim, tokens(v)])
         },
-        1024f64.ln(),
+        256f64.ln(),
         ((1u64 << 20) as f64).ln(),
         400,
     );

@@ -11,6 +11,9 @@ pub struct Table {
     pub columns: BTreeMap<String, Vec<f64>>,
     /// Where the rows came from (a sweep directory, a CSV path ...), copied into laws.json.
     pub provenance: String,
+    /// Columns of a CSV that are not numbers throughout, with the first bad cell (`row 4
+    /// (line 5): "abc"`): asking for one names that cell.
+    pub non_numeric: BTreeMap<String, String>,
 }
 
 impl Table {
@@ -26,7 +29,7 @@ impl Table {
                 }
             }
         }
-        Ok(Table { columns, provenance: provenance.into() })
+        Ok(Table { columns, provenance: provenance.into(), non_numeric: BTreeMap::new() })
     }
 
     /// Builds a table from rows of values in the order of `names`.
@@ -49,7 +52,7 @@ impl Table {
                 columns.get_mut(*name).expect("inserted above").push(*v);
             }
         }
-        Ok(Table { columns, provenance: provenance.into() })
+        Ok(Table { columns, provenance: provenance.into(), non_numeric: BTreeMap::new() })
     }
 
     /// Builds a table from records that each give their columns by name (one row per record,
@@ -72,7 +75,8 @@ impl Table {
 
     /// Reads a CSV with a header row. `maps` are `(variable, column)` pairs: the column is also
     /// made available under the variable's name (e.g. `("N", "params")`). Columns whose cells
-    /// are not all numbers are left out; asking for one later names the first bad cell.
+    /// are not all numbers are left out; asking for one later names the first bad cell by its
+    /// row, line and column. An empty cell is a missing value (NaN).
     pub fn from_csv(path: &Path, maps: &[(String, String)]) -> Result<Table, FitError> {
         let csv_err = |message: String| FitError::Csv { path: path.to_path_buf(), message };
         let mut reader =
@@ -106,7 +110,7 @@ impl Table {
                     Err(_) if cell.is_empty() => values[j].push(f64::NAN),
                     Err(_) => {
                         if bad[j].is_none() {
-                            bad[j] = Some(format!("line {}: {cell:?}", row + 2));
+                            bad[j] = Some(format!("row {} (line {}) holds {cell:?}", row + 1, row + 2));
                         }
                         values[j].push(f64::NAN);
                     }
@@ -127,7 +131,9 @@ impl Table {
         }
         for (var, column) in maps {
             if let Some(where_) = non_numeric.get(column) {
-                return Err(csv_err(format!("column {column} (mapped to {var}) is not numeric ({where_})")));
+                return Err(csv_err(format!(
+                    "column {column} (mapped to {var}) is not a number in every row: {where_}; fix that cell or leave it empty"
+                )));
             }
             let Some(col) = columns.get(column).cloned() else {
                 return Err(csv_err(format!(
@@ -137,7 +143,7 @@ impl Table {
             };
             columns.insert(var.clone(), col);
         }
-        Ok(Table { columns, provenance: format!("csv:{}", path.display()) })
+        Ok(Table { columns, provenance: format!("csv:{}", path.display()), non_numeric })
     }
 
     /// Number of rows.
@@ -152,6 +158,12 @@ impl Table {
 
     /// The column `name`, or an error listing the columns there are.
     pub fn column(&self, name: &str) -> Result<&[f64], FitError> {
+        if let Some(where_) = self.non_numeric.get(name) {
+            return Err(FitError::data(format!(
+                "column {name} of {} is not a number in every row: {where_}; fix that cell or leave it empty",
+                if self.provenance.is_empty() { "the table" } else { &self.provenance }
+            )));
+        }
         self.columns.get(name).map(Vec::as_slice).ok_or_else(|| {
             FitError::data(format!(
                 "no column {name} in {}; the columns are {}; map one with --map {name}=COLUMN or [fit.laws.map]",
@@ -164,7 +176,7 @@ impl Table {
     /// A table of the rows at `rows` (repeats allowed), same columns.
     pub fn select_rows(&self, rows: &[usize]) -> Table {
         let columns = self.columns.iter().map(|(k, v)| (k.clone(), rows.iter().map(|&i| v[i]).collect())).collect();
-        Table { columns, provenance: self.provenance.clone() }
+        Table { columns, provenance: self.provenance.clone(), non_numeric: self.non_numeric.clone() }
     }
 
     /// Adds or replaces a column (its length must match the table's).

@@ -19,7 +19,7 @@ fn tokens_per_character(vocab_size: f64) -> f64 {
 /// units N/1e6 and D/1e9 are part of the law. None (with a loud SKIP for `test`) when the file
 /// is absent.
 fn vocab_table(test: &str) -> Option<Table> {
-    let path = repo_root().join("../shared/data/vocab_scaling_exp_data.csv");
+    let path = shared_data().join("vocab_scaling_exp_data.csv");
     if !path.exists() {
         eprintln!("\n*** SKIP {test}: {} is absent; this check did NOT run ***\n", path.display());
         return None;
@@ -38,7 +38,7 @@ fn vocab_table(test: &str) -> Option<Table> {
         .filter(|&i| flops[i] >= 2.18e17)
         .map(|i| vec![nnv[i], v[i] * d[i], h[i] * tokens_per_character(v[i]), lossu[i]])
         .collect();
-    Some(Table::from_rows(&["N_nv", "N_v", "D", "loss"], &rows, path.display().to_string()).unwrap())
+    Some(Table::from_rows(&["N_nv", "N_v", "D", "loss_u"], &rows, path.display().to_string()).unwrap())
 }
 
 #[test]

@@ -15,7 +15,7 @@ fn fit(table: &Table, law: &str) -> LawsFile {
 
 fn check(laws: &LawsFile, truth: &[(&str, f64)], tol: f64) {
     let law = &laws.laws[0];
-    assert!(law.fit.converged, "{} did not converge", law.name);
+    assert!(law.fit.as_ref().unwrap().converged, "{} did not converge", law.name);
     for (name, want) in truth {
         let got = law.params[*name].estimate;
         assert!(rel(got, *want) < tol, "{}: {name} = {got}, truth {want} (tolerance {tol} relative)", law.name);
@@ -46,7 +46,7 @@ fn chinchilla_recovers_epoch_refit_parameters() {
     check(&laws, &[("alpha", 0.348), ("beta", 0.366)], 0.05);
     check(&laws, &[("E", 1.817)], 0.03);
     check(&laws, &[("A", 482.0), ("B", 2085.4)], 0.35);
-    assert!(laws.laws[0].fit.r2 > 0.99);
+    assert!(laws.laws[0].fit.as_ref().unwrap().r2 > 0.99);
 }
 
 #[test]
@@ -100,18 +100,8 @@ fn dcpt_general_and_domain_recover_parameters() {
         let laws = fit(&simulate(law, &truth, &inputs, 0.003, seed), law);
         check(&laws, &[("E", 1.5), ("alpha", 0.3), ("beta", 0.35)], 0.10);
         check(&laws, &[("gamma", 0.4)], 0.25);
-        assert!(laws.laws[0].fit.r2 > 0.99, "{law}: R2 {}", laws.laws[0].fit.r2);
+        assert!(laws.laws[0].fit.as_ref().unwrap().r2 > 0.99, "{law}: R2 {}", laws.laws[0].fit.as_ref().unwrap().r2);
     }
-}
-
-#[test]
-fn cmr_power_law_recovers_exponents() {
-    let truth = [1e-3, 0.25, 0.1];
-    let inputs = grid(&[&logspace(7.0, 9.0, 5), &logspace(9.0, 11.0, 5)]);
-    let laws = fit(&simulate("cmr", &truth, &inputs, 0.01, 6), "cmr");
-    // 1% noise: exponents within 0.02 absolute, so 10% / 20% relative.
-    check(&laws, &[("a_N", 0.25)], 0.1);
-    check(&laws, &[("a_D", 0.1)], 0.2);
 }
 
 #[test]
@@ -224,9 +214,10 @@ fn chinchilla_approach2_recovers_frontier_exponent() {
     assert_eq!(x.n_held_out, 1, "{x:?}");
     assert!(x.mean_abs_rel_error < 0.05, "{x:?}");
     // A top budget whose minimum sits far off the trend is reported as a large error.
-    let mut f =
-        sweep_fit::approaches::approach2(t.column("N").unwrap(), t.column("C").unwrap(), t.column("loss").unwrap())
-            .unwrap();
+    let (c, n, d) = (t.column("C").unwrap(), t.column("N").unwrap(), t.column("D").unwrap());
+    let (minima, skipped) = sweep_fit::approaches::profile_minima(c, n, d, c, t.column("loss").unwrap());
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let mut f = sweep_fit::approaches::approach2(&minima).unwrap();
     let last = f.points.len() - 1;
     f.points[last].1 *= 3.0;
     let off = sweep_fit::approaches::frontier_extrapolation(&f).unwrap();
@@ -253,8 +244,10 @@ fn chinchilla_approach1_recovers_frontier_exponent() {
     let a = laws.laws[0].params["a"].estimate;
     let want = 0.366 / (0.348 + 0.366);
     assert!((a - want).abs() < 0.05, "a = {a}, want {want}");
-    // Extrapolation over the envelope's top tenth of budgets (10 of 100).
+    // Extrapolation over the envelope's top tenth of budgets. Of the 100 budgets, those where
+    // the smallest or largest model reaching them is lowest give no point (the optimum may lie
+    // beyond the sizes trained): 73 remain here, and the top 7 are held out.
     let x = laws.laws[0].extrapolation.as_ref().expect("approach 1 has an extrapolation check");
-    assert_eq!(x.n_held_out, 10, "{x:?}");
+    assert_eq!((x.n_train + x.n_held_out, x.n_held_out), (73, 7), "{x:?}");
     assert!(x.mean_abs_rel_error.is_finite() && x.max_abs_rel_error >= x.mean_abs_rel_error, "{x:?}");
 }

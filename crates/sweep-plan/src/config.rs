@@ -378,16 +378,75 @@ pub struct LawParams {
     /// Ratio offset that keeps r = 0 finite.
     #[serde(default = "default_law_eps")]
     pub eps: f64,
+    /// Repeated data (Muennighoff et al. 2023): the decay constant R_D* of repeated tokens'
+    /// value, used when a point sets `unique_tokens` (15.39, the paper's fit, when absent).
+    #[serde(rename = "R_D_star", default, skip_serializing_if = "Option::is_none")]
+    pub r_d_star: Option<f64>,
+    /// Repeated data: the decay constant R_N* of excess parameters' value (5.31 when absent).
+    #[serde(rename = "R_N_star", default, skip_serializing_if = "Option::is_none")]
+    pub r_n_star: Option<f64>,
 }
 
 fn default_law_eps() -> f64 {
     1e-3
 }
 
+/// R_D* of Muennighoff et al.'s fit (huggingface/datablations README): 15.387756.
+pub const DEFAULT_R_D_STAR: f64 = 15.387756;
+/// R_N* of Muennighoff et al.'s fit: 5.309743.
+pub const DEFAULT_R_N_STAR: f64 = 5.309743;
+
+/// Which parameter count the simulated law's N is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulatedParams {
+    /// Non-embedding parameters (Kaplan's N; the default).
+    #[default]
+    NonEmbedding,
+    /// All parameters, embeddings included (Chinchilla's N).
+    All,
+}
+
+impl SimulatedParams {
+    fn is_default(&self) -> bool {
+        *self == SimulatedParams::NonEmbedding
+    }
+}
+
 impl LawParams {
     /// Chinchilla's published fit (Hoffmann et al. 2022, approach 3).
     pub fn chinchilla() -> Self {
-        LawParams { e: 1.69, a: 406.4, alpha: 0.34, b: 410.7, beta: 0.28, eta: 0.0, c: 0.0, gamma: 0.0, eps: 1e-3 }
+        LawParams {
+            e: 1.69,
+            a: 406.4,
+            alpha: 0.34,
+            b: 410.7,
+            beta: 0.28,
+            eta: 0.0,
+            c: 0.0,
+            gamma: 0.0,
+            eps: 1e-3,
+            r_d_star: None,
+            r_n_star: None,
+        }
+    }
+
+    /// Effective parameters N' and tokens D' when only `unique` distinct tokens are read
+    /// (Muennighoff et al. 2023, eq. 5 and 6): repeated epochs and parameters beyond the
+    /// compute-optimal size for the unique tokens, N_opt(U_D) = G (G U_D)^(beta/alpha) with
+    /// G = (alpha A / (beta B))^(1/(alpha+beta)), are worth less and less.
+    pub fn effective(&self, n: f64, d: f64, unique: f64) -> (f64, f64) {
+        let r_d_star = self.r_d_star.unwrap_or(DEFAULT_R_D_STAR);
+        let r_n_star = self.r_n_star.unwrap_or(DEFAULT_R_N_STAR);
+        let u_d = unique.min(d);
+        let r_d = (d / u_d - 1.0).max(0.0);
+        let d_eff = u_d + u_d * r_d_star * (1.0 - (-r_d / r_d_star).exp());
+        let g = (self.alpha * self.a / (self.beta * self.b)).powf(1.0 / (self.alpha + self.beta));
+        let n_opt = g * (g * u_d).powf(self.beta / self.alpha);
+        let u_n = n.min(n_opt);
+        let r_n = (n / u_n - 1.0).max(0.0);
+        let n_eff = u_n + u_n * r_n_star * (1.0 - (-r_n / r_n_star).exp());
+        (n_eff, d_eff)
     }
 
     /// The law's loss for N parameters, D tokens and a source's own data fraction r.
@@ -424,6 +483,9 @@ pub struct SimulateSection {
     /// Kumar et al. 2024's effective parameter count in the general law (absent: N itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<KumarParams>,
+    /// Which parameter count N the laws take: `non_embedding` (default) or `all`.
+    #[serde(default, skip_serializing_if = "SimulatedParams::is_default")]
+    pub parameters: SimulatedParams,
 }
 
 /// The floating-point quantisation term of Sun et al. 2025 (arXiv 2501.02423), added to the

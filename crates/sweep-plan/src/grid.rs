@@ -7,9 +7,20 @@ use crate::shape::{CoreShape, NAMED_SIZES};
 use std::collections::BTreeMap;
 
 /// The axes a grid may vary.
-pub const AXES: &[&str] = &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision", "seed"];
-const GRID_KEYS: &[&str] =
-    &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision", "seed", "zip", "isoflop"];
+pub const AXES: &[&str] =
+    &["model", "tokens", "tokens_per_param", "mixture_ratio", "vocab_size", "precision", "seed", "unique_tokens"];
+const GRID_KEYS: &[&str] = &[
+    "model",
+    "tokens",
+    "tokens_per_param",
+    "mixture_ratio",
+    "vocab_size",
+    "precision",
+    "seed",
+    "unique_tokens",
+    "zip",
+    "isoflop",
+];
 
 /// How a model size is given.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +85,8 @@ pub enum AxisValue {
     Precision(PrecisionSpec),
     /// `seed` (replaces `[sweep] seed`: paired runs that differ only in initialisation and data order).
     Seed(u64),
+    /// `unique_tokens`: distinct training tokens, repeated in epochs.
+    UniqueTokens(f64),
 }
 
 /// One grid point before resolution: a value per axis, plus where each came from.
@@ -91,6 +104,8 @@ pub struct Assignment {
     pub precision: Option<(PrecisionSpec, String)>,
     /// Seed.
     pub seed: Option<(u64, String)>,
+    /// Distinct training tokens.
+    pub unique_tokens: Option<(f64, String)>,
 }
 
 impl Assignment {
@@ -102,6 +117,7 @@ impl Assignment {
             AxisValue::Vocab(v) => self.vocab_size = Some((v, key)),
             AxisValue::Precision(p) => self.precision = Some((p, key)),
             AxisValue::Seed(v) => self.seed = Some((v, key)),
+            AxisValue::UniqueTokens(u) => self.unique_tokens = Some((u, key)),
         }
     }
 }
@@ -204,6 +220,7 @@ fn parse_value(
         "model" => AxisValue::Model(parse_model(v, key, custom)?),
         "tokens" => AxisValue::Tokens(TokensSpec::Absolute(positive("a token count")?)),
         "tokens_per_param" => AxisValue::Tokens(TokensSpec::PerParam(positive("tokens per parameter")?)),
+        "unique_tokens" => AxisValue::UniqueTokens(positive("a count of distinct training tokens")?.round()),
         "mixture_ratio" => match number(v) {
             Some(r) if (0.0..=1.0).contains(&r) => AxisValue::Ratio(r),
             Some(r) => return Err(KeyError::new(key, format!("{r} is outside [0, 1]: the mixture ratio is the fraction of training tokens from the domain corpus"))),
@@ -261,6 +278,7 @@ fn axis_key(axis: &str) -> &'static str {
         "mixture_ratio" => "mixture_ratio",
         "vocab_size" => "vocab_size",
         "seed" => "seed",
+        "unique_tokens" => "unique_tokens",
         _ => "precision",
     }
 }

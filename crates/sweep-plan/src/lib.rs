@@ -305,6 +305,11 @@ fn validate(c: &RawConfig) -> Result<(), KeyError> {
             check(v.is_finite() && v >= 0.0, &format!("{key}.{name}"), || format!("{v} must be a finite number >= 0"))?;
         }
         check(law.eps > 0.0, &format!("{key}.eps"), || "must be positive".into())?;
+        for (name, v) in [("R_D_star", law.r_d_star), ("R_N_star", law.r_n_star)] {
+            if let Some(v) = v {
+                check(v.is_finite() && v > 0.0, &format!("{key}.{name}"), || format!("{v} must be positive"))?;
+            }
+        }
     }
     if let Some(f) = &sim.fp_quant {
         for (name, v) in [("gamma", f.gamma), ("delta", f.delta), ("nu", f.nu)] {
@@ -425,6 +430,27 @@ fn resolve(
         return Err(KeyError::new(tokens_key, format!("{tokens_requested:.3e} tokens need {steps} steps at {per_step} tokens per step; lower the budget or raise train.batch_size")));
     }
     let tokens = steps * per_step;
+    let isoflop_budget = match tokens_spec {
+        TokensSpec::Budget(c) => Some(c),
+        _ => None,
+    };
+    let unique_tokens = match &a.unique_tokens {
+        Some((u, key)) => {
+            // The sampler reads windows of context + 1 tokens: fewer distinct tokens than one
+            // window cannot be repeated.
+            if *u < (m.context + 1) as f64 {
+                return Err(KeyError::new(
+                    key,
+                    format!(
+                        "{u} distinct tokens are fewer than one training window (context + 1 = {}); give at least that many",
+                        m.context + 1
+                    ),
+                ));
+            }
+            Some(*u as u64)
+        }
+        None => None,
+    };
     let label = spec.label();
     let lr = match &t.lr {
         LrRule::Constant(x) => *x,
@@ -531,6 +557,8 @@ fn resolve(
         tokens,
         tokens_requested,
         mixture_ratio: a.mixture_ratio.as_ref().map(|(r, _)| *r).unwrap_or(0.0),
+        isoflop_budget,
+        unique_tokens,
         precision,
         train,
         data: data.clone(),

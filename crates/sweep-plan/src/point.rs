@@ -155,6 +155,15 @@ pub struct Point {
     pub tokens_requested: f64,
     /// Fraction of training tokens from the domain source.
     pub mixture_ratio: f64,
+    /// The training FLOP budget C (6 N D, N non-embedding) of the `[[grid.isoflop]]` profile the
+    /// point was placed on, before its tokens were rounded to whole steps; absent outside IsoFLOP
+    /// designs. Not part of the id: the tokens already say what the point trains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isoflop_budget: Option<f64>,
+    /// Distinct training tokens the point may read (`grid.unique_tokens`), repeated in epochs;
+    /// absent: the whole training split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_tokens: Option<u64>,
     /// Precision.
     pub precision: ResolvedPrecision,
     /// Optimisation.
@@ -174,7 +183,7 @@ pub struct Point {
 }
 
 /// Top-level fields of a point that its id ignores.
-const NOT_HASHED: &[&str] = &["id", "index", "label", "counts", "flops", "runtime", "lr_rule"];
+const NOT_HASHED: &[&str] = &["id", "index", "label", "counts", "flops", "runtime", "lr_rule", "isoflop_budget"];
 
 /// Serialises a JSON value with sorted keys and no whitespace.
 pub fn canonical_json(value: &serde_json::Value) -> String {

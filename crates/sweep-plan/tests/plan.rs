@@ -95,7 +95,44 @@ model = [1e5, 3e5, 1e6]
         // Tokens are rounded up to whole steps only.
         assert!(p.tokens as f64 >= p.tokens_requested);
         assert!((p.tokens as f64) < p.tokens_requested + (16 * 128) as f64);
+        // Each point remembers the budget it was placed on, outside its id.
+        let budget = p.isoflop_budget.expect("an IsoFLOP point records its budget");
+        assert!((c / budget - 1.0).abs() < 1e-9, "C = {c}, budget {budget}");
     }
+    // Points outside an IsoFLOP design have none, and their ids are what they were without it.
+    let grid = plan_text(Path::new("c.toml"), BASE, None).unwrap();
+    assert!(grid.points.iter().all(|p| p.isoflop_budget.is_none()));
+    let mut p = plan.points[0].clone();
+    let id = p.compute_id();
+    p.isoflop_budget = None;
+    assert_eq!(p.compute_id(), id, "the budget is not part of the id");
+}
+
+#[test]
+fn unique_tokens_is_an_axis_that_keeps_other_ids() {
+    let with = BASE.replace("mixture_ratio = [0.0, 0.5]", "mixture_ratio = [0.0, 0.5]\nunique_tokens = [5e4, 1e5]");
+    let plan = plan_text(Path::new("c.toml"), &with, None).unwrap();
+    assert_eq!(plan.points.len(), 16);
+    let uniques: Vec<Option<u64>> = plan.points.iter().map(|p| p.unique_tokens).collect();
+    assert_eq!(&uniques[..2], &[Some(50_000), Some(100_000)]);
+    assert_ne!(plan.points[0].id, plan.points[1].id, "unique tokens change what a point trains");
+    // Points without the axis hash what they hashed before it existed: the field is left out.
+    for p in plan_text(Path::new("c.toml"), BASE, None).unwrap().points {
+        assert!(p.unique_tokens.is_none());
+        assert!(!p.hashed_text().contains("unique_tokens") && !p.hashed_text().contains("isoflop"));
+    }
+    // Fewer distinct tokens than one training window is an error at the value.
+    let e = plan_text(
+        Path::new("c.toml"),
+        &BASE.replace("tokens = [1e5, 2e5]", "tokens = [1e5, 2e5]\nunique_tokens = [100]"),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("grid.unique_tokens[0]") && e.contains("fewer than one training window (context + 1 = 129)"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@ pub fn point_summaries(store: &Store, status: &SweepStatus) -> anyhow::Result<Ve
             id: ps.id.clone(),
             label: ps.label.clone(),
             n: p.counts.non_embedding_params as f64,
+            n_total: p.counts.total_params as f64,
             d: p.tokens as f64,
             r: p.mixture_ratio,
             vocab: p.model.vocab_size as usize,

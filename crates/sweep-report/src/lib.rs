@@ -53,6 +53,8 @@ pub struct PointSummary {
     pub label: String,
     /// Non-embedding parameters.
     pub n: f64,
+    /// All parameters (the N of laws that count all parameters, such as Chinchilla's).
+    pub n_total: f64,
     /// Training tokens.
     pub d: f64,
     /// Domain mixture ratio.
@@ -292,10 +294,13 @@ fn loss_curves(points: &[PointSummary], sizes: &[f64]) -> Result<String, ReportE
     )
 }
 
-/// The first fitted parametric built-in law of N and D alone (chinchilla, kaplan), with its
-/// parameters in the law's order, for drawing its curves over the final losses.
-fn nd_law(laws: &LawsFile) -> Option<(String, Box<dyn sweep_fit::Law>, Vec<f64>)> {
-    laws.laws.iter().filter(|e| e.kind == "parametric").find_map(|e| {
+/// A fitted law of N and D drawn over the final losses: its name, the law, its parameters in
+/// the law's order, and whether its N counts all parameters (its counting convention).
+type NdLaw = (String, Box<dyn sweep_fit::Law>, Vec<f64>, bool);
+
+/// The first fitted parametric built-in law of N and D alone (chinchilla, kaplan).
+fn nd_law(laws: &LawsFile) -> Option<NdLaw> {
+    laws.laws.iter().filter(|e| e.kind == "parametric" && e.error.is_none()).find_map(|e| {
         let law = sweep_fit::laws::builtin_law(&e.name).ok()?;
         let mut vars = law.variables();
         vars.sort();
@@ -304,15 +309,12 @@ fn nd_law(laws: &LawsFile) -> Option<(String, Box<dyn sweep_fit::Law>, Vec<f64>)
         }
         let theta =
             law.params().iter().map(|p| e.params.get(&p.name).map(|v| v.estimate)).collect::<Option<Vec<f64>>>()?;
-        Some((e.name.clone(), law, theta))
+        let all = e.variables.get("N").is_some_and(|c| c == "N_total");
+        Some((e.name.clone(), law, theta, all))
     })
 }
 
-fn final_loss(
-    points: &[PointSummary],
-    sizes: &[f64],
-    law: Option<(String, Box<dyn sweep_fit::Law>, Vec<f64>)>,
-) -> Result<String, ReportError> {
+fn final_loss(points: &[PointSummary], sizes: &[f64], law: Option<NdLaw>) -> Result<String, ReportError> {
     let what = "final_loss.svg";
     let done: Vec<(f64, f64, f64)> = points
         .iter()
@@ -342,15 +344,18 @@ fn final_loss(
                     .draw()
             );
             // The fitted law's loss for each model size across the compute range (D = C / 6N).
-            if let Some((name, law, theta)) = &law {
+            if let Some((name, law, theta, all_params)) = &law {
                 let vars = law.variables();
                 let mut labelled = false;
                 for (i, &n) in sizes.iter().enumerate() {
                     let c = colour(i, sizes.len());
+                    // The law's own N for this size class (all parameters for Chinchilla's count).
+                    let n_law = if *all_params { points.iter().find(|p| p.n == n).map_or(n, |p| p.n_total) } else { n };
                     let curve: Vec<(f64, f64)> = (0..=60)
                         .map(|k| x0 * (x1 / x0).powf(k as f64 / 60.0))
                         .filter_map(|cx| {
-                            let x: Vec<f64> = vars.iter().map(|v| if v == "N" { n } else { cx / (6.0 * n) }).collect();
+                            let x: Vec<f64> =
+                                vars.iter().map(|v| if v == "N" { n_law } else { cx / (6.0 * n) }).collect();
                             let y = law.predict(theta, &x);
                             (y.is_finite() && y >= y0 && y <= y1).then_some((cx, y))
                         })
@@ -389,9 +394,13 @@ fn final_loss(
 
 /// Predicted against observed for a parametric built-in law; Err(reason) when it cannot be drawn.
 fn law_parity(entry: &sweep_fit::LawEntry, table: &Table) -> Result<String, String> {
+    if let Some(e) = &entry.error {
+        return Err(format!("not fitted: {e}"));
+    }
     if entry.kind != "parametric" {
         return Err(format!("{} fits are not a formula with a prediction per point", entry.kind));
     }
+    let r2 = entry.fit.as_ref().map_or(f64::NAN, |f| f.r2);
     let law = sweep_fit::laws::builtin_law(&entry.name)
         .map_err(|_| "not a built-in law (user formulas are listed, not plotted)".to_string())?;
     let theta: Vec<f64> = law
@@ -426,7 +435,7 @@ fn law_parity(entry: &sweep_fit::LawEntry, table: &Table) -> Result<String, Stri
     }
     let what = format!("law-{}.svg", entry.name);
     let (lo, hi) = span(pairs.iter().flat_map(|&(a, b)| [a, b]), false).ok_or("no finite values")?;
-    let caption = format!("{}: {} points, R² {:.4}", entry.name, pairs.len(), entry.fit.r2);
+    let caption = format!("{}: {} points, R² {:.4}", entry.name, pairs.len(), r2);
     let drawn = svg_chart(&what, &caption, (lo..hi, lo..hi), SeriesLabelPosition::UpperLeft, |chart| {
         tryp!(
             what,
@@ -499,16 +508,44 @@ fn index_html(
         Some(laws) => {
             h.push_str("<h2>Laws</h2>\n");
             for l in &laws.laws {
+                let group = l
+                    .group
+                    .as_ref()
+                    .map(|g| g.iter().map(|(k, v)| format!("{k} = {}", si(*v))).collect::<Vec<_>>().join(", "))
+                    .map(|g| format!(" ({g})"))
+                    .unwrap_or_default();
+                let _ =
+                    writeln!(h, "<h3>{}{}</h3>\n<p><code>{}</code></p>", esc(&l.name), esc(&group), esc(&l.formula));
+                if let Some(c) = &l.counting {
+                    let cols: Vec<String> = c.columns.iter().map(|(v, col)| format!("{v} ← {col}")).collect();
+                    let _ = writeln!(
+                        h,
+                        "<p>Counting: parameters <b>{}</b>, compute <b>{}</b> ({}){}</p>",
+                        esc(&c.parameters),
+                        esc(&c.compute),
+                        esc(&cols.join(", ")),
+                        if c.assumed { " — assumed: the table has no column for this convention" } else { "" }
+                    );
+                }
+                for note in &l.notes {
+                    let _ = writeln!(h, "<p class=\"note\">Note: {}</p>", esc(note));
+                }
+                let Some(fit) = &l.fit else {
+                    let _ = writeln!(h, "<p><b>Not fitted:</b> {}</p>", esc(l.error.as_deref().unwrap_or("no fit")));
+                    continue;
+                };
                 let _ = writeln!(
                     h,
-                    "<h3>{}</h3>\n<p><code>{}</code> ({}; {} points, objective {}, R² {:.4})</p>",
-                    esc(&l.name),
-                    esc(&l.formula),
+                    "<p>{}; {} points, objective {}, R² {:.4}{}</p>",
                     esc(&l.kind),
-                    l.fit.n_points,
-                    esc(&l.fit.objective),
-                    l.fit.r2
+                    fit.n_points,
+                    esc(&fit.objective),
+                    fit.r2,
+                    fit.grad_norm.map(|g| format!(", final gradient norm {}", num(g))).unwrap_or_default()
                 );
+                if let Some(why) = fit.bootstrap.as_ref().and_then(|b| b.intervals_withheld.as_ref()) {
+                    let _ = writeln!(h, "<p><b>Intervals withheld:</b> {}</p>", esc(why));
+                }
                 h.push_str("<table><tr><th class=\"l\">parameter</th><th>estimate</th><th>interval</th></tr>\n");
                 for (name, e) in l.params.iter().chain(l.derived.iter()) {
                     let ci = e.ci.map(|[a, b]| format!("[{}, {}]", num(a), num(b))).unwrap_or_else(|| "–".into());
@@ -534,6 +571,20 @@ fn index_html(
                 }
             }
         }
+    }
+    if let Some(laws) = laws.filter(|l| !l.left_out.is_empty()) {
+        let _ = writeln!(h, "<p>{} point(s) of the sweep are not in these fits:</p><ul>", laws.left_out.len());
+        for p in &laws.left_out {
+            let _ = writeln!(
+                h,
+                "<li><code>{}</code> ({}): {}: {}</li>",
+                esc(&p.point),
+                esc(&p.label),
+                esc(&p.state),
+                esc(&p.reason)
+            );
+        }
+        h.push_str("</ul>\n");
     }
     h.push_str("<h2>Points</h2>\n<table><tr><th class=\"l\">id</th><th class=\"l\">model</th><th>N</th><th>D</th><th>r</th><th>V</th><th class=\"l\">precision</th><th class=\"l\">state</th><th>final loss</th></tr>\n");
     for p in points {

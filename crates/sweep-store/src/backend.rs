@@ -27,6 +27,8 @@ impl Control {
 }
 
 /// How a point's training ended.
+// One Outcome per trained point: the size of the Finished variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Finished: the backend's final metrics, which go into result.json under "final".

@@ -60,6 +60,10 @@ pub struct MetricsRecord {
     /// Epochs of each source's training text read so far, on evaluation steps (candle trainer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs: Option<PerSource<f64>>,
+    /// Unigram-normalised validation loss per source (cross-entropy minus the unigram model's of
+    /// the point's training data), on evaluation steps (candle trainer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss_u: Option<PerSource<f64>>,
 }
 
 /// A finished run's final metrics: `final` in result.json, what a backend returns in
@@ -87,6 +91,13 @@ pub struct FinalMetrics {
     /// Epochs of each source's training text read by the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs: Option<PerSource<f64>>,
+    /// Final unigram-normalised validation loss per source (Tao et al. 2024): the cross-entropy
+    /// minus that of the unigram model of the point's training tokens, nats per token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss_u: Option<PerSource<f64>>,
+    /// The unigram model's validation cross-entropy per source (nats per token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss_unigram: Option<PerSource<f64>>,
     /// The device it trained on, as candle names it ("Cpu", "Cuda(..)").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
@@ -103,6 +114,8 @@ impl FinalMetrics {
             bytes_per_token: None,
             entropy_nats_per_byte: None,
             epochs: None,
+            val_loss_u: None,
+            val_loss_unigram: None,
             device: None,
         }
     }

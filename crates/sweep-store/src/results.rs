@@ -21,8 +21,20 @@ pub struct ResultRow {
     pub embedding_params: f64,
     /// `D`: training tokens.
     pub tokens: f64,
-    /// `C`: training compute 6ND.
+    /// `C`: training compute 6ND, N non-embedding.
     pub compute: f64,
+    /// `C_total`: training compute 6ND over all parameters.
+    pub compute_total: f64,
+    /// `C_chinchilla`: training compute by Chinchilla's appendix F count (embeddings, attention
+    /// logits and the output head included).
+    pub compute_chinchilla: f64,
+    /// `C_budget`: the IsoFLOP budget the point was placed on (NaN outside IsoFLOP designs).
+    pub isoflop_budget: f64,
+    /// `U`: distinct training tokens (`unique_tokens`; else D / epochs when the run repeated its
+    /// text, else D).
+    pub unique_tokens: f64,
+    /// `epochs`: passes over the distinct training tokens (D / U).
+    pub epochs: f64,
     /// `r`: fraction of training tokens from the domain source.
     pub mixture_ratio: f64,
     /// `V`: vocabulary size.
@@ -58,6 +70,9 @@ pub struct ResultRow {
     pub loss_domain: f64,
     /// `loss_bpb`: final validation bits per byte on the general source.
     pub loss_bpb: f64,
+    /// `loss_u`: unigram-normalised validation loss on the general source (cross-entropy minus
+    /// the unigram model's of the point's training data; Tao et al. 2024).
+    pub loss_u: f64,
 }
 
 impl ResultRow {
@@ -66,12 +81,30 @@ impl ResultRow {
         let n = point.counts.non_embedding_params as f64;
         let bytes_per_token = metrics.bytes_per_token.and_then(|b| b.general).unwrap_or(f64::NAN);
         let or_nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
+        let tokens = point.tokens as f64;
+        // Epochs actually read (candle) or planned (D / unique_tokens), and the distinct tokens
+        // they imply.
+        let epochs = metrics
+            .epochs
+            .and_then(|e| e.general)
+            .filter(|e| e.is_finite() && *e > 0.0)
+            .or(point.unique_tokens.map(|u| tokens / u as f64));
+        let unique_tokens = match (point.unique_tokens, epochs) {
+            (Some(u), _) => u as f64,
+            (None, Some(e)) if e > 1.0 => tokens / e,
+            _ => tokens,
+        };
         ResultRow {
             non_embedding_params: n,
             total_params: point.counts.total_params as f64,
             embedding_params: point.counts.embedding_params as f64,
-            tokens: point.tokens as f64,
+            tokens,
             compute: point.flops.six_nd,
+            compute_total: 6.0 * point.counts.total_params as f64 * tokens,
+            compute_chinchilla: point.flops.chinchilla,
+            isoflop_budget: or_nan(point.isoflop_budget),
+            unique_tokens,
+            epochs: epochs.unwrap_or(tokens / unique_tokens),
             mixture_ratio: point.mixture_ratio,
             vocab_size: point.model.vocab_size as f64,
             non_vocab_params: n,
@@ -93,17 +126,23 @@ impl ResultRow {
             loss_general: or_nan(metrics.val_loss.general),
             loss_domain: or_nan(metrics.val_loss.domain),
             loss_bpb: or_nan(metrics.val_bpb.and_then(|b| b.general)),
+            loss_u: or_nan(metrics.val_loss_u.and_then(|b| b.general)),
         }
     }
 
     /// The row's columns by their documented names.
-    pub fn columns(&self) -> [(&'static str, f64); 22] {
-        [
+    pub fn columns(&self) -> Vec<(&'static str, f64)> {
+        vec![
             ("N", self.non_embedding_params),
             ("N_total", self.total_params),
             ("N_emb", self.embedding_params),
             ("D", self.tokens),
             ("C", self.compute),
+            ("C_total", self.compute_total),
+            ("C_chinchilla", self.compute_chinchilla),
+            ("C_budget", self.isoflop_budget),
+            ("U", self.unique_tokens),
+            ("epochs", self.epochs),
             ("r", self.mixture_ratio),
             ("V", self.vocab_size),
             ("N_nv", self.non_vocab_params),
@@ -121,6 +160,7 @@ impl ResultRow {
             ("loss_general", self.loss_general),
             ("loss_domain", self.loss_domain),
             ("loss_bpb", self.loss_bpb),
+            ("loss_u", self.loss_u),
         ]
     }
 }
@@ -132,29 +172,53 @@ pub struct CurveRow {
     pub run: usize,
     /// `N`: non-embedding parameters.
     pub non_embedding_params: f64,
+    /// `N_total`: all parameters.
+    pub total_params: f64,
+    /// `N_emb`: embedding parameters.
+    pub embedding_params: f64,
     /// `D`: training tokens seen.
     pub tokens: f64,
-    /// `C`: training compute so far, 6N per token.
+    /// `C`: training compute so far, 6N per token (N non-embedding).
     pub compute: f64,
+    /// `C_total`: training compute so far, 6N per token over all parameters.
+    pub compute_total: f64,
+    /// `C_chinchilla`: training compute so far by Chinchilla's appendix F count.
+    pub compute_chinchilla: f64,
     /// `loss`: validation loss on the general source.
     pub loss: f64,
 }
 
 impl CurveRow {
-    /// The row of an evaluation step of run `run`; None for a line without a general validation
-    /// loss (not an evaluation step).
-    pub fn new(run: usize, non_embedding_params: f64, m: &MetricsRecord) -> Option<CurveRow> {
+    /// The row of an evaluation step of run `run` (a finished point); None for a line without a
+    /// general validation loss (not an evaluation step).
+    pub fn new(run: usize, point: &Point, m: &MetricsRecord) -> Option<CurveRow> {
         let loss = m.val_loss.and_then(|v| v.general)?;
-        Some(CurveRow { run, non_embedding_params, tokens: m.tokens as f64, compute: m.flops, loss })
+        let c = &point.counts;
+        let tokens = m.tokens as f64;
+        Some(CurveRow {
+            run,
+            non_embedding_params: c.non_embedding_params as f64,
+            total_params: c.total_params as f64,
+            embedding_params: c.embedding_params as f64,
+            tokens,
+            compute: m.flops,
+            compute_total: 6.0 * c.total_params as f64 * tokens,
+            compute_chinchilla: c.flops_per_token_chinchilla * tokens,
+            loss,
+        })
     }
 
     /// The row's columns by their documented names.
-    pub fn columns(&self) -> [(&'static str, f64); 5] {
+    pub fn columns(&self) -> [(&'static str, f64); 9] {
         [
             ("run", self.run as f64),
             ("N", self.non_embedding_params),
+            ("N_total", self.total_params),
+            ("N_emb", self.embedding_params),
             ("D", self.tokens),
             ("C", self.compute),
+            ("C_total", self.compute_total),
+            ("C_chinchilla", self.compute_chinchilla),
             ("loss", self.loss),
         ]
     }
@@ -169,6 +233,22 @@ pub struct SweepResults {
     pub rows: Vec<ResultRow>,
     /// One row per evaluation of a finished point, in plan order then step order.
     pub curves: Vec<CurveRow>,
+    /// The points without a result (failed, running or not started), in plan order: what a fit
+    /// of `rows` leaves out.
+    pub unfinished: Vec<Unfinished>,
+}
+
+/// A point of the sweep that has no result, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unfinished {
+    /// Point id.
+    pub id: String,
+    /// Model label.
+    pub label: String,
+    /// `failed`, `running` or `pending`.
+    pub state: String,
+    /// The failure's reason (failed.json), else what the state means.
+    pub reason: String,
 }
 
 impl SweepResults {
@@ -176,16 +256,28 @@ impl SweepResults {
     pub fn read(store: &Store) -> anyhow::Result<SweepResults> {
         let mut rows = Vec::new();
         let mut curves = Vec::new();
+        let mut unfinished = Vec::new();
         for id in store.point_ids()? {
             let d = store.point(&id);
-            let Some(result) = d.read_result()? else { continue };
+            let Some(result) = d.read_result()? else {
+                let status = crate::status::point_status(&store.dir, &id);
+                let (state, reason) = match status.state {
+                    crate::status::State::Failed => {
+                        ("failed", status.failure.unwrap_or_else(|| "failed (no reason recorded)".into()))
+                    }
+                    crate::status::State::Running => ("running", "still running when the results were read".into()),
+                    _ => ("pending", "not run yet".into()),
+                };
+                unfinished.push(Unfinished { id, label: status.label, state: state.into(), reason });
+                continue;
+            };
             let point = d.read_point()?;
             let row = ResultRow::new(&point, &result.final_metrics);
             let run = rows.len();
-            curves.extend(d.read_metrics()?.iter().filter_map(|m| CurveRow::new(run, row.non_embedding_params, m)));
+            curves.extend(d.read_metrics()?.iter().filter_map(|m| CurveRow::new(run, &point, m)));
             rows.push(row);
         }
-        Ok(SweepResults { dir: store.dir.clone(), rows, curves })
+        Ok(SweepResults { dir: store.dir.clone(), rows, curves, unfinished })
     }
 
     /// Where the results table came from, as laws.json records it.

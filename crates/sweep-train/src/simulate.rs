@@ -11,6 +11,7 @@ use crate::rng;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
+use sweep_plan::config::SimulatedParams;
 use sweep_plan::Point;
 use sweep_store::{Control, FinalMetrics, MetricsRecord, Outcome, PerSource, PointDir, Trainer};
 
@@ -53,11 +54,23 @@ fn save_checkpoint(dir: &PointDir, step: u64, div: &DivergenceCheck) -> anyhow::
     Ok(())
 }
 
-/// Losses of the simulated run after `tokens` tokens: (train, general, domain).
+/// Losses of the simulated run after `tokens` tokens: (train, general, domain). N is the
+/// parameter count `[simulate] parameters` names; with `unique_tokens` set, N and D become the
+/// effective N' and D' of repeated data (Muennighoff et al. 2023).
 pub fn losses(point: &Point, tokens: f64, step: u64) -> (f64, f64, Option<f64>) {
     let sim = point.simulate.clone().unwrap_or_default();
-    let n = point.counts.non_embedding_params as f64;
+    let n = match sim.parameters {
+        SimulatedParams::NonEmbedding => point.counts.non_embedding_params as f64,
+        SimulatedParams::All => point.counts.total_params as f64,
+    };
     let r = point.mixture_ratio;
+    let law_loss = |law: &sweep_plan::LawParams, n: f64, share: f64| match point.unique_tokens {
+        Some(u) => {
+            let (n_eff, d_eff) = law.effective(n, tokens, u as f64);
+            law.loss(n_eff, d_eff, share)
+        }
+        None => law.loss(n, tokens, share),
+    };
     let stream = rng::stream_of(&point.id);
     let noise = |k: u64| (sim.noise * rng::normal(point.seed, stream, step * 4 + k)).exp();
     let mut blowup = 1.0;
@@ -67,8 +80,8 @@ pub fn losses(point: &Point, tokens: f64, step: u64) -> (f64, f64, Option<f64>) 
             blowup = (0.5 * (step - point.train.warmup_steps) as f64).exp();
         }
     }
-    let general = (general_loss(point, &sim, n, tokens) + fp_quant_term(point, &sim, n, tokens)) * noise(0) * blowup;
-    let domain = sim.domain.as_ref().map(|law| law.loss(n, tokens, r) * noise(1) * blowup);
+    let general = (general_loss(point, &sim, n, &law_loss) + fp_quant_term(point, &sim, n, tokens)) * noise(0) * blowup;
+    let domain = sim.domain.as_ref().map(|law| law_loss(law, n, r) * noise(1) * blowup);
     let train = match domain {
         Some(d) => ((1.0 - r) * general + r * d) * noise(2),
         None => general * noise(2),
@@ -78,12 +91,18 @@ pub fn losses(point: &Point, tokens: f64, step: u64) -> (f64, f64, Option<f64>) 
 
 /// The general law at N, or at Kumar et al.'s effective parameter count when `[simulate]
 /// precision` is set (P_w, P_a, P_kv: the bits of the point's weights, activations and K/V or
-/// attention inputs).
-fn general_loss(point: &Point, sim: &sweep_plan::config::SimulateSection, n: f64, tokens: f64) -> f64 {
+/// attention inputs). `law_loss` evaluates a law at (N, mixture share), with the effective N' and
+/// D' of repeated data where the point sets `unique_tokens`.
+fn general_loss(
+    point: &Point,
+    sim: &sweep_plan::config::SimulateSection,
+    n: f64,
+    law_loss: &dyn Fn(&sweep_plan::LawParams, f64, f64) -> f64,
+) -> f64 {
     use sweep_plan::config::QuantTarget;
     let r = point.mixture_ratio;
     let Some(k) = &sim.precision else {
-        return sim.general.loss(n, tokens, 1.0 - r);
+        return law_loss(&sim.general, n, 1.0 - r);
     };
     let p = &point.precision;
     let kv =
@@ -93,7 +112,7 @@ fn general_loss(point: &Point, sim: &sweep_plan::config::SimulateSection, n: f64
         * factor(p.target_bits(QuantTarget::Weights), k.gamma_w)
         * factor(p.target_bits(QuantTarget::Activations), k.gamma_a)
         * factor(p.target_bits(kv), k.gamma_kv);
-    sim.general.loss(n_eff, tokens, 1.0 - r)
+    law_loss(&sim.general, n_eff, 1.0 - r)
 }
 
 /// Sun et al.'s quantisation term when `[simulate] fp_quant` is set and the point's format has
@@ -172,6 +191,7 @@ impl Trainer for SimulateTrainer {
                     val_loss: is_eval.then_some(PerSource { general: Some(general), domain }),
                     val_bpb: None,
                     epochs: None,
+                    val_loss_u: None,
                 };
                 if control.lease_lost() {
                     return Ok(Outcome::LeaseLost);
@@ -184,6 +204,12 @@ impl Trainer for SimulateTrainer {
         }
         let (train_loss, general, domain) =
             if start_step == steps { losses(point, (steps * tokens_per_step) as f64, steps) } else { last };
-        Ok(Outcome::Finished(FinalMetrics::losses(train_loss, PerSource { general: Some(general), domain }, general)))
+        let mut metrics = FinalMetrics::losses(train_loss, PerSource { general: Some(general), domain }, general);
+        if let Some(u) = point.unique_tokens {
+            // The planned passes over the distinct tokens (the simulate trainer reads no text).
+            let epochs = (steps * tokens_per_step) as f64 / u as f64;
+            metrics.epochs = Some(PerSource { general: Some(epochs), domain: None });
+        }
+        Ok(Outcome::Finished(metrics))
     }
 }

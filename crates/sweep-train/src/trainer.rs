@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
-use sweep_data::{DataConfig, PreparedData, SourceEpochs, SourceKind};
+use sweep_data::{DataConfig, PreparedData, SourceEpochs, SourceKind, Unigram};
 use sweep_plan::Point;
 use sweep_store::{Control, FinalMetrics, MetricsRecord, Outcome, PerSource, PointDir, Trainer};
 
@@ -136,16 +136,36 @@ fn batch_tensors(
     Ok((Tensor::from_slice(inputs, (rows, context), device)?, Tensor::from_slice(targets, (rows, context), device)?))
 }
 
-/// Validation loss (nats/token) and bits per byte per source.
+/// One source's validation metrics.
+#[derive(Debug, Clone, Copy)]
+struct Evaluation {
+    /// Cross-entropy, nats per token.
+    loss: f64,
+    /// Bits per byte of text.
+    bpb: f64,
+    /// The unigram model's cross-entropy on the same tokens, nats per token.
+    unigram: f64,
+}
+
+impl Evaluation {
+    /// Unigram-normalised loss (Tao et al. 2024): cross-entropy minus the unigram model's.
+    fn loss_u(&self) -> f64 {
+        self.loss - self.unigram
+    }
+}
+
+/// Validation loss (nats/token), bits per byte and the unigram model's loss per source.
+#[allow(clippy::too_many_arguments)]
 fn evaluate(
     model: &Transformer,
     data: &PreparedData,
+    unigram: &Unigram,
     batch_size: usize,
     context: usize,
     batches: usize,
     hooks: &dyn LinearHooks,
     device: &Device,
-) -> anyhow::Result<BTreeMap<&'static str, (f64, f64)>> {
+) -> anyhow::Result<BTreeMap<&'static str, Evaluation>> {
     let mut out = BTreeMap::new();
     for kind in [SourceKind::General, SourceKind::Domain] {
         if data.source(kind).is_none() {
@@ -153,12 +173,14 @@ fn evaluate(
         }
         let val = data.validation(kind, batch_size, context)?;
         let mut total = 0.0;
+        let mut unigram_total = 0.0;
         let mut n = 0usize;
         for b in val.iter().take(batches) {
             let rows = b.rows();
             let (x, y) = batch_tensors(&b.inputs, &b.targets, rows, context, device)?;
             let loss = model.loss(&x, &y, hooks)?.to_scalar::<f32>()? as f64;
             total += loss * rows as f64;
+            unigram_total += unigram.cross_entropy(&b.targets) * rows as f64;
             n += rows;
         }
         if n == 0 {
@@ -166,7 +188,10 @@ fn evaluate(
         }
         let loss = total / n as f64;
         let bpt = data.bytes_per_token(kind).unwrap_or(f64::NAN);
-        out.insert(kind.name(), (loss, loss / std::f64::consts::LN_2 / bpt));
+        out.insert(
+            kind.name(),
+            Evaluation { loss, bpb: loss / std::f64::consts::LN_2 / bpt, unigram: unigram_total / n as f64 },
+        );
     }
     Ok(out)
 }
@@ -215,10 +240,20 @@ impl Trainer for CandleTrainer {
             sweep_data::prepare(&data_config(point)?, cfg.vocab_size, &sweep_dir.join("cache").join("data"), false)?;
         tracing::debug!(point = %dir.id, seconds = prep_start.elapsed().as_secs_f64(), "data ready");
         let rows_per_step = batch * t.grad_accum as usize;
-        let sampler = data.sampler(point.mixture_ratio, rows_per_step, context, point.seed)?;
-        for w in sampler.repetition_warnings(t.steps) {
-            tracing::warn!(point = %dir.id, "{w}");
+        let mut sampler = data.sampler(point.mixture_ratio, rows_per_step, context, point.seed)?;
+        if let Some(unique) = point.unique_tokens {
+            // Data-constrained point: repeating its distinct tokens is the design, not a warning.
+            sampler.limit_unique_tokens(unique)?;
+        } else {
+            for w in sampler.repetition_warnings(t.steps) {
+                tracing::warn!(point = %dir.id, "{w}");
+            }
         }
+        // The unigram model of exactly the tokens this point trains on, for the unigram-normalised
+        // loss (comparable across vocabularies).
+        let shard = |kind| data.source(kind).map(|s: &sweep_data::PreparedSource| &s.train);
+        let unigram =
+            Unigram::of_sampler(&sampler, shard(SourceKind::General), shard(SourceKind::Domain), cfg.vocab_size);
         let hooks = crate::precision::hooks(point)?;
         // Model and optimiser, fresh or from the newest valid checkpoint.
         let adam = AdamWConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
@@ -327,15 +362,18 @@ impl Trainer for CandleTrainer {
                     val_loss: None,
                     val_bpb: None,
                     epochs: None,
+                    val_loss_u: None,
                 };
                 if is_eval {
                     // Evaluation passes use delayed scaling's histories without recording into them.
                     hooks.set_training(false);
-                    let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device);
+                    let ev =
+                        evaluate(&model, &data, &unigram, batch, context, t.eval_batches as usize, &hooks, &device);
                     hooks.set_training(true);
                     let ev = ev?;
-                    record.val_loss = Some(per_source(&ev, |v| v.0));
-                    record.val_bpb = Some(per_source(&ev, |v| v.1));
+                    record.val_loss = Some(per_source(&ev, |v| v.loss));
+                    record.val_bpb = Some(per_source(&ev, |v| v.bpb));
+                    record.val_loss_u = Some(per_source(&ev, Evaluation::loss_u));
                     record.epochs = Some(epochs(sampler.epochs_after(step)));
                 }
                 if control.lease_lost() {
@@ -352,7 +390,7 @@ impl Trainer for CandleTrainer {
         // Final evaluation and export.
         // Evaluation passes use delayed scaling's histories without recording into them.
         hooks.set_training(false);
-        let ev = evaluate(&model, &data, batch, context, t.eval_batches as usize, &hooks, &device);
+        let ev = evaluate(&model, &data, &unigram, batch, context, t.eval_batches as usize, &hooks, &device);
         hooks.set_training(true);
         let ev = ev?;
         crate::export::export(dir, &model, &data)?;
@@ -360,11 +398,13 @@ impl Trainer for CandleTrainer {
             general: f(SourceKind::General),
             domain: f(SourceKind::Domain),
         };
-        let main = ev.get("general").or_else(|| ev.values().next()).map(|v| v.0).unwrap_or(f64::NAN);
+        let main = ev.get("general").or_else(|| ev.values().next()).map(|v| v.loss).unwrap_or(f64::NAN);
         Ok(Outcome::Finished(FinalMetrics {
             train_loss: last_train_loss,
-            val_loss: per_source(&ev, |v| v.0),
-            val_bpb: Some(per_source(&ev, |v| v.1)),
+            val_loss: per_source(&ev, |v| v.loss),
+            val_bpb: Some(per_source(&ev, |v| v.bpb)),
+            val_loss_u: Some(per_source(&ev, Evaluation::loss_u)),
+            val_loss_unigram: Some(per_source(&ev, |v| v.unigram)),
             loss: main,
             bytes_per_token: Some(by_source(&|kind| data.bytes_per_token(kind))),
             entropy_nats_per_byte: Some(by_source(&|kind| data.entropy_nats_per_byte(kind))),
@@ -374,8 +414,8 @@ impl Trainer for CandleTrainer {
     }
 }
 
-/// One of the (loss, bits per byte) pairs of [`evaluate`] per source.
-fn per_source(ev: &BTreeMap<&'static str, (f64, f64)>, pick: impl Fn(&(f64, f64)) -> f64) -> PerSource<f64> {
+/// One of the metrics of [`evaluate`] per source.
+fn per_source(ev: &BTreeMap<&'static str, Evaluation>, pick: impl Fn(&Evaluation) -> f64) -> PerSource<f64> {
     PerSource {
         general: ev.get(SourceKind::General.name()).map(&pick),
         domain: ev.get(SourceKind::Domain.name()).map(&pick),

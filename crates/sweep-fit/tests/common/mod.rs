@@ -64,6 +64,15 @@ pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
+/// The shared data directory: `$SWEEP_SHARED_DATA` when set (a checkout elsewhere), else
+/// `../shared/data` beside the repository.
+pub fn shared_data() -> std::path::PathBuf {
+    match std::env::var_os("SWEEP_SHARED_DATA") {
+        Some(dir) => dir.into(),
+        None => repo_root().join("../shared/data"),
+    }
+}
+
 /// Relative difference.
 pub fn rel(a: f64, b: f64) -> f64 {
     ((a - b) / b).abs()
