@@ -86,19 +86,23 @@ pub fn sweep_config_fit(store: &Store) -> anyhow::Result<Option<FitConfig>> {
     Ok(plan.section::<FitConfig>()?)
 }
 
-/// Fits the finished points of a sweep and writes laws.json atomically.
+/// Fits the finished points of a sweep and writes laws.json atomically, and the results table
+/// as DIR/results.csv.
 pub fn fit_sweep(store: &Store, config: &FitConfig, out: &Path) -> anyhow::Result<sweep_fit::LawsFile> {
-    let (table, curves) = results_tables(store)?;
+    let results = SweepResults::read(store)?;
+    let csv = store.dir.join("results.csv");
+    sweep_store::fsio::write_atomic(&csv, results.to_csv().as_bytes())
+        .with_context(|| format!("writing {}", csv.display()))?;
+    let (table, curves) = results_tables(store, &results)?;
     let table = sweep_fit::keep_complete_rows(table, &sweep_fit::needed_columns(config))?;
     let laws = sweep_fit::fit_all(&table, Some(&curves), config)?;
     sweep_fit::write_laws_json(out, &laws)?;
     Ok(laws)
 }
 
-/// The results table (one row per finished point) and the learning-curve table (one row per
-/// logged evaluation) of a sweep directory.
-fn results_tables(store: &Store) -> anyhow::Result<(Table, Table)> {
-    let results = SweepResults::read(store)?;
+/// The results table (one row per finished point the laws fit) and the learning-curve table
+/// (one row per logged evaluation) of a sweep directory.
+fn results_tables(store: &Store, results: &SweepResults) -> anyhow::Result<(Table, Table)> {
     if results.rows.is_empty() {
         bail!(
             "{}: no finished points to fit yet; run the sweep first (`sweep status {}` shows progress)",

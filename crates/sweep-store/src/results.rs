@@ -10,7 +10,7 @@ use sweep_plan::Point;
 
 /// One finished point: what it was and the losses it reached. A value the point does not have
 /// (exponent bits of an integer format, the domain loss of a run without a domain source) is NaN.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResultRow {
     /// `N`: non-embedding parameters.
     pub non_embedding_params: f64,
@@ -18,8 +18,12 @@ pub struct ResultRow {
     pub total_params: f64,
     /// `N_emb`: embedding parameters.
     pub embedding_params: f64,
-    /// `D`: training tokens.
+    /// `D`: training tokens the model has seen (a staged point's parent's included).
     pub tokens: f64,
+    /// `D_stage`: training tokens of the point's own stage (`D` without a parent).
+    pub stage_tokens: f64,
+    /// `D_parent`: training tokens the model had seen when the point started (0 without a parent).
+    pub parent_tokens: f64,
     /// `C`: training compute 6ND.
     pub compute: f64,
     /// `r`: fraction of training tokens from the domain source.
@@ -48,6 +52,12 @@ pub struct ResultRow {
     pub loss_domain: f64,
     /// `loss_bpb`: final validation bits per byte on the general source.
     pub loss_bpb: f64,
+    /// The point's id (not a numeric column).
+    pub id: String,
+    /// The point's stage (`cpt`, `cooldown`, `base`, `stable`; empty without stages).
+    pub stage: String,
+    /// The id of the point it started from (empty without a parent).
+    pub parent: String,
 }
 
 impl ResultRow {
@@ -61,6 +71,8 @@ impl ResultRow {
             total_params: point.counts.total_params as f64,
             embedding_params: point.counts.embedding_params as f64,
             tokens: point.tokens as f64,
+            stage_tokens: point.own_tokens() as f64,
+            parent_tokens: point.start_tokens() as f64,
             compute: point.flops.six_nd,
             mixture_ratio: point.mixture_ratio,
             vocab_size: point.model.vocab_size as f64,
@@ -75,16 +87,21 @@ impl ResultRow {
             loss_general: or_nan(metrics.val_loss.general),
             loss_domain: or_nan(metrics.val_loss.domain),
             loss_bpb: or_nan(metrics.val_bpb.and_then(|b| b.general)),
+            id: point.id.clone(),
+            stage: point.stage_name().to_string(),
+            parent: point.parent().map(|b| b.id.clone()).unwrap_or_default(),
         }
     }
 
     /// The row's columns by their documented names.
-    pub fn columns(&self) -> [(&'static str, f64); 18] {
+    pub fn columns(&self) -> [(&'static str, f64); 20] {
         [
             ("N", self.non_embedding_params),
             ("N_total", self.total_params),
             ("N_emb", self.embedding_params),
             ("D", self.tokens),
+            ("D_stage", self.stage_tokens),
+            ("D_parent", self.parent_tokens),
             ("C", self.compute),
             ("r", self.mixture_ratio),
             ("V", self.vocab_size),
@@ -143,8 +160,11 @@ impl CurveRow {
 pub struct SweepResults {
     /// The sweep directory.
     pub dir: PathBuf,
-    /// One row per finished point, in plan order.
+    /// One row per finished point the laws fit, in plan order.
     pub rows: Vec<ResultRow>,
+    /// One row per finished point that exists to be branched from (a CPT base, a WSD stable
+    /// phase: not a model the laws describe), in plan order.
+    pub parents: Vec<ResultRow>,
     /// One row per evaluation of a finished point, in plan order then step order.
     pub curves: Vec<CurveRow>,
 }
@@ -153,17 +173,36 @@ impl SweepResults {
     /// Reads every finished point (one with a result.json) of the sweep.
     pub fn read(store: &Store) -> anyhow::Result<SweepResults> {
         let mut rows = Vec::new();
+        let mut parents = Vec::new();
         let mut curves = Vec::new();
         for id in store.point_ids()? {
             let d = store.point(&id);
             let Some(result) = d.read_result()? else { continue };
             let point = d.read_point()?;
             let row = ResultRow::new(&point, &result.final_metrics);
+            if !point.is_fitted() {
+                parents.push(row);
+                continue;
+            }
             let run = rows.len();
             curves.extend(d.read_metrics()?.iter().filter_map(|m| CurveRow::new(run, row.non_embedding_params, m)));
             rows.push(row);
         }
-        Ok(SweepResults { dir: store.dir.clone(), rows, curves })
+        Ok(SweepResults { dir: store.dir.clone(), rows, parents, curves })
+    }
+
+    /// The results table as CSV: `id`, `stage`, `parent`, `fitted` (1 for the rows the laws
+    /// fit, 0 for parents), then the numeric columns by their documented names; parents last.
+    pub fn to_csv(&self) -> String {
+        let names: Vec<&str> = ResultRow::default().columns().iter().map(|(n, _)| *n).collect();
+        let mut out = format!("id,stage,parent,fitted,{}\n", names.join(","));
+        let lines = self.rows.iter().map(|r| (r, 1)).chain(self.parents.iter().map(|r| (r, 0)));
+        for (row, fitted) in lines {
+            let values: Vec<String> =
+                row.columns().iter().map(|(_, v)| if v.is_nan() { String::new() } else { v.to_string() }).collect();
+            out.push_str(&format!("{},{},{},{fitted},{}\n", row.id, row.stage, row.parent, values.join(",")));
+        }
+        out
     }
 
     /// Where the results table came from, as laws.json records it.
