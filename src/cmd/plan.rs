@@ -101,7 +101,8 @@ fn staged_table(plan: &Plan) -> String {
             fmt::duration(p.runtime.estimated_seconds),
         ]);
         let kids = children(Some(&p.id));
-        let indent = if prefix.is_empty() { String::new() } else { prefix.replace("└ ", "  ").replace("├ ", "│ ") };
+        let indent =
+            if prefix.is_empty() { String::new() } else { prefix.replace("└ ", "  ").replace("├ ", "│ ") };
         for (i, c) in kids.iter().enumerate().rev() {
             let mark = if i + 1 == kids.len() { "└ " } else { "├ " };
             stack.push((c, format!("{indent}{mark}")));
@@ -117,7 +118,14 @@ fn staged_table(plan: &Plan) -> String {
     let alone_tokens: f64 = fitted.iter().map(|p| p.tokens as f64).sum();
     let mut total = vec![format!("total ({} points)", plan.points.len())];
     total.extend(std::iter::repeat_n(String::new(), 5));
-    total.extend([fmt::si(own_tokens), String::new(), String::new(), fmt::sci(own6), fmt::sci(ownc), fmt::duration(secs)]);
+    total.extend([
+        fmt::si(own_tokens),
+        String::new(),
+        String::new(),
+        fmt::sci(own6),
+        fmt::sci(ownc),
+        fmt::duration(secs),
+    ]);
     t.row(total);
     let mut out = format!(
         "sweep {:?}: {} points ({} fitted, {} parents), trainer {:?}, device {}\n",

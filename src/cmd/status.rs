@@ -25,7 +25,8 @@ pub fn run(a: StatusArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let c = &s.counts;
-    let waiting = if c.waiting > 0 { format!(" ({} waiting for a parent's checkpoint)", c.waiting) } else { String::new() };
+    let waiting =
+        if c.waiting > 0 { format!(" ({} waiting for a parent's checkpoint)", c.waiting) } else { String::new() };
     println!(
         "sweep {:?} in {}: {} points: {} done, {} running, {} pending{waiting}, {} failed",
         s.name,

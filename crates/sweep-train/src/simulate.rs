@@ -69,7 +69,10 @@ fn load_checkpoint(dir: &PointDir) -> Option<State> {
 fn load_parent_checkpoint(dir: &PointDir, point: &Point) -> anyhow::Result<Option<State>> {
     let Some(b) = point.parent() else { return Ok(None) };
     let path = dir.sibling(&b.id).checkpoint_at(b.step).with_context(|| {
-        format!("the parent {}'s checkpoint at step {} does not exist (the worker should have waited for it)", b.id, b.step)
+        format!(
+            "the parent {}'s checkpoint at step {} does not exist (the worker should have waited for it)",
+            b.id, b.step
+        )
     })?;
     match read_state(&path) {
         Some(s) if s.verifies(b.step) => Ok(Some(s)),

@@ -141,7 +141,10 @@ fn load_parent_checkpoint(
     let Some(b) = point.parent() else { return Ok(None) };
     let parent = dir.sibling(&b.id);
     let path = parent.checkpoint_at(b.step).with_context(|| {
-        format!("the parent {}'s checkpoint at step {} does not exist (the worker should have waited for it)", b.id, b.step)
+        format!(
+            "the parent {}'s checkpoint at step {} does not exist (the worker should have waited for it)",
+            b.id, b.step
+        )
     })?;
     let (state, tensors) = read_checkpoint(b.step, &path, device)
         .with_context(|| format!("the parent {}'s checkpoint at step {} is unusable", b.id, b.step))?;
