@@ -185,7 +185,8 @@ fn kill_repeatedly(cfg: &Path, out: &Path, name: &str) -> usize {
     assert!(run(sweep().arg("init").arg(cfg).arg("--out").arg(out)).status.success());
     let sweep_dir = out.join(name);
     let mut rng = TestRng::from_env();
-    let (mut kills, mut mid_write) = (0, 0);
+    let mut kills = 0;
+    let mut torn = std::collections::BTreeSet::new();
     let started = Instant::now();
     while kills < 14 && started.elapsed() < Duration::from_secs(50) {
         let spawn = |args: &[&str], target: &Path| {
@@ -207,13 +208,14 @@ fn kill_repeatedly(cfg: &Path, out: &Path, name: &str) -> usize {
         kills += 1;
         // A checkpoint directory being written when the kill came is left as a hidden temporary.
         for e in std::fs::read_dir(sweep_dir.join("points")).unwrap() {
-            let ckpt = e.unwrap().path().join("ckpt");
-            let torn = std::fs::read_dir(&ckpt)
-                .map(|r| r.flatten().filter(|f| f.file_name().to_string_lossy().starts_with('.')).count());
-            mid_write += torn.unwrap_or(0);
+            for f in std::fs::read_dir(e.unwrap().path().join("ckpt")).into_iter().flatten().flatten() {
+                if f.file_name().to_string_lossy().starts_with('.') {
+                    torn.insert(f.path());
+                }
+            }
         }
     }
-    eprintln!("{name}: {kills} kills, {mid_write} of them left a checkpoint half-written");
+    eprintln!("{name}: {kills} kills; {} checkpoint(s) were being written when a kill came", torn.len());
     // --workers children stopped by their parent's death may still be finishing their stop.
     std::thread::sleep(Duration::from_millis(300));
     let out_run = run(sweep().args(["run"]).arg(cfg).arg("--out").arg(out));
