@@ -29,9 +29,10 @@ pub struct SimulateTrainer;
 struct State {
     step: u64,
     divergence: DivergenceCheck,
-    /// The averaged relative learning rate m of `[simulate] anneal` (absent without it).
+    /// The bits of the averaged relative learning rate m of `[simulate] anneal` (absent without
+    /// it): bits, so that it reads back exactly whatever serde_json's float parsing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    anneal: Option<f64>,
+    anneal: Option<u64>,
     checksum: String,
 }
 
@@ -42,11 +43,16 @@ impl State {
             text.push_str(&format!(":{}", m.to_bits()));
         }
         let checksum = sweep_plan::point::sha256_hex(&text)[..16].to_string();
-        State { step, divergence: divergence.clone(), anneal, checksum }
+        State { step, divergence: divergence.clone(), anneal: anneal.map(f64::to_bits), checksum }
+    }
+
+    /// m of `[simulate] anneal`, if the state has it.
+    fn m(&self) -> Option<f64> {
+        self.anneal.map(f64::from_bits)
     }
 
     fn verifies(&self, step: u64) -> bool {
-        self.step == step && self.checksum == State::new(self.step, &self.divergence, self.anneal).checksum
+        self.step == step && self.checksum == State::new(self.step, &self.divergence, self.m()).checksum
     }
 }
 
@@ -130,18 +136,20 @@ impl Trainer for SimulateTrainer {
         let (mut step, mut div, m0) = match load_checkpoint(dir) {
             Some(s) => {
                 dir.truncate_metrics(s.step).context("rewriting metrics.jsonl to the checkpoint")?;
-                (s.step, s.divergence, s.anneal)
+                let m = s.m();
+                (s.step, s.divergence, m)
             }
             None => match load_parent_checkpoint(dir, point)? {
                 Some(s) => {
                     let b = point.parent().expect("a parent checkpoint has a parent");
                     dir.truncate_metrics(s.step).context("starting metrics.jsonl")?;
                     tracing::info!(point = %dir.id, parent = %b.id, step = b.step, "started from the parent's checkpoint");
+                    let m = s.m();
                     let div = match b.data {
                         sweep_plan::StageData::Continue => s.divergence,
                         sweep_plan::StageData::Switch => DivergenceCheck::new(t.diverge_factor),
                     };
-                    (s.step, div, s.anneal)
+                    (s.step, div, m)
                 }
                 None => {
                     dir.truncate_metrics(0).context("starting metrics.jsonl")?;
@@ -225,5 +233,89 @@ impl Trainer for SimulateTrainer {
             last
         };
         Ok(Outcome::Finished(FinalMetrics::losses(train_loss, PerSource { general: Some(general), domain }, general)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    /// 128 tokens per step, one budget of 200 steps as a WSD branch off a stable run, no noise;
+    /// `anneal` is a line of [simulate].
+    fn plan(shape: &str, cooldown_fraction: f64, anneal: &str) -> Vec<Point> {
+        let text = format!(
+            "[sweep]\nname = \"s\"\ntrainer = \"simulate\"\n[grid]\nmodel = \"micro\"\ntokens = 25600\n[model]\ncontext = 32\n\
+             [train]\nbatch_size = 4\nschedule = \"wsd\"\nwarmup_steps = 0\nmin_lr_ratio = 0.0\ncooldown_fraction = {cooldown_fraction}\n\
+             cooldown_shape = \"{shape}\"\nlog_every = 50\ncheckpoint_every = 1000\n[stages]\ntype = \"wsd\"\n\
+             [simulate]\nnoise = 0.0\n{anneal}\n"
+        );
+        sweep_plan::plan_text(Path::new("s.toml"), &text, None).unwrap().points
+    }
+
+    /// Trains the points (parents first) in a fresh sweep directory; final general losses by id.
+    fn train(points: &[Point], name: &str) -> HashMap<String, f64> {
+        let dir = std::env::temp_dir().join(format!("sweep-simulate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut out = HashMap::new();
+        for p in points {
+            let pd = PointDir::new(&dir, &p.id);
+            std::fs::create_dir_all(&pd.path).unwrap();
+            match SimulateTrainer.train(p, &pd, &Control::default()).unwrap() {
+                Outcome::Finished(m) => out.insert(p.id.clone(), m.loss),
+                other => panic!("{other:?}"),
+            };
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    }
+
+    fn law(p: &Point, tokens: u64) -> f64 {
+        p.simulate.as_ref().unwrap().general.loss(p.n(), tokens as f64, 1.0)
+    }
+
+    #[test]
+    fn a_branch_loses_the_law_at_its_total_tokens() {
+        let points = plan("1-sqrt", 0.2, "");
+        let losses = train(&points, "law");
+        let (trunk, branch) = (&points[0], &points[1]);
+        assert_eq!((trunk.end_step(), branch.start_step(), branch.end_step()), (160, 160, 200));
+        assert_eq!(losses[&trunk.id], law(trunk, 160 * 128));
+        assert_eq!(losses[&branch.id], law(branch, 200 * 128), "the branch's loss is the law's at its total tokens");
+    }
+
+    #[test]
+    fn the_learning_rate_term_follows_its_stated_law() {
+        // m is the learning rate relative to its peak, averaged with weight 1 - a per step,
+        // a = exp(-128 / 1280): at the peak from step 0 (m = 0), m = 1 - a^t.
+        let anneal = "anneal = { loss = 0.5, tokens = 1280 }";
+        let a = (-0.1f64).exp();
+        let residual = |shape: &str, fraction: f64| {
+            let points = plan(shape, fraction, anneal);
+            let losses = train(&points, &format!("{shape}-{fraction}"));
+            let (trunk, branch) = (&points[0], &points[1]);
+            let stable = trunk.end_step() as i32;
+            let m_trunk = (losses[&trunk.id] - law(trunk, trunk.tokens)) / 0.5;
+            assert!(
+                (m_trunk - (1.0 - a.powi(stable))).abs() < 1e-12,
+                "{shape}: m {m_trunk} after {stable} steps at the peak"
+            );
+            (losses[&branch.id] - law(branch, branch.tokens)) / 0.5
+        };
+        // A cooldown of c = 40 steps to zero after 160 steps at the peak, averaged over about
+        // tau = 10 steps. Reference values: the same recursion (m += (lr / peak - m) (1 - a) per
+        // step, lr of step j of the cooldown at t = (j + 1) / c) in a few lines of Python. m lags
+        // the learning rate by about tau times its slope at the end: 1 - sqrt, which ends at half
+        // the slope of linear, keeps least of the term; cosine, flat at the end, is in between.
+        for (shape, fraction, expected) in [
+            ("1-sqrt", 0.2, 0.143340542762252),
+            ("linear", 0.2, 0.23335451719985456),
+            ("cosine", 0.2, 0.18485376281874796),
+            ("linear", 0.4, 0.1188142761232699), // a longer cooldown leaves less
+        ] {
+            let m = residual(shape, fraction);
+            assert!((m - expected).abs() < 1e-9, "{shape} over {fraction} of the steps: m = {m}, expected {expected}");
+        }
     }
 }
