@@ -288,24 +288,26 @@ fn results_table_records_stage_parent_and_the_tokens_of_each_stage() {
     let out = run(sweep().arg("run").arg(&cfg).arg("--out").arg(&dir));
     assert!(out.status.success(), "{}", text(&out));
     let sweep_dir = dir.join("cpt");
-    let csv = std::fs::read_to_string(sweep_dir.join("results.csv")).unwrap();
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name}"));
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), 10);
-    let (fitted, parents): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r[col("fitted")] == "1");
+    let read = |name: &str| -> (Vec<String>, Vec<Vec<String>>) {
+        let text = std::fs::read_to_string(sweep_dir.join(name)).unwrap();
+        let mut lines = text.lines().map(|l| l.split(',').map(String::from).collect::<Vec<_>>());
+        (lines.next().unwrap(), lines.collect())
+    };
+    let (header, fitted) = read("results.csv");
+    let (parents_header, parents) = read("parents.csv");
+    assert_eq!(header, parents_header);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
     assert_eq!((fitted.len(), parents.len()), (8, 2));
     for r in &fitted {
         assert_eq!(r[col("stage")], "cpt");
         let parent = parents.iter().find(|p| p[col("id")] == r[col("parent")]).expect("the parent's row");
         assert_eq!(parent[col("stage")], "base");
-        let num = |row: &Vec<&str>, c: &str| row[col(c)].parse::<f64>().unwrap();
+        let num = |row: &Vec<String>, c: &str| row[col(c)].parse::<f64>().unwrap();
         assert_eq!(num(r, "D_parent"), num(parent, "D"), "the branch starts from its parent's end");
         assert_eq!(num(r, "D"), num(r, "D_parent") + num(r, "D_stage"));
         assert!([6400.0, 12800.0].contains(&num(r, "D_stage")));
         let result: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(sweep_dir.join("points").join(r[col("id")]).join("result.json")).unwrap(),
+            &std::fs::read(sweep_dir.join("points").join(&r[col("id")]).join("result.json")).unwrap(),
         )
         .unwrap();
         assert_eq!(result["stage"], "cpt");
@@ -318,6 +320,18 @@ fn results_table_records_stage_parent_and_the_tokens_of_each_stage() {
     let law = &laws["laws"][0];
     assert_eq!(law["name"], "chinchilla");
     assert_eq!(law["fit"]["n_points"], 8, "{law}");
+    // results.csv is that table: fitted again from the CSV, the same law comes out.
+    let again = dir.join("again.json");
+    let out = run(sweep()
+        .args(["fit", "--csv"])
+        .arg(sweep_dir.join("results.csv"))
+        .args(["--law", "chinchilla", "--map", "D=D_stage", "--bootstrap", "0", "--out"])
+        .arg(&again));
+    assert!(out.status.success(), "{}", text(&out));
+    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(&again).unwrap()).unwrap();
+    for p in ["E", "A", "B", "alpha", "beta"] {
+        assert_eq!(again["laws"][0]["params"][p]["estimate"], law["params"][p]["estimate"], "{p}");
+    }
 }
 
 #[test]

@@ -86,13 +86,19 @@ pub fn sweep_config_fit(store: &Store) -> anyhow::Result<Option<FitConfig>> {
     Ok(plan.section::<FitConfig>()?)
 }
 
-/// Fits the finished points of a sweep and writes laws.json atomically, and the results table
-/// as DIR/results.csv.
+/// Fits the finished points of a sweep and writes laws.json atomically, the results table as
+/// DIR/results.csv, and the finished parents of a staged sweep (not fitted) as DIR/parents.csv.
 pub fn fit_sweep(store: &Store, config: &FitConfig, out: &Path) -> anyhow::Result<sweep_fit::LawsFile> {
     let results = SweepResults::read(store)?;
-    let csv = store.dir.join("results.csv");
-    sweep_store::fsio::write_atomic(&csv, results.to_csv().as_bytes())
-        .with_context(|| format!("writing {}", csv.display()))?;
+    let mut tables = vec![("results.csv", &results.rows)];
+    if !results.parents.is_empty() {
+        tables.push(("parents.csv", &results.parents));
+    }
+    for (name, rows) in tables {
+        let path = store.dir.join(name);
+        sweep_store::fsio::write_atomic(&path, SweepResults::csv(rows).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let (table, curves) = results_tables(store, &results)?;
     let table = sweep_fit::keep_complete_rows(table, &sweep_fit::needed_columns(config))?;
     let laws = sweep_fit::fit_all(&table, Some(&curves), config)?;

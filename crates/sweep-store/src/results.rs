@@ -191,16 +191,16 @@ impl SweepResults {
         Ok(SweepResults { dir: store.dir.clone(), rows, parents, curves })
     }
 
-    /// The results table as CSV: `id`, `stage`, `parent`, `fitted` (1 for the rows the laws
-    /// fit, 0 for parents), then the numeric columns by their documented names; parents last.
-    pub fn to_csv(&self) -> String {
+    /// Rows as CSV: `id`, `stage`, `parent`, then the numeric columns by their documented names
+    /// (a NaN is an empty cell). Of [`SweepResults::rows`] it is the table the laws are fitted
+    /// to, which `sweep fit --csv` reads back.
+    pub fn csv(rows: &[ResultRow]) -> String {
         let names: Vec<&str> = ResultRow::default().columns().iter().map(|(n, _)| *n).collect();
-        let mut out = format!("id,stage,parent,fitted,{}\n", names.join(","));
-        let lines = self.rows.iter().map(|r| (r, 1)).chain(self.parents.iter().map(|r| (r, 0)));
-        for (row, fitted) in lines {
+        let mut out = format!("id,stage,parent,{}\n", names.join(","));
+        for row in rows {
             let values: Vec<String> =
                 row.columns().iter().map(|(_, v)| if v.is_nan() { String::new() } else { v.to_string() }).collect();
-            out.push_str(&format!("{},{},{},{fitted},{}\n", row.id, row.stage, row.parent, values.join(",")));
+            out.push_str(&format!("{},{},{},{}\n", row.id, row.stage, row.parent, values.join(",")));
         }
         out
     }
