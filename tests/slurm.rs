@@ -1,8 +1,9 @@
 //! `sweep slurm` on a real single-node Slurm (scripts/slurm-local.sh starts one; .ci/run does):
 //! a job array completes every point exactly once with the results of a local run and the
 //! dependent job fits the laws; a task that gets SIGUSR1 (Slurm's warning before a time limit)
-//! checkpoints, requeues itself and resumes, with results equal to an uninterrupted run.
-//! Without Slurm those two say so and pass, except under CI=true, where they fail. A third test
+//! checkpoints, requeues itself and resumes, with results equal to an uninterrupted run; a
+//! staged (WSD) sweep's array runs every point once, branches after their stable runs' checkpoints.
+//! Without Slurm those three say so and pass, except under CI=true, where they fail. A fourth test
 //! needs no Slurm: without --submit the scripts are written (valid bash), and bad options are
 //! refused before anything is written.
 
@@ -245,4 +246,42 @@ fn without_submit_the_scripts_are_written_and_bad_options_refused() {
     }
     assert!(!sweep_dir.join("slurm/submissions.jsonl").exists(), "nothing was submitted");
     assert_eq!(completions(&sweep_dir).len(), 0);
+}
+
+#[test]
+fn a_job_array_runs_a_staged_sweep_once_children_after_their_parents() {
+    if !slurm_up("a_job_array_runs_a_staged_sweep_once_children_after_their_parents") {
+        return;
+    }
+    // Three stable runs and six WSD cooldown branches, one task per point and two more: tasks
+    // that find only branches whose stable run is being trained wait for its checkpoints; the
+    // extra tasks find nothing left and exit cleanly.
+    let dir = scratch("slurm-staged");
+    let cfg = write_config(
+        &dir,
+        "s.toml",
+        &config("staged", 1.0).replace(
+                "checkpoint_every = 20",
+                "checkpoint_every = 20\nschedule = \"wsd\"\nwarmup_steps = 2\ncooldown_fraction = 0.2\n[stages]\ntype = \"wsd\"",
+            ),
+    );
+    let out =
+        run(sweep().arg("slurm").arg(&cfg).arg("--out").arg(dir.join("slurm")).args(["--tasks", "11", "--submit"]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("6 of them wait for a parent's checkpoint"), "{}", text(&out));
+    let sweep_dir = dir.join("slurm").join("staged");
+    let (array, fit) = submitted(&sweep_dir);
+    wait_for_jobs(&[&array, &fit.expect("a fit job")], Duration::from_secs(300));
+    let done = completions(&sweep_dir);
+    assert_eq!(done.len(), 9, "{done:?}");
+    assert!(done.values().all(|&n| n == 1), "a point ran twice: {done:?}");
+    assert_eq!(results(&sweep_dir), local_results(&dir, &cfg, "staged"), "the array's results differ from a local run");
+    for (id, _) in results(&sweep_dir) {
+        assert_eq!(
+            metrics(&sweep_dir.join("points").join(&id)),
+            metrics(&dir.join("local/staged/points").join(&id)),
+            "metrics of {id} differ"
+        );
+    }
+    assert!(sweep_dir.join("laws.json").exists(), "the fit job wrote no laws.json");
 }

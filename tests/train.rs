@@ -1,6 +1,7 @@
-//! The candle trainer end to end through the `sweep` binary: the D-CPT smoke study, resume after
-//! SIGKILL equal to an uninterrupted run, learning towards the known entropy, and loss ordering
-//! by training precision.
+//! The candle trainer end to end through the `sweep` binary: the D-CPT smoke study (continual
+//! pre-training from shared bases), resume after SIGKILL equal to an uninterrupted run, WSD
+//! cooldown branches equal to independent WSD runs bit for bit, learning towards the known
+//! entropy, and loss ordering by training precision.
 
 mod common;
 use common::*;
@@ -22,8 +23,11 @@ fn dcpt_smoke_profile_runs_and_fits_both_laws() {
     let out = run(sweep().args(["run", "--profile", "smoke"]).arg(&cfg).arg("--out").arg(&dir));
     assert!(out.status.success(), "{}", text(&out));
     let sweep_dir = dir.join("dcpt");
-    let rs = final_of(&sweep_dir);
-    assert_eq!(rs.len(), 20);
+    let all = final_of(&sweep_dir);
+    assert_eq!(all.len(), 22, "two bases and twenty continuations");
+    let (rs, bases): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r["stage"] == "cpt");
+    assert_eq!(bases.len(), 2);
+    assert!(bases.iter().all(|b| b["stage"] == "base" && b["mixture_ratio"] == 0.0));
     for id in results(&sweep_dir).keys() {
         let p = sweep_dir.join("points").join(id);
         for f in ["model.safetensors", "config.json", "metrics.jsonl", "point.json"] {
@@ -34,7 +38,7 @@ fn dcpt_smoke_profile_runs_and_fits_both_laws() {
     }
     // The mixture does what a mixture does: more domain data, lower domain loss and higher
     // general loss (r = 1 against r = 0, same model and tokens).
-    let key = |r: &serde_json::Value| (r["label"].as_str().unwrap().to_string(), r["tokens"].as_u64().unwrap());
+    let key = |r: &serde_json::Value| (r["label"].as_str().unwrap().to_string(), r["stage_tokens"].as_u64().unwrap());
     let mut by: BTreeMap<(String, u64), BTreeMap<String, &serde_json::Value>> = BTreeMap::new();
     for r in &rs {
         by.entry(key(r)).or_default().insert(r["mixture_ratio"].to_string(), r);
@@ -50,9 +54,26 @@ fn dcpt_smoke_profile_runs_and_fits_both_laws() {
         let tiny = val(by[&("tiny".to_string(), t)]["0.0"], "general");
         assert!(tiny < micro, "tokens {t}: tiny {tiny} is not below micro {micro}");
     }
+    // Continual pre-training continues the base: each continuation starts where its base ended,
+    // and going on with the general corpus alone (r = 0) lowers the base's general loss.
+    for r in &rs {
+        let base = bases.iter().find(|b| b["id"] == r["parent"]).expect("the parent's result");
+        assert_eq!(
+            r["tokens"].as_u64().unwrap(),
+            base["tokens"].as_u64().unwrap() + r["stage_tokens"].as_u64().unwrap()
+        );
+        let first = metrics(&sweep_dir.join("points").join(r["id"].as_str().unwrap()))[0]["step"].as_u64().unwrap();
+        let branch = base["steps"].as_u64().unwrap();
+        assert!(first > branch && first <= branch + 10, "first logged step {first}, branch at {branch}");
+        if r["mixture_ratio"] == 0.0 {
+            assert!(val(r, "general") < val(base, "general"), "r = 0 did not improve on its base: {r} {base}");
+        }
+    }
     let laws: serde_json::Value = serde_json::from_slice(&std::fs::read(sweep_dir.join("laws.json")).unwrap()).unwrap();
     let names: Vec<&str> = laws["laws"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"dcpt_general") && names.contains(&"dcpt_domain"), "{names:?}");
+    // Fitted to the twenty continuations, D their CPT tokens.
+    assert!(laws["laws"].as_array().unwrap().iter().all(|l| l["fit"]["n_points"] == 20), "{laws}");
 }
 
 const RESUME: &str = r#"
@@ -63,7 +84,7 @@ seed = 5
 [grid]
 model = ["micro", "tiny"]
 tokens = [6e4]
-mixture_ratio = [0.3]
+mixture_ratio = [0.37]
 precision = ["fp32", "e4m3"]
 [model]
 context = 32
@@ -296,4 +317,99 @@ fn corrupt_checkpoint_is_detected_and_the_previous_one_used() {
         results(&reference.join("cresume")),
         "resuming from the previous checkpoint changed the result"
     );
+}
+
+const WSD: &str = r#"
+[sweep]
+name = "cwsd"
+trainer = "candle"
+seed = 5
+[grid]
+model = ["tiny"]
+tokens = [25600, 51200]
+mixture_ratio = [0.37]
+precision = ["e4m3"]
+[model]
+context = 32
+vocab_size = 256
+[train]
+batch_size = 8
+schedule = "wsd"
+warmup_steps = 10
+cooldown_fraction = 0.2
+log_every = 10
+eval_every = 20
+eval_batches = 2
+checkpoint_every = 30
+[stages]
+type = "wsd"
+[precision]
+rounding = "stochastic"
+[data]
+general = { type = "builtin", language = "prose" }
+domain = { type = "builtin", language = "code" }
+tokenizer = "byte"
+builtin_bytes = 400_000
+[profiles.independent]
+stages = { type = "none" }
+"#;
+
+#[test]
+fn wsd_branches_killed_at_random_moments_equal_independent_wsd_runs_bit_for_bit() {
+    // Each cooldown branch starts from the stable run's checkpoint (weights, AdamW moments,
+    // data position, stochastic-rounding counters) and continues its data stream: its model is
+    // the independent WSD run's of the same budget, bit for bit, even when every process was
+    // killed at random moments along the way.
+    let dir = scratch("train-wsd");
+    let cfg = write_config(&dir, "w.toml", WSD);
+    let independent = dir.join("independent");
+    let out = run(sweep().args(["run", "--profile", "independent"]).arg(&cfg).arg("--out").arg(&independent));
+    assert!(out.status.success(), "{}", text(&out));
+    let killed = dir.join("killed");
+    let mut rng = TestRng::from_env();
+    let mut kills = 0;
+    let start = Instant::now();
+    while kills < 8 && start.elapsed() < Duration::from_secs(120) {
+        let mut child = sweep()
+            .args(["run", "--no-progress"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&killed)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.range(150, 1000)));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills >= 2, "finished before it could be killed");
+    let out = run(sweep().arg("run").arg(&cfg).arg("--out").arg(&killed));
+    assert!(out.status.success(), "{}", text(&out));
+    let (staged, alone) = (killed.join("cwsd"), independent.join("cwsd"));
+    let staged_results = results(&staged);
+    let alone_results = results(&alone);
+    assert_eq!((staged_results.len(), alone_results.len()), (3, 2), "a stable run and two branches");
+    for (id, r) in &alone_results {
+        let (branch, b) = staged_results
+            .iter()
+            .find(|(_, b)| b["tokens"] == r["tokens"] && b["stage"] == "cooldown")
+            .expect("a branch per budget");
+        assert_eq!(b["final"], r["final"], "final metrics of the branch {branch} and the run {id}");
+        let wa = std::fs::read(staged.join("points").join(branch).join("model.safetensors")).unwrap();
+        let wb = std::fs::read(alone.join("points").join(id).join("model.safetensors")).unwrap();
+        assert!(wa == wb, "weights of the branch {branch} differ from the independent run {id}");
+        let mb = metrics(&staged.join("points").join(branch));
+        let first = mb[0]["step"].as_u64().unwrap();
+        let tail: Vec<_> = metrics(&alone.join("points").join(id))
+            .into_iter()
+            .filter(|m| m["step"].as_u64().unwrap() >= first)
+            .collect();
+        assert_eq!(mb, tail, "the branch's metrics are the independent run's after the branch");
+    }
+    assert!(completions(&staged).values().all(|&n| n == 1));
 }

@@ -102,9 +102,19 @@ pub fn sweep_config_fit(store: &Store) -> anyhow::Result<Option<FitConfig>> {
 
 /// Fits the finished points of a sweep and writes laws.json atomically: every configured law,
 /// fitted or with its error, and the points left out (failed, running, not run). Each law leaves
-/// out the rows that lack a value it reads.
+/// out the rows that lack a value it reads. Also writes the results table as DIR/results.csv,
+/// and the finished parents of a staged sweep (not fitted) as DIR/parents.csv.
 pub fn fit_sweep(store: &Store, config: &FitConfig, out: &Path) -> anyhow::Result<sweep_fit::LawsFile> {
     let results = SweepResults::read(store)?;
+    let mut tables = vec![("results.csv", &results.rows)];
+    if !results.parents.is_empty() {
+        tables.push(("parents.csv", &results.parents));
+    }
+    for (name, rows) in tables {
+        let path = store.dir.join(name);
+        sweep_store::fsio::write_atomic(&path, SweepResults::csv(rows).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let mut laws = if results.rows.is_empty() {
         let why = format!(
             "{}: no finished points to fit yet; run the sweep first (`sweep status {}` shows progress)",

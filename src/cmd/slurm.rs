@@ -124,6 +124,12 @@ pub fn run(a: SlurmArgs) -> anyhow::Result<u8> {
     let with_fit = !a.slurm.no_fit && plan.config.fit.is_some();
     let scripts = slurm::write_scripts(&o, &inputs, with_fit)?;
     println!("{}: {} point(s) left of {}; {tasks} array task(s)", dir.display(), left, c.total);
+    if c.waiting > 0 {
+        println!(
+            "{} of them wait for a parent's checkpoint: a task that finds only such points waits while their parent is being trained (the checkpoint is on the way) and exits otherwise",
+            c.waiting
+        );
+    }
     if !a.slurm.submit {
         println!(
             "wrote {}{}",

@@ -76,7 +76,7 @@ pub use error::DataError;
 pub use hub::HubSettings;
 pub use language::{Automaton, AutomatonBuilder, EntropyRate, Language, TextLoss};
 pub use prepare::{prepare, prepare_with, PrepareOptions, PreparedData, PreparedSource, SourceStats, SplitStats};
-pub use sampler::{Batch, MixtureSampler, SourceEpochs, ValidationSet};
+pub use sampler::{Batch, MixtureSampler, SourceEpochs, SourceRows, ValidationSet};
 pub use shard::{TokenShard, TokenWidth};
 pub use source::{SkipReport, SourceKind};
 pub use tokenizer::{TextTokenizer, END_OF_TEXT, MIN_BPE_VOCAB};

@@ -9,6 +9,10 @@
 //! M windows and `perm_e` is a keyed pseudo-random permutation. Everything is a closed-form
 //! function of (seed, step), so resuming at step k needs only k, and the batch is the same
 //! however many workers build it or in which order.
+//!
+//! A later stage of the same model (continual pre-training on a new mixture) reads on where the
+//! earlier stages stopped: [`MixtureSampler::after_rows`] offsets each source's row count by the
+//! rows already read of it, so its k-th row of a source is that source's row `offset + k`.
 
 use std::ops::Range;
 
@@ -69,6 +73,15 @@ pub struct SourceEpochs {
     pub domain: f64,
 }
 
+/// Rows read of each source: where a model stands in its training data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRows {
+    /// Rows of the general source.
+    pub general: u64,
+    /// Rows of the domain source.
+    pub domain: u64,
+}
+
 /// Fixed-point denominator of the mixture ratio.
 const RATIO_ONE: u128 = 1 << 32;
 
@@ -90,6 +103,8 @@ pub struct MixtureSampler {
     batch_size: usize,
     context_length: usize,
     seed: u64,
+    /// Rows of each source read before this sampler's first row (by earlier stages).
+    before: SourceRows,
 }
 
 impl MixtureSampler {
@@ -142,7 +157,21 @@ impl MixtureSampler {
         let general = source(SourceKind::General, general, ratio < RATIO_ONE)?;
         let domain = source(SourceKind::Domain, domain, ratio > 0)?;
         let offset = (hash_words(&[seed, 0x0FF5E7]) as u128) >> 32;
-        Ok(Self { general, domain, ratio, offset, batch_size, context_length, seed })
+        Ok(Self { general, domain, ratio, offset, batch_size, context_length, seed, before: SourceRows::default() })
+    }
+
+    /// The same sampler reading on after `before` rows of each source (read by an earlier stage
+    /// of the model): its k-th row of a source is that source's row `before + k`.
+    pub fn after_rows(mut self, before: SourceRows) -> Self {
+        self.before = before;
+        self
+    }
+
+    /// Rows of each source read after the first `steps` steps, the earlier stages' included.
+    pub fn rows_read(&self, steps: u64) -> SourceRows {
+        let rows = steps * self.batch_size as u64;
+        let domain = self.domain_rows_before(rows);
+        SourceRows { general: self.before.general + rows - domain, domain: self.before.domain + domain }
     }
 
     /// Restricts each source to its first distinct tokens, so that a run repeats `unique` tokens
@@ -219,9 +248,9 @@ impl MixtureSampler {
             let domain_before = self.domain_rows_before(n);
             let is_domain = self.domain_rows_before(n + 1) > domain_before;
             let (source, k) = if is_domain {
-                (self.domain.as_ref(), domain_before)
+                (self.domain.as_ref(), self.before.domain + domain_before)
             } else {
-                (self.general.as_ref(), n - domain_before)
+                (self.general.as_ref(), self.before.general + n - domain_before)
             };
             let source = source.expect("a source with a non-zero share is present (checked in new)");
             let start = self.window_start(source, k);
@@ -240,12 +269,12 @@ impl MixtureSampler {
         window as usize * self.context_length
     }
 
-    /// Epochs of each source consumed by the first `steps` steps.
+    /// Epochs of each source consumed by the first `steps` steps (the earlier stages' rows
+    /// included).
     pub fn epochs_after(&self, steps: u64) -> SourceEpochs {
-        let rows = steps * self.batch_size as u64;
-        let domain_rows = self.domain_rows_before(rows);
+        let read = self.rows_read(steps);
         let epochs = |s: &Option<TrainSource>, r: u64| s.as_ref().map_or(0.0, |s| r as f64 / s.windows as f64);
-        SourceEpochs { general: epochs(&self.general, rows - domain_rows), domain: epochs(&self.domain, domain_rows) }
+        SourceEpochs { general: epochs(&self.general, read.general), domain: epochs(&self.domain, read.domain) }
     }
 
     /// One message per source that a run of `steps` steps would repeat (more than one epoch).
@@ -407,6 +436,51 @@ mod tests {
         // Another seed gives other batches.
         let other = MixtureSampler::new(Some(g.clone()), Some(d.clone()), 0.3, 8, 16, 12).unwrap();
         assert_ne!(other.batch(5), uninterrupted[5]);
+    }
+
+    #[test]
+    fn a_later_stage_reads_on_where_the_earlier_one_stopped() {
+        let (_dir, g, d) = fixture();
+        let first = MixtureSampler::new(Some(g.clone()), Some(d.clone()), 0.0, 8, 16, 11).unwrap();
+        let read = first.rows_read(30);
+        assert_eq!(read, SourceRows { general: 240, domain: 0 });
+        // The same mixture read on is the uninterrupted stream, shifted by the steps done.
+        let on = MixtureSampler::new(Some(g.clone()), Some(d.clone()), 0.0, 8, 16, 11).unwrap().after_rows(read);
+        for k in [0u64, 1, 17, 200] {
+            assert_eq!(on.batch(k), first.batch(30 + k), "step {k}");
+        }
+        // A new mixture takes each source's next rows: the general rows go on from row 240 (no
+        // window of the first stage's epoch is read again before the epoch ends), the domain
+        // rows start at the domain's first.
+        let switched = MixtureSampler::new(Some(g.clone()), Some(d.clone()), 0.5, 8, 16, 11).unwrap().after_rows(read);
+        let whole = MixtureSampler::new(Some(g.clone()), Some(d.clone()), 0.0, 8, 16, 11).unwrap();
+        let general_after: Vec<u32> = (30..60u64).flat_map(|k| whole.batch(k).inputs).collect();
+        let seen_before: std::collections::BTreeSet<u32> =
+            (0..30u64).flat_map(|k| whole.batch(k).inputs.chunks(16).map(|w| w[0]).collect::<Vec<_>>()).collect();
+        let fresh = MixtureSampler::new(Some(g), Some(d), 1.0, 8, 16, 11).unwrap();
+        let domain_first: Vec<u32> = (0..30u64).flat_map(|k| fresh.batch(k).inputs).collect();
+        let (mut gi, mut di) = (0, 0);
+        for k in 0..20u64 {
+            let b = switched.batch(k);
+            for (row, kind) in b.sources.iter().enumerate() {
+                let w = &b.inputs[row * 16..(row + 1) * 16];
+                match kind {
+                    SourceKind::General => {
+                        assert_eq!(w, &general_after[gi * 16..(gi + 1) * 16]);
+                        assert!(!seen_before.contains(&w[0]), "a window of the first stage came again");
+                        gi += 1;
+                    }
+                    SourceKind::Domain => {
+                        assert_eq!(w, &domain_first[di * 16..(di + 1) * 16]);
+                        di += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!((gi, di), (80, 80));
+        assert_eq!(switched.rows_read(20), SourceRows { general: 320, domain: 80 });
+        let e = switched.epochs_after(20);
+        assert!((e.general - 320.0 / 625.0).abs() < 1e-12 && (e.domain - 80.0 / 250.0).abs() < 1e-12, "{e:?}");
     }
 
     #[test]

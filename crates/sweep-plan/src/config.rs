@@ -135,8 +135,23 @@ pub enum Schedule {
     Cosine,
     /// Linear warmup, then constant.
     Constant,
-    /// Warmup, stable, then a (1 - sqrt) cooldown over cooldown_fraction of the steps.
+    /// Warmup, stable, then a cooldown (`cooldown_shape`) over cooldown_fraction of the steps.
     Wsd,
+}
+
+/// How a WSD cooldown takes the learning rate from its peak to the minimum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CooldownShape {
+    /// lr = min + (peak - min) (1 - sqrt(t)), t the cooldown's elapsed fraction (Haegele et al. 2024).
+    #[default]
+    #[serde(rename = "1-sqrt")]
+    OneMinusSqrt,
+    /// lr = min + (peak - min) (1 - t).
+    #[serde(rename = "linear")]
+    Linear,
+    /// lr = min + (peak - min) (1 + cos(pi t)) / 2.
+    #[serde(rename = "cosine")]
+    Cosine,
 }
 
 /// `[train]`: optimisation settings shared by all points.
@@ -164,6 +179,12 @@ pub struct TrainSection {
     /// WSD cooldown as a fraction of the steps.
     #[serde(default = "default_cooldown")]
     pub cooldown_fraction: f64,
+    /// WSD cooldown length in tokens (replaces `cooldown_fraction` when given).
+    #[serde(default)]
+    pub cooldown_tokens: Option<f64>,
+    /// WSD cooldown shape.
+    #[serde(default)]
+    pub cooldown_shape: CooldownShape,
     /// Final learning rate as a fraction of the peak.
     #[serde(default = "default_min_lr")]
     pub min_lr_ratio: f64,
@@ -486,6 +507,9 @@ pub struct SimulateSection {
     /// Which parameter count N the laws take: `non_embedding` (default) or `all`.
     #[serde(default, skip_serializing_if = "SimulatedParams::is_default")]
     pub parameters: SimulatedParams,
+    /// The learning rate's effect on the loss (what a cooldown removes); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anneal: Option<Anneal>,
 }
 
 /// The floating-point quantisation term of Sun et al. 2025 (arXiv 2501.02423), added to the
@@ -516,6 +540,20 @@ pub struct KumarParams {
     pub gamma_a: f64,
     /// KV/attention-precision scale.
     pub gamma_kv: f64,
+}
+
+/// The simulate trainer's learning-rate term: the loss is the law's plus `loss * m`, where m is
+/// the learning rate relative to its peak, averaged (exponentially, over about `tokens` tokens)
+/// over the tokens trained so far. A run at its peak rate sits `loss` above the law; a cooldown
+/// to the minimum removes most of that, and less of it the shorter the cooldown is against
+/// `tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Anneal {
+    /// Loss added at m = 1 (nats per token).
+    pub loss: f64,
+    /// Tokens over which m follows the learning rate (the moving average's time constant).
+    pub tokens: f64,
 }
 
 fn default_noise() -> f64 {
@@ -554,4 +592,7 @@ pub struct RawConfig {
     /// `[fit]`, validated by sweep-fit.
     #[serde(default)]
     pub fit: Option<toml::Table>,
+    /// `[stages]`: points that start from other points' checkpoints (see `stages.rs`).
+    #[serde(default)]
+    pub stages: Option<crate::stages::StagesSection>,
 }

@@ -15,10 +15,11 @@ pub mod point;
 pub mod precision;
 pub mod rates;
 pub mod shape;
+pub mod stages;
 
 pub use config::{LawParams, RawConfig, TrainerKind};
 pub use error::{KeyError, PlanError};
-pub use point::{Point, ResolvedPrecision, ResolvedTrain};
+pub use point::{Branch, Point, ResolvedPrecision, ResolvedTrain, Stage, StageData};
 
 use config::{LrRule, ModelSection, QuantTarget, TrainSection};
 use error::did_you_mean;
@@ -251,6 +252,9 @@ fn validate(c: &RawConfig) -> Result<(), KeyError> {
     check((0.0..=1.0).contains(&t.cooldown_fraction), "train.cooldown_fraction", || {
         format!("{} is outside [0, 1]", t.cooldown_fraction)
     })?;
+    if let Some(x) = t.cooldown_tokens {
+        check(x.is_finite() && x > 0.0, "train.cooldown_tokens", || format!("{x} must be a positive token count"))?;
+    }
     check((0.0..=1.0).contains(&t.min_lr_ratio), "train.min_lr_ratio", || {
         format!("{} is outside [0, 1]", t.min_lr_ratio)
     })?;
@@ -321,6 +325,13 @@ fn validate(c: &RawConfig) -> Result<(), KeyError> {
             check(v.is_finite() && v > 0.0, &format!("simulate.precision.{name}"), || format!("{v} must be positive"))?;
         }
     }
+    if let Some(a) = &sim.anneal {
+        check(a.loss.is_finite() && a.loss >= 0.0, "simulate.anneal.loss", || format!("{} must be >= 0", a.loss))?;
+        check(a.tokens.is_finite() && a.tokens > 0.0, "simulate.anneal.tokens", || {
+            format!("{} must be a positive token count", a.tokens)
+        })?;
+    }
+    stages::validate(c)?;
     Ok(())
 }
 
@@ -391,10 +402,19 @@ fn resolve_all(c: &RawConfig) -> Result<Vec<Point>, KeyError> {
         seen.insert(p.id.clone(), index);
         points.push(p);
     }
-    Ok(points)
+    stages::apply(c, &rule, &assignments, points, &data)
 }
 
-fn resolve(
+/// Estimated wall time of training `flops` (Chinchilla count) under the config's trainer.
+pub(crate) fn estimate_seconds(c: &RawConfig, precision: &str, flops_per_token: f64, flops_chinchilla: f64) -> f64 {
+    match c.sweep.trainer {
+        TrainerKind::Simulate => c.simulate.seconds_per_point,
+        TrainerKind::Candle => flops_chinchilla / flops_per_second(c, precision, flops_per_token).0,
+    }
+}
+
+/// Resolves one assignment of the grid into a point (its id not yet computed).
+pub(crate) fn resolve(
     c: &RawConfig,
     rule: &ShapeRule,
     a: &Assignment,
@@ -464,7 +484,7 @@ fn resolve(
     };
     let warmup_steps = t.warmup_steps.unwrap_or_else(|| (t.warmup_fraction * steps as f64).round() as u64).min(steps);
     let cooldown_steps = match t.schedule {
-        config::Schedule::Wsd => ((t.cooldown_fraction * steps as f64).round() as u64).min(steps - warmup_steps),
+        config::Schedule::Wsd => cooldown_steps(t, steps, per_step).min(steps - warmup_steps),
         _ => 0,
     };
     let train = ResolvedTrain {
@@ -475,6 +495,7 @@ fn resolve(
         schedule: t.schedule,
         warmup_steps,
         cooldown_steps,
+        cooldown_shape: if t.schedule == config::Schedule::Wsd { t.cooldown_shape } else { Default::default() },
         min_lr_ratio: t.min_lr_ratio,
         weight_decay: t.weight_decay,
         beta1: t.beta1,
@@ -541,12 +562,7 @@ fn resolve(
         chinchilla: counts.flops_per_token_chinchilla * tokens as f64,
     };
     let simulate = (c.sweep.trainer == TrainerKind::Simulate).then(|| c.simulate.clone());
-    let estimated_seconds = match c.sweep.trainer {
-        TrainerKind::Simulate => c.simulate.seconds_per_point,
-        TrainerKind::Candle => {
-            flops.chinchilla / flops_per_second(c, &precision.name, counts.flops_per_token_chinchilla).0
-        }
-    };
+    let estimated_seconds = estimate_seconds(c, &precision.name, counts.flops_per_token_chinchilla, flops.chinchilla);
     Ok(Point {
         id: String::new(),
         index,
@@ -571,5 +587,15 @@ fn resolve(
             seconds_per_point: c.simulate.seconds_per_point,
             estimated_seconds,
         },
+        stage: None,
     })
+}
+
+/// WSD cooldown steps of a run of `steps` steps: `cooldown_tokens` when given (at least one
+/// step), else `cooldown_fraction` of the steps, rounded.
+pub(crate) fn cooldown_steps(t: &TrainSection, steps: u64, tokens_per_step: u64) -> u64 {
+    match t.cooldown_tokens {
+        Some(tokens) => ((tokens / tokens_per_step as f64).round() as u64).max(1),
+        None => (t.cooldown_fraction * steps as f64).round() as u64,
+    }
 }

@@ -1,6 +1,6 @@
 //! A fully resolved point and its stable id.
 
-use crate::config::{LrRule, QuantTarget, Rounding, Schedule, SimulateSection, TrainerKind};
+use crate::config::{CooldownShape, LrRule, QuantTarget, Rounding, Schedule, SimulateSection, TrainerKind};
 use crate::precision::PrecisionSpec;
 use crate::shape::{Counts, ModelShape};
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,9 @@ pub struct ResolvedTrain {
     pub warmup_steps: u64,
     /// Cooldown steps (WSD).
     pub cooldown_steps: u64,
+    /// Cooldown shape (WSD); written only when not the default 1 - sqrt, so ids stay as before.
+    #[serde(default, skip_serializing_if = "is_default_shape")]
+    pub cooldown_shape: CooldownShape,
     /// Final LR / peak LR.
     pub min_lr_ratio: f64,
     /// AdamW decoupled weight decay.
@@ -87,7 +90,8 @@ impl ResolvedTrain {
         self.batch_size * self.grad_accum * context
     }
 
-    /// The learning rate at `step` (0-based) under the schedule.
+    /// The learning rate at `step` (0-based, counted from the start of this point's own steps)
+    /// under the schedule.
     pub fn lr_at(&self, step: u64) -> f64 {
         let peak = self.lr;
         let min = peak * self.min_lr_ratio;
@@ -107,11 +111,64 @@ impl ResolvedTrain {
                     peak
                 } else {
                     let t = ((step - cool_start + 1) as f64 / self.cooldown_steps as f64).min(1.0);
-                    min + (peak - min) * (1.0 - t.sqrt())
+                    let left = match self.cooldown_shape {
+                        CooldownShape::OneMinusSqrt => 1.0 - t.sqrt(),
+                        CooldownShape::Linear => 1.0 - t,
+                        CooldownShape::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+                    };
+                    min + (peak - min) * left
                 }
             }
         }
     }
+}
+
+fn is_default_shape(s: &CooldownShape) -> bool {
+    *s == CooldownShape::default()
+}
+
+/// Where a staged point's model comes from, and what it does with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The stage's name in its design: `base` and `cpt` (continual pre-training), `stable` and
+    /// `cooldown` (WSD branches).
+    pub name: String,
+    /// Whether the laws fit this point's result; false for a stage that exists to be branched
+    /// from (a CPT base, a WSD stable phase).
+    pub fitted: bool,
+    /// The parent point this one starts from; none for a first stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Branch>,
+    /// Steps (counted from the model's start) at which children branch off this point: its
+    /// checkpoints there are written and kept. Not part of the id: adding a child does not
+    /// change what this point computes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branch_steps: Vec<u64>,
+}
+
+/// A child's start: the parent's checkpoint at `step`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Branch {
+    /// The parent point's id.
+    pub id: String,
+    /// The parent's step whose checkpoint the child starts from (weights, optimiser state, data
+    /// position, quantiser counters).
+    pub step: u64,
+    /// Training tokens the parent had seen at that step.
+    pub tokens: u64,
+    /// What the child's training data does at the branch.
+    pub data: StageData,
+}
+
+/// The data stream of a child stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageData {
+    /// The parent's stream goes on: the child's batches are the ones the parent would have read
+    /// next (a WSD cooldown branch is then step for step an independent WSD run).
+    Continue,
+    /// A new mixture starts: each source continues after the rows the model has read of it.
+    Switch,
 }
 
 /// Values that do not change what a point computes; excluded from its id.
@@ -149,9 +206,10 @@ pub struct Point {
     pub seed: u64,
     /// Architecture.
     pub model: ModelShape,
-    /// Training tokens actually consumed (steps x tokens per step).
+    /// Training tokens the model has seen when the point ends (steps x tokens per step), a staged
+    /// point's parent's included.
     pub tokens: u64,
-    /// Training tokens requested by the grid.
+    /// Training tokens the grid asked of this point's own stage.
     pub tokens_requested: f64,
     /// Fraction of training tokens from the domain source.
     pub mixture_ratio: f64,
@@ -176,10 +234,15 @@ pub struct Point {
     pub lr_rule: LrRule,
     /// Parameter and FLOP-per-token counts (derived).
     pub counts: Counts,
-    /// Training FLOPs (derived).
+    /// Training FLOPs of the model at its end (derived; a staged point's parent's included: what
+    /// the model would cost trained on its own).
     pub flops: Flops,
     /// Values outside the id.
     pub runtime: Runtime,
+    /// The point's stage when it starts from (or is branched from by) another point; absent for
+    /// a point trained from scratch on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
 }
 
 /// Top-level fields of a point that its id ignores.
@@ -238,6 +301,9 @@ impl Point {
             if let Some(serde_json::Value::Object(sim)) = map.get_mut("simulate") {
                 sim.remove("seconds_per_point");
             }
+            if let Some(serde_json::Value::Object(stage)) = map.get_mut("stage") {
+                stage.remove("branch_steps");
+            }
         }
         canonical_json(&value)
     }
@@ -250,5 +316,52 @@ impl Point {
     /// Non-embedding parameter count.
     pub fn n(&self) -> f64 {
         self.counts.non_embedding_params as f64
+    }
+
+    /// The parent this point starts from, if any.
+    pub fn parent(&self) -> Option<&Branch> {
+        self.stage.as_ref().and_then(|s| s.parent.as_ref())
+    }
+
+    /// Steps the model has taken when this point starts (0 without a parent). Steps, metrics and
+    /// checkpoints count from the model's start; the schedule (`train.lr_at`) from this point's.
+    pub fn start_step(&self) -> u64 {
+        self.parent().map_or(0, |b| b.step)
+    }
+
+    /// The step at which this point ends: `start_step() + train.steps`.
+    pub fn end_step(&self) -> u64 {
+        self.start_step() + self.train.steps
+    }
+
+    /// Tokens the model had seen when this point starts (its parent's, at the branch).
+    pub fn start_tokens(&self) -> u64 {
+        self.parent().map_or(0, |b| b.tokens)
+    }
+
+    /// Tokens this point trains on itself.
+    pub fn own_tokens(&self) -> u64 {
+        self.tokens - self.start_tokens()
+    }
+
+    /// Training FLOPs of this point's own steps (what running it costs).
+    pub fn own_flops(&self) -> Flops {
+        let d = self.own_tokens() as f64;
+        Flops { six_nd: self.counts.flops_per_token_6n * d, chinchilla: self.counts.flops_per_token_chinchilla * d }
+    }
+
+    /// Whether the laws fit this point (every point but a stage that exists to be branched from).
+    pub fn is_fitted(&self) -> bool {
+        self.stage.as_ref().is_none_or(|s| s.fitted)
+    }
+
+    /// Steps whose checkpoints children need (written and kept).
+    pub fn branch_steps(&self) -> &[u64] {
+        self.stage.as_ref().map_or(&[], |s| &s.branch_steps)
+    }
+
+    /// The stage's name ("" for a point without stages).
+    pub fn stage_name(&self) -> &str {
+        self.stage.as_ref().map_or("", |s| &s.name)
     }
 }

@@ -1,7 +1,8 @@
 //! sweep-store: the sweep directory, the only truth of a sweep. Manifest, per-point directories,
 //! leases, crash-safe writes, status, and the worker loop that drives a training backend; the
 //! typed records its files hold ([`records`]: metrics, results, events), the results table of
-//! its finished points ([`results`]), and the Slurm job-array scripts that run it ([`slurm`]).
+//! its finished points ([`results`]), the Slurm job-array scripts that run it ([`slurm`]), and
+//! when a staged point may start ([`tree`]).
 //!
 //! ```no_run
 //! let plan = sweep_plan::load(std::path::Path::new("configs/simulate.toml"), None).unwrap();
@@ -20,6 +21,7 @@ pub mod records;
 pub mod results;
 pub mod slurm;
 pub mod status;
+pub mod tree;
 pub mod worker;
 
 pub use backend::{Control, Outcome, Trainer};

@@ -8,7 +8,7 @@ use std::io::{self, BufRead, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use sweep_plan::Point;
 
-/// Checkpoints kept per point.
+/// Checkpoints kept per point (besides those its children branch from).
 pub const KEEP_CHECKPOINTS: usize = 2;
 
 /// Paths and operations of one point's directory.
@@ -25,7 +25,7 @@ pub struct PointDir {
 pub struct Failure {
     /// The point id.
     pub id: String,
-    /// "diverged" or "error".
+    /// "diverged", "error", or "parent" (its parent's checkpoint will never come).
     pub kind: String,
     /// What happened, for the user.
     pub reason: String,
@@ -65,6 +65,18 @@ impl PointDir {
     /// `ckpt/`.
     pub fn ckpt_dir(&self) -> PathBuf {
         self.path.join("ckpt")
+    }
+
+    /// The directory of another point of the same sweep (a parent, say).
+    pub fn sibling(&self, id: &str) -> PointDir {
+        let points = self.path.parent().unwrap_or(Path::new("."));
+        PointDir { id: id.to_string(), path: points.join(id) }
+    }
+
+    /// The checkpoint of `step`, if it exists (whole: checkpoints are renamed into place).
+    pub fn checkpoint_at(&self, step: u64) -> Option<PathBuf> {
+        let path = self.ckpt_dir().join(format!("step-{step:010}"));
+        path.is_dir().then_some(path)
     }
 
     /// Reads point.json.
@@ -151,11 +163,22 @@ impl PointDir {
     /// which is then synced and renamed to `ckpt/step-<step>`; older ones beyond the last
     /// [`KEEP_CHECKPOINTS`] are removed.
     pub fn write_checkpoint(&self, step: u64, fill: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<PathBuf> {
+        self.write_checkpoint_keeping(step, &[], fill)
+    }
+
+    /// [`PointDir::write_checkpoint`], never removing the checkpoints of the steps in `keep`
+    /// (those children branch from), nor counting them among the last [`KEEP_CHECKPOINTS`].
+    pub fn write_checkpoint_keeping(
+        &self,
+        step: u64,
+        keep: &[u64],
+        fill: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<PathBuf> {
         let dir = self.ckpt_dir();
         fs::create_dir_all(&dir)?;
         let final_path = dir.join(format!("step-{step:010}"));
         sweep_io::atomic::write_dir(&final_path, fill)?;
-        for (_, old) in self.checkpoints().into_iter().skip(KEEP_CHECKPOINTS) {
+        for (_, old) in self.checkpoints().into_iter().filter(|(s, _)| !keep.contains(s)).skip(KEEP_CHECKPOINTS) {
             let _ = fs::remove_dir_all(old);
         }
         // Temporary directories (hidden names) left by a crash mid-write.

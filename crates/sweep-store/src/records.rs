@@ -138,9 +138,9 @@ pub struct PointResult {
     pub finished_unix: f64,
     /// Wall time of the session that finished it (earlier sessions stopped and resumed).
     pub wall_seconds_last_session: f64,
-    /// Optimiser steps.
+    /// Optimiser steps of the model (a staged point's parent's included).
     pub steps: u64,
-    /// Training tokens.
+    /// Training tokens of the model (a staged point's parent's included).
     pub tokens: u64,
     /// Non-embedding parameters.
     pub non_embedding_params: u64,
@@ -156,6 +156,15 @@ pub struct PointResult {
     pub vocab_size: u64,
     /// Precision name.
     pub precision: String,
+    /// The stage of a staged point (`cpt`, `cooldown`, `base`, `stable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The point a staged point started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Tokens a staged point trained on itself (`tokens` includes its parent's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_tokens: Option<u64>,
     /// The backend's final metrics.
     #[serde(rename = "final")]
     pub final_metrics: FinalMetrics,

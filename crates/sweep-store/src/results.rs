@@ -11,7 +11,7 @@ use sweep_plan::Point;
 
 /// One finished point: what it was and the losses it reached. A value the point does not have
 /// (exponent bits of an integer format, the domain loss of a run without a domain source) is NaN.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResultRow {
     /// `N`: non-embedding parameters.
     pub non_embedding_params: f64,
@@ -19,8 +19,12 @@ pub struct ResultRow {
     pub total_params: f64,
     /// `N_emb`: embedding parameters.
     pub embedding_params: f64,
-    /// `D`: training tokens.
+    /// `D`: training tokens the model has seen (a staged point's parent's included).
     pub tokens: f64,
+    /// `D_stage`: training tokens of the point's own stage (`D` without a parent).
+    pub stage_tokens: f64,
+    /// `D_parent`: training tokens the model had seen when the point started (0 without a parent).
+    pub parent_tokens: f64,
     /// `C`: training compute 6ND, N non-embedding.
     pub compute: f64,
     /// `C_total`: training compute 6ND over all parameters.
@@ -73,6 +77,12 @@ pub struct ResultRow {
     /// `loss_u`: unigram-normalised validation loss on the general source (cross-entropy minus
     /// the unigram model's of the point's training data; Tao et al. 2024).
     pub loss_u: f64,
+    /// The point's id (not a numeric column).
+    pub id: String,
+    /// The point's stage (`cpt`, `cooldown`, `base`, `stable`; empty without stages).
+    pub stage: String,
+    /// The id of the point it started from (empty without a parent).
+    pub parent: String,
 }
 
 impl ResultRow {
@@ -99,6 +109,8 @@ impl ResultRow {
             total_params: point.counts.total_params as f64,
             embedding_params: point.counts.embedding_params as f64,
             tokens,
+            stage_tokens: point.own_tokens() as f64,
+            parent_tokens: point.start_tokens() as f64,
             compute: point.flops.six_nd,
             compute_total: 6.0 * point.counts.total_params as f64 * tokens,
             compute_chinchilla: point.flops.chinchilla,
@@ -127,6 +139,9 @@ impl ResultRow {
             loss_domain: or_nan(metrics.val_loss.domain),
             loss_bpb: or_nan(metrics.val_bpb.and_then(|b| b.general)),
             loss_u: or_nan(metrics.val_loss_u.and_then(|b| b.general)),
+            id: point.id.clone(),
+            stage: point.stage_name().to_string(),
+            parent: point.parent().map(|b| b.id.clone()).unwrap_or_default(),
         }
     }
 
@@ -137,6 +152,8 @@ impl ResultRow {
             ("N_total", self.total_params),
             ("N_emb", self.embedding_params),
             ("D", self.tokens),
+            ("D_stage", self.stage_tokens),
+            ("D_parent", self.parent_tokens),
             ("C", self.compute),
             ("C_total", self.compute_total),
             ("C_chinchilla", self.compute_chinchilla),
@@ -229,8 +246,11 @@ impl CurveRow {
 pub struct SweepResults {
     /// The sweep directory.
     pub dir: PathBuf,
-    /// One row per finished point, in plan order.
+    /// One row per finished point the laws fit, in plan order.
     pub rows: Vec<ResultRow>,
+    /// One row per finished point that exists to be branched from (a CPT base, a WSD stable
+    /// phase: not a model the laws describe), in plan order.
+    pub parents: Vec<ResultRow>,
     /// One row per evaluation of a finished point, in plan order then step order.
     pub curves: Vec<CurveRow>,
     /// The points without a result (failed, running or not started), in plan order: what a fit
@@ -255,6 +275,7 @@ impl SweepResults {
     /// Reads every finished point (one with a result.json) of the sweep.
     pub fn read(store: &Store) -> anyhow::Result<SweepResults> {
         let mut rows = Vec::new();
+        let mut parents = Vec::new();
         let mut curves = Vec::new();
         let mut unfinished = Vec::new();
         for id in store.point_ids()? {
@@ -273,11 +294,29 @@ impl SweepResults {
             };
             let point = d.read_point()?;
             let row = ResultRow::new(&point, &result.final_metrics);
+            if !point.is_fitted() {
+                parents.push(row);
+                continue;
+            }
             let run = rows.len();
             curves.extend(d.read_metrics()?.iter().filter_map(|m| CurveRow::new(run, &point, m)));
             rows.push(row);
         }
-        Ok(SweepResults { dir: store.dir.clone(), rows, curves, unfinished })
+        Ok(SweepResults { dir: store.dir.clone(), rows, parents, curves, unfinished })
+    }
+
+    /// Rows as CSV: `id`, `stage`, `parent`, then the numeric columns by their documented names
+    /// (a NaN is an empty cell). Of [`SweepResults::rows`] it is the table the laws are fitted
+    /// to, which `sweep fit --csv` reads back.
+    pub fn csv(rows: &[ResultRow]) -> String {
+        let names: Vec<&str> = ResultRow::default().columns().iter().map(|(n, _)| *n).collect();
+        let mut out = format!("id,stage,parent,{}\n", names.join(","));
+        for row in rows {
+            let values: Vec<String> =
+                row.columns().iter().map(|(_, v)| if v.is_nan() { String::new() } else { v.to_string() }).collect();
+            out.push_str(&format!("{},{},{},{}\n", row.id, row.stage, row.parent, values.join(",")));
+        }
+        out
     }
 
     /// Where the results table came from, as laws.json records it.

@@ -2,6 +2,7 @@
 
 use crate::lease::{self, LeaseInfo};
 use crate::pointdir::PointDir;
+use crate::tree::{self, Readiness};
 use serde::Serialize;
 use std::path::Path;
 
@@ -30,9 +31,10 @@ pub struct PointStatus {
     pub state: State,
     /// Lease holder when running.
     pub owner: Option<LeaseInfo>,
-    /// Last logged step.
+    /// Last logged step (counted from the model's start: a staged point's first is its parent's
+    /// step at the branch plus one).
     pub step: Option<u64>,
-    /// Total steps.
+    /// The step the point ends at.
     pub steps: u64,
     /// Last logged training loss.
     pub loss: Option<f64>,
@@ -44,6 +46,14 @@ pub struct PointStatus {
     pub checkpoint_step: Option<u64>,
     /// Failure reason.
     pub failure: Option<String>,
+    /// The stage of a staged point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The parent a staged point starts from, and the parent's step it starts at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<(String, u64)>,
+    /// A pending point whose parent's checkpoint does not exist yet: waiting for it.
+    pub waiting_for_parent: bool,
 }
 
 /// Counts by state.
@@ -55,6 +65,8 @@ pub struct Counts {
     pub running: usize,
     /// Points not yet done.
     pub pending: usize,
+    /// Of the pending points, those waiting for a parent's checkpoint.
+    pub waiting: usize,
     /// Failed points.
     pub failed: usize,
     /// All points.
@@ -76,7 +88,7 @@ pub struct SweepStatus {
 pub fn point_status(sweep_dir: &Path, id: &str) -> PointStatus {
     let d = PointDir::new(sweep_dir, id);
     let point = d.read_point().ok();
-    let steps = point.as_ref().map(|p| p.train.steps).unwrap_or(0);
+    let steps = point.as_ref().map(|p| p.end_step()).unwrap_or(0);
     let label = point.as_ref().map(|p| p.label.clone()).unwrap_or_default();
     let tokens_per_step = point.as_ref().map(|p| p.train.tokens_per_step(p.model.context)).unwrap_or(0) as f64;
     let owner = lease::read(&d.lease_file()).ok().flatten();
@@ -90,6 +102,9 @@ pub fn point_status(sweep_dir: &Path, id: &str) -> PointStatus {
     } else {
         State::Pending
     };
+    let branch = point.as_ref().and_then(|p| p.parent());
+    let waiting_for_parent =
+        state == State::Pending && matches!(tree::readiness(&d, branch), Readiness::Waiting { .. });
     let last = d.last_metric();
     let step = last.as_ref().map(|m| m.step);
     // NaN stands for a null in the file: no value.
@@ -112,6 +127,9 @@ pub fn point_status(sweep_dir: &Path, id: &str) -> PointStatus {
         eta_seconds,
         checkpoint_step: d.checkpoints().first().map(|c| c.0),
         failure,
+        stage: point.as_ref().and_then(|p| p.stage.as_ref()).map(|s| s.name.clone()),
+        parent: branch.map(|b| (b.id.clone(), b.step)),
+        waiting_for_parent,
     }
 }
 
@@ -126,6 +144,7 @@ pub fn sweep_status(sweep_dir: &Path, name: &str, ids: &[String]) -> SweepStatus
             State::Running => counts.running += 1,
             State::Pending => counts.pending += 1,
         }
+        counts.waiting += usize::from(p.waiting_for_parent);
     }
     SweepStatus { name: name.to_string(), counts, points }
 }

@@ -6,7 +6,9 @@ use crate::backend::{Control, Outcome, Trainer};
 use crate::lease::{self, Beat, Owner, StaleWatch};
 use crate::pointdir::{Failure, PointDir};
 use crate::records::{Event, PointResult};
+use crate::tree::{self, Readiness};
 use crate::{fsio, Store};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +23,9 @@ pub struct WorkerOptions {
     pub stale_after: Duration,
     /// Poll interval while waiting for other workers' points.
     pub poll: Duration,
-    /// Keep waiting while other workers hold leases (to take over if they die).
+    /// Keep waiting while other workers hold leases (to take over if they die), or while points
+    /// wait for a parent's checkpoint. Without it a worker still waits for a checkpoint that a
+    /// parent being trained will write, and exits when nothing else is left.
     pub wait_for_others: bool,
 }
 
@@ -72,7 +76,9 @@ fn try_claim(store: &Store, dir: &PointDir, owner: &Owner, watch: &mut StaleWatc
     Ok(Claim::Busy)
 }
 
-/// Runs points until none is left to claim (or a stop is requested).
+/// Runs points until none is left to claim (or a stop is requested). A staged point is claimed
+/// only once its parent's checkpoint exists; one whose parent failed (or finished without the
+/// checkpoint) is recorded as failed with the reason.
 pub fn run_worker(
     store: &Store,
     trainer: &dyn Trainer,
@@ -82,6 +88,8 @@ pub fn run_worker(
 ) -> anyhow::Result<WorkerReport> {
     let mut report = WorkerReport::default();
     let mut watch = StaleWatch::new(opts.stale_after);
+    // Each point's parent, read once from point.json (which does not change under an id).
+    let mut parents: HashMap<String, Option<sweep_plan::Branch>> = HashMap::new();
     loop {
         if stop.load(Ordering::SeqCst) {
             report.stopped = true;
@@ -90,8 +98,36 @@ pub fn run_worker(
         let ids = store.point_ids()?;
         let mut ran = false;
         let mut busy = false;
+        let mut waiting = false;
+        let mut checkpoint_coming = false;
         for id in &ids {
             let dir = store.point(id);
+            if dir.is_done() || dir.is_failed() {
+                continue;
+            }
+            if !parents.contains_key(id) {
+                parents.insert(id.clone(), dir.read_point()?.parent().cloned());
+            }
+            match tree::readiness(&dir, parents[id].as_ref()) {
+                Readiness::Ready => {}
+                Readiness::Waiting { parent_running, .. } => {
+                    waiting = true;
+                    checkpoint_coming |= parent_running;
+                    continue;
+                }
+                Readiness::Blocked(reason) => {
+                    match try_claim(store, &dir, owner, &mut watch)? {
+                        Claim::Won if !(dir.is_done() || dir.is_failed()) => {
+                            record_failure(store, &dir, owner, "parent", &reason, None)?;
+                            report.failed.push(dir.id.clone());
+                        }
+                        Claim::Won => lease::release(&dir.lease_file(), owner)?,
+                        Claim::Busy => busy = true,
+                        Claim::Skip => {}
+                    }
+                    continue;
+                }
+            }
             match try_claim(store, &dir, owner, &mut watch)? {
                 Claim::Skip => continue,
                 Claim::Busy => {
@@ -110,7 +146,7 @@ pub fn run_worker(
             break;
         }
         if !ran {
-            if busy && opts.wait_for_others {
+            if ((busy || waiting) && opts.wait_for_others) || checkpoint_coming {
                 std::thread::sleep(opts.poll);
                 continue;
             }
@@ -191,7 +227,7 @@ fn run_point(
                 host: owner.host.clone(),
                 finished_unix: fsio::unix_now(),
                 wall_seconds_last_session: wall,
-                steps: point.train.steps,
+                steps: point.end_step(),
                 tokens: point.tokens,
                 non_embedding_params: point.counts.non_embedding_params,
                 total_params: point.counts.total_params,
@@ -200,6 +236,9 @@ fn run_point(
                 mixture_ratio: point.mixture_ratio,
                 vocab_size: point.model.vocab_size,
                 precision: point.precision.name.clone(),
+                stage: point.stage.as_ref().map(|s| s.name.clone()),
+                parent: point.parent().map(|b| b.id.clone()),
+                stage_tokens: point.stage.is_some().then(|| point.own_tokens()),
                 final_metrics,
             };
             if dir.publish_result(&result)? {

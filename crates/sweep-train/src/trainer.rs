@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
-use sweep_data::{DataConfig, PreparedData, SourceEpochs, SourceKind, Unigram};
-use sweep_plan::Point;
+use sweep_data::{DataConfig, PreparedData, SourceEpochs, SourceKind, SourceRows, Unigram};
+use sweep_plan::{Point, StageData};
 use sweep_store::{Control, FinalMetrics, MetricsRecord, Outcome, PerSource, PointDir, Trainer};
 
 /// The candle backend.
@@ -47,6 +47,18 @@ pub fn data_config(point: &Point) -> anyhow::Result<DataConfig> {
     Ok(DataConfig::from_json(&point.data)?)
 }
 
+/// Where a model stands in its training data: the stream it reads (the step it began at, and
+/// the rows of each source read before it) and the rows of each source read in all.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct DataPosition {
+    /// The step at which the current stream began (0, or where a stage switched mixtures).
+    stream_start: u64,
+    /// Rows of each source read before the stream began.
+    before: SourceRows,
+    /// Rows of each source read in all.
+    read: SourceRows,
+}
+
 /// Checkpoint bookkeeping beside the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CkptState {
@@ -61,6 +73,13 @@ struct CkptState {
     /// Delayed scaling's amax histories per target and site (absent without delayed scaling).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     amax_histories: Vec<Vec<Vec<f32>>>,
+    /// The data position (absent in checkpoints written before staged points: one stream from
+    /// step 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<DataPosition>,
+    /// Training loss of the last step (for a result published after resuming at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    train_loss: Option<f64>,
     /// SHA-256 of state.safetensors.
     checksum: String,
 }
@@ -71,16 +90,14 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
     Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Writes the checkpoint of `state.step` (its checksum filled in), keeping the steps in `keep`.
 fn save_checkpoint(
     dir: &PointDir,
-    step: u64,
+    keep: &[u64],
     model: &Transformer,
     opt: &AdamW,
-    div: &DivergenceCheck,
-    tokens_seen: u64,
-    hooks: &crate::precision::PrecisionHooks,
+    mut state: CkptState,
 ) -> anyhow::Result<()> {
-    let (quant_counters, amax_histories) = (hooks.counters(), hooks.amax_histories());
     let mut tensors: BTreeMap<String, Tensor> = model.tensors();
     for (k, m) in &opt.m {
         tensors.insert(format!("adamw.m.{k}"), m.clone());
@@ -88,42 +105,63 @@ fn save_checkpoint(
     for (k, v) in &opt.v {
         tensors.insert(format!("adamw.v.{k}"), v.clone());
     }
-    dir.write_checkpoint(step, |tmp| {
+    dir.write_checkpoint_keeping(state.step, keep, |tmp| {
         let st = tmp.join("state.safetensors");
         candle_core::safetensors::save(&tensors.into_iter().collect(), &st).map_err(std::io::Error::other)?;
-        let checksum = sha256_file(&st).map_err(std::io::Error::other)?;
-        let state = CkptState {
-            step,
-            adam_t: opt.t,
-            divergence: div.clone(),
-            tokens_seen,
-            quant_counters,
-            amax_histories,
-            checksum,
-        };
+        state.checksum = sha256_file(&st).map_err(std::io::Error::other)?;
         std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(&state).expect("state serialises"))
     })?;
     Ok(())
 }
 
+/// Reads and verifies the checkpoint of `step` at `path`.
+fn read_checkpoint(step: u64, path: &Path, device: &Device) -> anyhow::Result<(CkptState, BTreeMap<String, Tensor>)> {
+    let state: CkptState = serde_json::from_slice(&std::fs::read(path.join("state.json"))?)?;
+    let st = path.join("state.safetensors");
+    if state.step != step || sha256_file(&st)? != state.checksum {
+        bail!("checksum mismatch");
+    }
+    let tensors = candle_core::safetensors::load(&st, device)?;
+    Ok((state, tensors.into_iter().collect()))
+}
+
 /// Loads the newest checkpoint that verifies, falling back to older ones.
 fn load_checkpoint(dir: &PointDir, device: &Device) -> Option<(CkptState, BTreeMap<String, Tensor>)> {
     for (step, path) in dir.checkpoints() {
-        let attempt = (|| -> anyhow::Result<(CkptState, BTreeMap<String, Tensor>)> {
-            let state: CkptState = serde_json::from_slice(&std::fs::read(path.join("state.json"))?)?;
-            let st = path.join("state.safetensors");
-            if state.step != step || sha256_file(&st)? != state.checksum {
-                bail!("checksum mismatch");
-            }
-            let tensors = candle_core::safetensors::load(&st, device)?;
-            Ok((state, tensors.into_iter().collect()))
-        })();
-        match attempt {
+        match read_checkpoint(step, &path, device) {
             Ok(x) => return Some(x),
             Err(e) => tracing::warn!(point = %dir.id, step, "checkpoint unusable ({e}); trying the previous one"),
         }
     }
     None
+}
+
+/// A staged point's start: its parent's checkpoint at the branch step.
+fn load_parent_checkpoint(
+    dir: &PointDir,
+    point: &Point,
+    device: &Device,
+) -> anyhow::Result<Option<(CkptState, BTreeMap<String, Tensor>)>> {
+    let Some(b) = point.parent() else { return Ok(None) };
+    let parent = dir.sibling(&b.id);
+    let path = parent.checkpoint_at(b.step).with_context(|| {
+        format!(
+            "the parent {}'s checkpoint at step {} does not exist (the worker should have waited for it)",
+            b.id, b.step
+        )
+    })?;
+    let (state, tensors) = read_checkpoint(b.step, &path, device)
+        .with_context(|| format!("the parent {}'s checkpoint at step {} is unusable", b.id, b.step))?;
+    if state.tokens_seen != b.tokens {
+        bail!(
+            "the parent {}'s checkpoint at step {} has seen {} tokens, but the plan says {}; the parent was trained with other settings",
+            b.id,
+            b.step,
+            state.tokens_seen,
+            b.tokens
+        );
+    }
+    Ok(Some((state, tensors)))
 }
 
 fn batch_tensors(
@@ -240,26 +278,20 @@ impl Trainer for CandleTrainer {
             sweep_data::prepare(&data_config(point)?, cfg.vocab_size, &sweep_dir.join("cache").join("data"), false)?;
         tracing::debug!(point = %dir.id, seconds = prep_start.elapsed().as_secs_f64(), "data ready");
         let rows_per_step = batch * t.grad_accum as usize;
-        let mut sampler = data.sampler(point.mixture_ratio, rows_per_step, context, point.seed)?;
-        if let Some(unique) = point.unique_tokens {
-            // Data-constrained point: repeating its distinct tokens is the design, not a warning.
-            sampler.limit_unique_tokens(unique)?;
-        } else {
-            for w in sampler.repetition_warnings(t.steps) {
-                tracing::warn!(point = %dir.id, "{w}");
-            }
-        }
-        // The unigram model of exactly the tokens this point trains on, for the unigram-normalised
-        // loss (comparable across vocabularies).
-        let shard = |kind| data.source(kind).map(|s: &sweep_data::PreparedSource| &s.train);
-        let unigram =
-            Unigram::of_sampler(&sampler, shard(SourceKind::General), shard(SourceKind::Domain), cfg.vocab_size);
         let hooks = crate::precision::hooks(point)?;
-        // Model and optimiser, fresh or from the newest valid checkpoint.
+        // Steps count from the model's start (a staged point's parent's included); the schedule
+        // runs over this point's own steps.
+        let (first, last, keep) = (point.start_step(), point.end_step(), point.branch_steps());
+        // Model and optimiser: from the newest valid checkpoint, else from the parent's
+        // checkpoint at the branch, else fresh.
         let adam = AdamWConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay };
         let path = ExecPath::choose(&device, DType::F32, &hooks);
-        let (model, mut opt, mut step, mut div, mut tokens_seen) = match load_checkpoint(dir, &device) {
-            Some((state, mut tensors)) => {
+        let start = match load_checkpoint(dir, &device) {
+            Some(own) => Some((own, false)),
+            None => load_parent_checkpoint(dir, point, &device)?.map(|parent| (parent, true)),
+        };
+        let (model, mut opt, mut step, mut div, mut tokens_seen, stream, mut last_train_loss) = match start {
+            Some(((state, mut tensors), from_parent)) => {
                 let model =
                     Transformer::from_tensors(cfg.clone(), &tensors, path).context("the checkpoint's model weights")?;
                 let mut opt = AdamW::new(adam, &model.params())?;
@@ -281,32 +313,82 @@ impl Trainer for CandleTrainer {
                 hooks.set_counters(&state.quant_counters);
                 hooks.set_amax_histories(&state.amax_histories);
                 dir.truncate_metrics(state.step)?;
-                tracing::info!(point = %dir.id, step = state.step, "resumed from checkpoint");
-                (model, opt, state.step, state.divergence, state.tokens_seen)
+                let position = state.data.unwrap_or_default();
+                let (stream, div, train_loss) = match point.parent().filter(|_| from_parent) {
+                    None => {
+                        tracing::info!(point = %dir.id, step = state.step, "resumed from checkpoint");
+                        ((position.stream_start, position.before), state.divergence, state.train_loss)
+                    }
+                    Some(b) => {
+                        tracing::info!(point = %dir.id, parent = %b.id, step = b.step, "started from the parent's checkpoint");
+                        match b.data {
+                            // The parent's stream goes on, and so does its divergence watch.
+                            StageData::Continue => ((position.stream_start, position.before), state.divergence, None),
+                            StageData::Switch => {
+                                let read = state.data.map(|d| d.read).with_context(|| {
+                                    format!("the parent {}'s checkpoint does not record its data position (an older version wrote it); retrain the parent", b.id)
+                                })?;
+                                ((b.step, read), DivergenceCheck::new(t.diverge_factor), None)
+                            }
+                        }
+                    }
+                };
+                (model, opt, state.step, div, state.tokens_seen, stream, train_loss.unwrap_or(f64::NAN))
             }
             None => {
                 dir.truncate_metrics(0)?;
                 let model = Transformer::new(cfg.clone(), point.seed, &device, path)?;
                 let opt = AdamW::new(adam, &model.params())?;
-                (model, opt, 0, DivergenceCheck::new(t.diverge_factor), 0)
+                (model, opt, 0, DivergenceCheck::new(t.diverge_factor), 0, (0, SourceRows::default()), f64::NAN)
             }
+        };
+        // The data stream: begun at `stream_start`, after `before` rows of each source.
+        let (stream_start, before) = stream;
+        let mut sampler = data.sampler(point.mixture_ratio, rows_per_step, context, point.seed)?.after_rows(before);
+        if let Some(unique) = point.unique_tokens {
+            // Data-constrained point: repeating its distinct tokens is the design, not a warning.
+            sampler.limit_unique_tokens(unique)?;
+        } else {
+            for w in sampler.repetition_warnings(last - stream_start) {
+                tracing::warn!(point = %dir.id, "{w}");
+            }
+        }
+        // The unigram model of exactly the tokens this point trains on, for the unigram-normalised
+        // loss (comparable across vocabularies).
+        let shard = |kind| data.source(kind).map(|s: &sweep_data::PreparedSource| &s.train);
+        let unigram =
+            Unigram::of_sampler(&sampler, shard(SourceKind::General), shard(SourceKind::Domain), cfg.vocab_size);
+        let checkpoint = |step: u64, adam_t: u64, div: &DivergenceCheck, tokens_seen: u64, train_loss: f64| CkptState {
+            step,
+            adam_t,
+            divergence: div.clone(),
+            tokens_seen,
+            quant_counters: hooks.counters(),
+            amax_histories: hooks.amax_histories(),
+            data: Some(DataPosition { stream_start, before, read: sampler.rows_read(step - stream_start) }),
+            train_loss: Some(train_loss),
+            checksum: String::new(),
         };
         let tokens_per_step = (rows_per_step * context) as u64;
         let flops_per_token = point.counts.flops_per_token_chinchilla;
         let peak = gemm_peak(&device);
         let mut window_start = Instant::now();
         let mut window_tokens = 0u64;
-        let mut last_train_loss = f64::NAN;
-        while step < t.steps {
+        while step < last {
             if control.lease_lost() {
                 return Ok(Outcome::LeaseLost);
             }
             if control.stop_requested() {
-                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen, &hooks)?;
+                // A checkpoint of this step may exist already (written as the step ended); it
+                // holds the same state, and children may be reading it: leave it in place.
+                if dir.checkpoint_at(step).is_none() {
+                    let state = checkpoint(step, opt.t, &div, tokens_seen, last_train_loss);
+                    save_checkpoint(dir, keep, &model, &opt, state)?;
+                }
                 return Ok(Outcome::Stopped);
             }
-            let lr = t.lr_at(step);
-            let b = sampler.batch(step);
+            let lr = t.lr_at(step - first);
+            let b = sampler.batch(step - stream_start);
             let mut grads: Option<BTreeMap<String, Tensor>> = None;
             let mut loss_sum = 0.0;
             for micro in 0..t.grad_accum as usize {
@@ -345,7 +427,7 @@ impl Trainer for CandleTrainer {
             tokens_seen += tokens_per_step;
             window_tokens += tokens_per_step;
             last_train_loss = train_loss;
-            let is_eval = step % t.eval_every == 0 || step == t.steps;
+            let is_eval = step % t.eval_every == 0 || step == last;
             if step % t.log_every == 0 || is_eval {
                 let elapsed = window_start.elapsed().as_secs_f64();
                 let tps = window_tokens as f64 / elapsed.max(1e-9);
@@ -374,7 +456,7 @@ impl Trainer for CandleTrainer {
                     record.val_loss = Some(per_source(&ev, |v| v.loss));
                     record.val_bpb = Some(per_source(&ev, |v| v.bpb));
                     record.val_loss_u = Some(per_source(&ev, Evaluation::loss_u));
-                    record.epochs = Some(epochs(sampler.epochs_after(step)));
+                    record.epochs = Some(epochs(sampler.epochs_after(step - stream_start)));
                 }
                 if control.lease_lost() {
                     return Ok(Outcome::LeaseLost);
@@ -383,8 +465,9 @@ impl Trainer for CandleTrainer {
                 window_start = Instant::now();
                 window_tokens = 0;
             }
-            if step % t.checkpoint_every == 0 && step < t.steps {
-                save_checkpoint(dir, step, &model, &opt, &div, tokens_seen, &hooks)?;
+            if (step % t.checkpoint_every == 0 && step < last) || keep.contains(&step) {
+                let state = checkpoint(step, opt.t, &div, tokens_seen, last_train_loss);
+                save_checkpoint(dir, keep, &model, &opt, state)?;
             }
         }
         // Final evaluation and export.
@@ -408,7 +491,7 @@ impl Trainer for CandleTrainer {
             loss: main,
             bytes_per_token: Some(by_source(&|kind| data.bytes_per_token(kind))),
             entropy_nats_per_byte: Some(by_source(&|kind| data.entropy_nats_per_byte(kind))),
-            epochs: Some(epochs(sampler.epochs_after(t.steps))),
+            epochs: Some(epochs(sampler.epochs_after(last - stream_start))),
             device: Some(format!("{device:?}")),
         }))
     }
