@@ -29,6 +29,7 @@
 //! ```
 
 pub mod approaches;
+pub mod bands;
 pub mod bootstrap;
 pub mod config;
 pub mod error;

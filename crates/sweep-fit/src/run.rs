@@ -3,7 +3,7 @@
 
 use crate::approaches::{self, Frontier};
 use crate::bootstrap::{bootstrap_params, percentile_interval, resample_indices};
-use crate::config::{FitConfig, LawConfig};
+use crate::config::{BootstrapConfig, FitConfig, LawConfig};
 use crate::error::FitError;
 use crate::fit::{fit_multistart, r_squared, Dataset, FitOptions};
 use crate::law::{start_grid, FormulaLaw, Law, ParamSpec, Space, Transform};
@@ -239,7 +239,7 @@ fn fit_options(cfg: &LawConfig, config: &FitConfig) -> FitOptions {
 
 /// Refit without the largest model (the largest value of N, N_nv or C among the law's
 /// variables) and compare predictions with the held-out observations.
-fn extrapolation(law: &dyn Law, data: &Dataset, opts: &FitOptions) -> Option<Extrapolation> {
+fn extrapolation(law: &dyn Law, data: &Dataset, opts: &FitOptions, b: &BootstrapConfig) -> Option<Extrapolation> {
     let vars = law.variables();
     let (k, var) = ["N", "N_nv", "C"].iter().find_map(|v| vars.iter().position(|x| x == v).map(|k| (k, *v)))?;
     let max = data.inputs.iter().map(|x| x[k]).fold(f64::NEG_INFINITY, f64::max);
@@ -251,12 +251,16 @@ fn extrapolation(law: &dyn Law, data: &Dataset, opts: &FitOptions) -> Option<Ext
     }
     let train_data = data.select(&train);
     let refit = fit_multistart(law, &train_data, &start_grid(law.params()), opts).ok()?;
+    let held_inputs: Vec<Vec<f64>> = held.iter().map(|&i| data.inputs[i].clone()).collect();
+    let bands = crate::bands::held_out_intervals(law, &train_data, &refit, &held_inputs, opts, b);
     let points: Vec<HeldOutPoint> = held
         .iter()
-        .map(|&i| HeldOutPoint {
+        .enumerate()
+        .map(|(j, &i)| HeldOutPoint {
             inputs: vars.iter().cloned().zip(data.inputs[i].iter().copied()).collect(),
             observed: data.observed[i],
             predicted: law.predict(&refit.best.theta, &data.inputs[i]),
+            predicted_ci: bands.get(j).copied().flatten(),
         })
         .collect();
     let rel: Vec<f64> = points.iter().map(|p| ((p.predicted - p.observed) / p.observed).abs()).collect();
@@ -301,7 +305,18 @@ fn fit_parametric(table: &Table, cfg: &LawConfig, config: &FitConfig) -> Result<
             values: estimates(&names, &*f, &theta, &boot, b.level),
         })
         .collect();
-    let extrapolation = if config.extrapolation { extrapolation(law.as_ref(), &data, &opts) } else { None };
+    let extrapolation =
+        if config.extrapolation { extrapolation(law.as_ref(), &data, &opts, &config.bootstrap) } else { None };
+    let frontier = if law.name() == "chinchilla" {
+        let c = data.inputs.iter().map(|x| 6.0 * x[0] * x[1]);
+        let budgets = crate::bands::frontier_budgets(
+            c.clone().fold(f64::INFINITY, f64::min),
+            c.chain(config.optimal.budgets.iter().copied()).fold(0.0, f64::max),
+        );
+        crate::bands::frontier_band(&optimal::chinchilla_optimal, &theta, &boot, b.level, &budgets)
+    } else {
+        Vec::new()
+    };
     let mut variables: BTreeMap<String, String> = law.variables().iter().map(|v| (v.clone(), colmap(v))).collect();
     variables.insert(law.response(), colmap(&law.response()));
     let entry = LawEntry {
@@ -343,6 +358,7 @@ fn fit_parametric(table: &Table, cfg: &LawConfig, config: &FitConfig) -> Result<
         },
         extrapolation,
         optimal,
+        frontier,
     };
     let n_rows = data.len();
     Ok((entry, Fitted { law, theta, boot, n_rows }))
@@ -417,8 +433,24 @@ fn frontier_entry(
                 failed: boot.iter().filter(|t| t.is_none()).count(),
             }),
         },
-        extrapolation: if config.extrapolation { crate::approaches::frontier_extrapolation(&frontier) } else { None },
+        extrapolation: if config.extrapolation {
+            crate::approaches::frontier_extrapolation(&frontier).map(|mut x| {
+                crate::bands::frontier_held_out_intervals(&frontier, &mut x, b);
+                x
+            })
+        } else {
+            None
+        },
         optimal,
+        frontier: {
+            let c = frontier.points.iter().map(|p| p.0);
+            let budgets = crate::bands::frontier_budgets(
+                c.clone().fold(f64::INFINITY, f64::min),
+                c.chain(config.optimal.budgets.iter().copied()).fold(0.0, f64::max),
+            );
+            let opt = |t: &[f64], c: f64| (t[2] * c.powf(t[0]), t[3] * c.powf(t[1]));
+            crate::bands::frontier_band(&opt, &theta, &boot, b.level, &budgets)
+        },
     })
 }
 
