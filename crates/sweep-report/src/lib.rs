@@ -11,7 +11,7 @@
 //! [`inputs`] reads a sweep directory into [`ReportInputs`] ([`inputs::write_sweep_report`] does
 //! both; [`inputs::SweepReader`] does it incrementally for [`live`]); [`write_report`] draws
 //! from inputs given by any caller. laws.json is read leniently ([`view`]). Every file is written
-//! to a temporary name and renamed into place.
+//! to a temporary name and renamed into place (not synced: the report is a rebuildable view).
 
 pub mod chart;
 pub mod html;
@@ -171,10 +171,16 @@ pub fn figures(inputs: &ReportInputs) -> Figures {
     (figures, not_drawn, skipped)
 }
 
-/// Writes `contents` to dir/name atomically (sweep-io: a temporary file, fsync, rename).
+/// Writes `contents` to dir/name whole: a temporary file beside it (sweep-io) renamed into place,
+/// so a browser or a reader never sees a part. Not synced to disk: the report is a view that
+/// `sweep report` rebuilds from the directory at any time, and a live rewrite must not make a
+/// sweep of thousands of short points wait on the disk.
 fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, ReportError> {
+    use std::io::Write as _;
     let path = dir.join(name);
-    sweep_io::atomic::write(&path, contents.as_bytes())
-        .map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
+    let io = |source| ReportError::Io { path: path.clone(), source };
+    let mut tmp = sweep_io::atomic::temp_file_beside(&path).map_err(io)?;
+    tmp.write_all(contents.as_bytes()).map_err(io)?;
+    tmp.persist(&path).map_err(|e| io(e.error))?;
     Ok(path)
 }

@@ -125,5 +125,6 @@ fn run(store: &Store, out: &Path, stop: &AtomicBool) -> LiveStats {
     if let Err(e) = rewrite(&mut reader, out, None) {
         tracing::warn!("writing the report failed: {e:#}");
     }
+    tracing::info!("live report: {} rewrites in {:.2} s", stats.rewrites, stats.seconds);
     stats
 }

@@ -111,8 +111,9 @@ pub fn file_safe(name: &str) -> String {
 
 /// Groups rows by a budget: the `C_budget` column (the IsoFLOP budget each point was placed on)
 /// when the table has it, else `compute` clustered within 10% of the group's smallest (token counts are rounded to whole
-/// steps, so the points of one budget differ slightly). Returns (budget, rows) in budget order,
-/// and whether the budgets are exact.
+/// steps, so the points of one budget differ slightly), provided the groups look like a design of
+/// separate budgets; else none. Returns (budget, rows) in budget order, and whether the budgets
+/// are exact.
 pub fn budget_groups(table: &Table, compute: &str, rows: &[usize]) -> (Vec<(f64, Vec<usize>)>, bool) {
     if let Some(b) = col(table, "C_budget").filter(|b| rows.iter().any(|&i| b[i].is_finite())) {
         let mut groups: Vec<(f64, Vec<usize>)> = Vec::new();
@@ -139,6 +140,14 @@ pub fn budget_groups(table: &Table, compute: &str, rows: &[usize]) -> (Vec<(f64,
     for g in &mut groups {
         g.0 = (g.1.iter().map(|&i| c[i].ln()).sum::<f64>() / g.1.len() as f64).exp();
     }
+    // Only a design of separate budgets groups this way: the groups of several points must hold
+    // most rows and lie at least 1.5x apart (a dense grid of N and D also has points within 10%
+    // of each other's compute, but in a continuum).
+    let multi: Vec<f64> = groups.iter().filter(|g| g.1.len() >= 2).map(|g| g.0).collect();
+    let covered: usize = groups.iter().filter(|g| g.1.len() >= 2).map(|g| g.1.len()).sum();
+    if 2 * covered < rows.len() || multi.windows(2).any(|w| w[1] < 1.5 * w[0]) {
+        return (Vec::new(), false);
+    }
     (groups, false)
 }
 
@@ -156,6 +165,9 @@ mod tests {
         .unwrap();
         let (g, exact) = budget_groups(&t, "C", &[0, 1, 2, 3, 4]);
         assert!(!exact);
+        // A continuum of compute values is no design of budgets.
+        let dense = Table::from_rows(&["C"], &(0..40).map(|i| vec![1e18 * 1.04f64.powi(i)]).collect::<Vec<_>>(), "t").unwrap();
+        assert!(budget_groups(&dense, "C", &(0..40).collect::<Vec<_>>()).0.is_empty());
         assert_eq!(g.iter().map(|g| g.1.len()).collect::<Vec<_>>(), [3, 2]);
         assert!((g[0].0 / 1e18 - 1.0).abs() < 0.02);
         let mut t2 = t.clone();

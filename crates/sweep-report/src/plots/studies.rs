@@ -309,6 +309,7 @@ pub fn precision(table: &Table, laws: Option<&LawsView>) -> Vec<Drawn> {
                             .light_line_style(BLACK.mix(0.04))
                             .x_desc("bits per value")
                             .y_desc("final validation loss (nats/token)")
+                            .x_labels((xr.1 - xr.0).ceil() as usize + 1)
                             .x_label_formatter(&|x| format!("{x:.0}"))
                             .draw()
                     );
@@ -346,7 +347,9 @@ pub fn precision(table: &Table, laws: Option<&LawsView>) -> Vec<Drawn> {
     let cols = np.min(3);
     let panel = (if np == 1 { W } else { 1000 / cols as u32 }, 380);
     let Some(yr) = span(rows.iter().map(|&i| loss[i]), false) else { return out };
-    let Some(xr) = span(rows.iter().map(|&i| exp[i]).chain([0.0]), false) else { return out };
+    // Exponent bits from 0 to the widest format's sign-less width (where the law's curves end).
+    let top = widths.iter().copied().fold(0.0, f64::max) - 1.0;
+    let xr = (-0.3, top.max(rows.iter().map(|&i| exp[i]).fold(0.0, f64::max)) + 0.3);
     let drawn =
         svg_panels(what, "Loss against the exponent/mantissa split, per model size", np, cols, panel, |p, area| {
             let size = sizes[p];
@@ -376,6 +379,7 @@ pub fn precision(table: &Table, laws: Option<&LawsView>) -> Vec<Drawn> {
                             .light_line_style(BLACK.mix(0.04))
                             .x_desc("exponent bits (the rest: sign and mantissa)")
                             .y_desc("final validation loss")
+                            .x_labels((xr.1 - xr.0).ceil() as usize + 1)
                             .x_label_formatter(&|x| format!("{x:.0}"))
                             .draw()
                     );
