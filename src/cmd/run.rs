@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use sweep_report::live::LiveReport;
 use sweep_store::lease::Owner;
 use sweep_store::worker::run_worker;
 use sweep_store::Store;
@@ -37,6 +38,9 @@ pub struct RunArgs {
     /// Plain log lines instead of progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Do not rewrite DIR/report while the sweep runs (it is still written at the end).
+    #[arg(long)]
+    pub no_live_report: bool,
     #[command(flatten)]
     pub lease: LeaseArgs,
 }
@@ -70,6 +74,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<u8> {
     let opts = worker_options(&a.lease, true)?;
     let bars = progress::bars_wanted(a.no_progress);
     let monitor = progress::Monitor::start(store.clone(), bars);
+    let live = (!a.no_live_report).then(|| LiveReport::start(store.clone(), store.dir.join("report")));
     if a.workers == 1 {
         let owner = Owner::this_process("w0");
         let trainer = Dispatch { device: a.devices.first().cloned() };
@@ -78,6 +83,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<u8> {
         run_children(&a, &dir, bars, &stop)?;
     }
     drop(monitor);
+    drop(live);
     finish(&store, stop.load(Ordering::SeqCst))
 }
 

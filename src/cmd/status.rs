@@ -74,5 +74,19 @@ pub fn run(a: StatusArgs) -> anyhow::Result<u8> {
         t.row(cells);
     }
     print!("{}", t.render());
+    println!("{}", report_line(&a.dir));
     Ok(0)
+}
+
+/// Where the sweep's report is (rewritten while `sweep run` runs), or how to write one.
+fn report_line(dir: &std::path::Path) -> String {
+    let page = dir.join("report").join("index.html");
+    match std::fs::canonicalize(&page) {
+        Ok(p) => format!("report: {} (open file://{})", page.display(), p.display()),
+        Err(_) => format!(
+            "report: none yet (`sweep run` writes {}; `sweep report {}` does now)",
+            page.display(),
+            dir.display()
+        ),
+    }
 }

@@ -320,6 +320,7 @@ pub fn frontier_extrapolation(f: &Frontier) -> Option<crate::output::Extrapolati
             inputs: [("C".to_string(), c)].into_iter().collect(),
             observed: n,
             predicted: refit.optimal(c).0,
+            predicted_ci: None,
         })
         .collect();
     let rel: Vec<f64> = points.iter().map(|p| ((p.predicted - p.observed) / p.observed).abs()).collect();

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod approaches;
+pub mod bands;
 pub mod bootstrap;
 pub mod cmr;
 pub mod config;

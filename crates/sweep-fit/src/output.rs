@@ -104,6 +104,10 @@ pub struct LawEntry {
     /// token budget; approach 2's minimum per IsoFLOP profile), column → value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub derived_points: Vec<BTreeMap<String, f64>>,
+    /// The compute-optimal frontier across the data's budgets up to the largest asked for, with
+    /// bootstrap bands (Chinchilla and its approaches 1 and 2; empty for other laws).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frontier: Vec<FrontierPoint>,
 }
 
 impl LawEntry {
@@ -125,8 +129,24 @@ impl LawEntry {
             data: DataProvenance { source: source.to_string(), n_rows: 0, columns: Vec::new() },
             notes: Vec::new(),
             derived_points: Vec::new(),
+            frontier: Vec::new(),
         }
     }
+}
+
+/// Compute-optimal N and D at one budget, with intervals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontierPoint {
+    /// The budget (FLOPs, in the law's compute convention).
+    #[serde(rename = "C")]
+    pub c: f64,
+    /// Compute-optimal parameters.
+    #[serde(rename = "N_opt")]
+    pub n_opt: Estimate,
+    /// Compute-optimal training tokens.
+    #[serde(rename = "D_opt")]
+    pub d_opt: Estimate,
 }
 
 /// How the fit went.
@@ -232,6 +252,10 @@ pub struct HeldOutPoint {
     /// Response predicted by the refit.
     #[serde(deserialize_with = "nan_if_null")]
     pub predicted: f64,
+    /// Bootstrap interval of the prediction (the refit bootstrapped like the full fit); null
+    /// without bootstrap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_ci: Option<[f64; 2]>,
 }
 
 /// One optimal configuration (a question asked of the law, and its answer with intervals).

@@ -6,7 +6,7 @@
 use crate::approaches::{self, Frontier};
 use crate::bootstrap::{bootstrap_params, percentile_interval, resample_indices};
 use crate::cmr;
-use crate::config::{FitConfig, LawConfig};
+use crate::config::{BootstrapConfig, FitConfig, LawConfig};
 use crate::counting::{self, Convention, Counting, FlopsPerToken};
 use crate::error::FitError;
 use crate::fit::{fit_multistart, r_squared, Dataset, FitOptions};
@@ -398,7 +398,7 @@ fn fit_options(cfg: &LawConfig, config: &FitConfig) -> FitOptions {
 
 /// Refit without the largest model (the largest value of N, N_nv or C among the law's
 /// variables) and compare predictions with the held-out observations.
-fn extrapolation(law: &dyn Law, data: &Dataset, opts: &FitOptions) -> Option<Extrapolation> {
+fn extrapolation(law: &dyn Law, data: &Dataset, opts: &FitOptions, b: &BootstrapConfig) -> Option<Extrapolation> {
     let vars = law.variables();
     let (k, var) = ["N", "N_nv", "C"].iter().find_map(|v| vars.iter().position(|x| x == v).map(|k| (k, *v)))?;
     let max = data.inputs.iter().map(|x| x[k]).fold(f64::NEG_INFINITY, f64::max);
@@ -410,12 +410,16 @@ fn extrapolation(law: &dyn Law, data: &Dataset, opts: &FitOptions) -> Option<Ext
     }
     let train_data = data.select(&train);
     let refit = fit_multistart(law, &train_data, &start_grid(law.params()), opts).ok()?;
+    let held_inputs: Vec<Vec<f64>> = held.iter().map(|&i| data.inputs[i].clone()).collect();
+    let bands = crate::bands::held_out_intervals(law, &train_data, &refit, &held_inputs, opts, b);
     let points: Vec<HeldOutPoint> = held
         .iter()
-        .map(|&i| HeldOutPoint {
+        .enumerate()
+        .map(|(j, &i)| HeldOutPoint {
             inputs: vars.iter().cloned().zip(data.inputs[i].iter().copied()).collect(),
             observed: data.observed[i],
             predicted: law.predict(&refit.best.theta, &data.inputs[i]),
+            predicted_ci: bands.get(j).copied().flatten(),
         })
         .collect();
     let rel: Vec<f64> = points.iter().map(|p| ((p.predicted - p.observed) / p.observed).abs()).collect();
@@ -518,7 +522,28 @@ fn fit_parametric(
             values: estimates(&names, &*f, &theta, &boot, b.level),
         })
         .collect();
-    let extrapolation = if config.extrapolation { extrapolation(law.as_ref(), &data, &opts) } else { None };
+    let extrapolation =
+        if config.extrapolation { extrapolation(law.as_ref(), &data, &opts, &config.bootstrap) } else { None };
+    // Chinchilla's compute-optimal frontier with its bootstrap band, in the law's own counts.
+    let frontier = match (law.name(), flops) {
+        ("chinchilla", Some(flops)) => {
+            let c = data.inputs.iter().map(|x| flops.at(x[0]) * x[1]);
+            let budgets = crate::bands::frontier_budgets(
+                c.clone().fold(f64::INFINITY, f64::min),
+                c.chain(config.optimal.budgets.iter().copied()).fold(0.0, f64::max),
+            );
+            let opt = |t: &[f64], c: f64| {
+                if flops == FlopsPerToken::SIX_N {
+                    optimal::chinchilla_optimal(t, c)
+                } else {
+                    let (n, d, _) = optimal::compute_optimal_with(law.as_ref(), t, c, &flops, &|n, d| vec![n, d]);
+                    (n, d)
+                }
+            };
+            crate::bands::frontier_band(&opt, &theta, &boot, b.level, &budgets)
+        }
+        _ => Vec::new(),
+    };
     let variables: BTreeMap<String, String> = vars.iter().map(|v| (v.clone(), cols.of(v))).collect();
     let entry = LawEntry {
         name: law.name().to_string(),
@@ -560,6 +585,7 @@ fn fit_parametric(
         optimal,
         notes,
         derived_points: Vec::new(),
+        frontier,
     };
     let n_rows = data.len();
     Ok((entry, Fitted { law, theta, boot, n_rows }))
@@ -643,10 +669,26 @@ fn frontier_entry(
             rmse: (frontier.ssr / frontier.points.len() as f64).sqrt(),
             bootstrap: boot_summary,
         }),
-        extrapolation: if config.extrapolation { crate::approaches::frontier_extrapolation(&frontier) } else { None },
+        extrapolation: if config.extrapolation {
+            crate::approaches::frontier_extrapolation(&frontier).map(|mut x| {
+                crate::bands::frontier_held_out_intervals(&frontier, &mut x, b);
+                x
+            })
+        } else {
+            None
+        },
         optimal,
         notes,
         derived_points: spec.derived_points,
+        frontier: {
+            let c = frontier.points.iter().map(|p| p.0);
+            let budgets = crate::bands::frontier_budgets(
+                c.clone().fold(f64::INFINITY, f64::min),
+                c.chain(config.optimal.budgets.iter().copied()).fold(0.0, f64::max),
+            );
+            let opt = |t: &[f64], c: f64| (t[2] * c.powf(t[0]), t[3] * c.powf(t[1]));
+            crate::bands::frontier_band(&opt, &theta, &boot, b.level, &budgets)
+        },
     })
 }
 
@@ -996,6 +1038,7 @@ fn fit_cmr(table: &Table, cfg: &LawConfig, config: &FitConfig, drop: bool) -> Re
             data: DataProvenance { source: table.provenance.clone(), n_rows: table.len(), columns: needed.clone() },
             notes: entry_notes,
             derived_points,
+            frontier: Vec::new(),
         });
     }
     Ok(entries)
