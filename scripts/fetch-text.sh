@@ -2,7 +2,7 @@
 # Real English text for sweeps that must not depend on the internet at training time: Debian
 # packages (fetched with apt-get download; nothing is installed) unpacked into plain .txt files
 # under DIR (default data/text), one file per source document. See
-# /work/shared/reference/data-sources.md for what each holds and its licence.
+# ../shared/reference/data-sources.md for what each holds and its licence.
 #
 #   scripts/fetch-text.sh data/text                 # prose: anarchism, jargon-text, perl-doc, python doc
 #   PACKAGES="anarchism jargon-text" scripts/fetch-text.sh data/text
