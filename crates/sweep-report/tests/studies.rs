@@ -213,3 +213,33 @@ fn precision_study_draws_loss_against_bits_and_against_the_split_per_size() {
     assert!(split.contains("8 bits, D = 20B") && split.contains("4 bits, D = 20B"), "a line per bit width");
     assert!(index.contains("<td data-q=\"exp_bits\" data-value=\"4e0\" data-lo=\"4e0\" data-hi=\"4e0\">4 "));
 }
+
+#[test]
+fn vocabulary_profiles_with_several_sizes_per_budget_draw_a_line_per_size_and_vocabulary() {
+    // An IsoFLOP-over-vocabulary design as configs/vocab.toml plans it: at each budget, three
+    // non-vocabulary sizes, each at three vocabularies (D = C / 6 N_nv).
+    let mut rows = Vec::new();
+    for c in [2e11, 6e11] {
+        for nnv in [3e4f64, 1e5, 2.5e5] {
+            for v in [384.0, 768.0, 1536.0] {
+                let d = c / (6.0 * nnv);
+                let loss = 2.0 + 30.0 / nnv.powf(0.3) + 40.0 / d.powf(0.3) + 0.1 * (v / 768.0f64).ln().powi(2);
+                rows.push(vec![v, nnv, nnv, v * 64.0, d, c, c, loss - 4.0, loss]);
+            }
+        }
+    }
+    let table =
+        Table::from_rows(&["V", "N", "N_nv", "N_v", "D", "C", "C_budget", "loss_u", "loss"], &rows, "vocab").unwrap();
+    let (dir, _) = report("report-vocab-sizes", table, json!({ "schema_version": 2, "laws": [] }));
+    let vocab = read(&dir, "vocab.svg");
+    for c in ["2e11", "6e11"] {
+        for n in ["30k", "100k", "250k"] {
+            let label = format!("C = {c}, N_nv = {n}");
+            assert!(vocab.contains(&label), "{label} in the legend of vocab.svg");
+        }
+    }
+    let iso = read(&dir, "isoflop.svg");
+    for v in ["384", "768", "1.54k"] {
+        assert!(iso.contains(&format!("C = 2e11, V = {v}")), "a profile per vocabulary: V = {v}");
+    }
+}

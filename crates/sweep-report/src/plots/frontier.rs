@@ -90,7 +90,8 @@ pub fn isoflop_minima(table: &Table, laws: Option<&LawsView>) -> Vec<(f64, f64, 
 }
 
 struct Profile {
-    budget: f64,
+    /// The legend: the budget, and the vocabulary size when the budget's points vary it.
+    label: String,
     /// (N, loss) of its points.
     points: Vec<(f64, f64)>,
     /// (centre of ln N, coefficients) of the parabola in ln N.
@@ -106,10 +107,26 @@ fn profiles(table: &Table, laws: Option<&LawsView>) -> Option<Vec<Profile>> {
     let (n, loss) = (col(table, &column("N"))?, col(table, &column("loss"))?);
     let rows: Vec<usize> = (0..table.len()).filter(|&i| n[i] > 0.0 && loss[i].is_finite()).collect();
     let (groups, _) = budget_groups(table, &column("C"), &rows);
-    let out: Vec<Profile> = groups
+    // A budget whose points vary the vocabulary (an IsoFLOP-over-vocabulary study) is one profile
+    // per vocabulary size: sizes of different vocabularies are different curves.
+    let vocab = col(table, "V");
+    let mut split: Vec<(f64, String, Vec<usize>)> = Vec::new();
+    for (budget, rows) in groups {
+        let vs = vocab.map(|v| distinct(rows.iter().map(|&i| v[i]))).unwrap_or_default();
+        match vocab {
+            Some(v) if vs.len() > 1 => {
+                for x in vs {
+                    let sub = rows.iter().copied().filter(|&i| v[i] == x).collect();
+                    split.push((budget, format!("C = {}, V = {}", sci_label(&budget), si_label(&x)), sub));
+                }
+            }
+            _ => split.push((budget, format!("C = {}", sci_label(&budget)), rows)),
+        }
+    }
+    let out: Vec<Profile> = split
         .into_iter()
-        .filter(|g| distinct(g.1.iter().map(|&i| n[i])).len() >= 3)
-        .map(|(budget, rows)| {
+        .filter(|g| distinct(g.2.iter().map(|&i| n[i])).len() >= 3)
+        .map(|(budget, label, rows)| {
             let points: Vec<(f64, f64)> = rows.iter().map(|&i| (n[i], loss[i])).collect();
             let x: Vec<f64> = points.iter().map(|p| p.0.ln()).collect();
             let y: Vec<f64> = points.iter().map(|p| p.1).collect();
@@ -121,7 +138,7 @@ fn profiles(table: &Table, laws: Option<&LawsView>) -> Option<Vec<Profile>> {
                 let xm = m + u;
                 (k[2] > 0.0 && xm >= lo && xm <= hi).then(|| (budget, xm.exp(), k[0] + k[1] * u + k[2] * u * u))
             });
-            Profile { budget, points, fit, minimum }
+            Profile { label, points, fit, minimum }
         })
         .collect();
     (!out.is_empty()).then_some(out)
@@ -168,7 +185,7 @@ pub fn isoflop(table: &Table, laws: Option<&LawsView>) -> Option<Drawn> {
                     tryp!(what, chart.draw_series(LineSeries::new(curve, c.stroke_width(2))));
                 }
                 tryp!(what, chart.draw_series(p.points.iter().map(|&xy| Circle::new(xy, 4, c.filled()))))
-                    .label(format!("C = {}", sci_label(&p.budget)))
+                    .label(p.label.clone())
                     .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
                 if let Some((_, nm, lm)) = p.minimum {
                     tryp!(what, chart.draw_series([TriangleMarker::new((nm, lm), 7, BLACK.filled())]));

@@ -180,10 +180,36 @@ pub fn vocab(table: &Table, laws: Option<&LawsView>) -> Option<Drawn> {
     let (mut groups, _) = budget_groups(table, "C", &rows);
     groups.retain(|g| distinct(g.1.iter().map(|&i| v[i])).len() >= 2);
     let by_budget = !groups.is_empty();
-    if !by_budget {
+    let mut labels: Vec<String> = Vec::new();
+    if by_budget {
+        // Each line one model size at one budget (Tao et al.'s profiles hold N_nv fixed along V):
+        // a budget whose points have several non-vocabulary sizes is split by size.
+        let nnv = m.as_ref().and_then(|m| col(table, &column_of(Some(m), "N_nv"))).or_else(|| col(table, "N_nv"));
+        let mut split = Vec::new();
+        for (c, rows) in groups {
+            let sizes = nnv.map(|x| distinct(rows.iter().map(|&i| x[i]))).unwrap_or_default();
+            match nnv {
+                Some(x) if sizes.len() > 1 => {
+                    for s in sizes {
+                        let sub: Vec<usize> = rows.iter().copied().filter(|&i| x[i] == s).collect();
+                        if distinct(sub.iter().map(|&i| v[i])).len() >= 2 {
+                            labels.push(format!("C = {}, N_nv = {}", sci_label(&c), si_label(&s)));
+                            split.push((c, sub));
+                        }
+                    }
+                }
+                _ => {
+                    labels.push(format!("C = {}", sci_label(&c)));
+                    split.push((c, rows));
+                }
+            }
+        }
+        groups = split;
+    } else {
         // Not an IsoFLOP design: one line per model size.
         let n = col(table, "N")?;
         for s in distinct(rows.iter().map(|&i| n[i])) {
+            labels.push(format!("N = {}", si_label(&s)));
             groups.push((s, rows.iter().copied().filter(|&i| n[i] == s).collect()));
         }
     }
@@ -238,7 +264,7 @@ pub fn vocab(table: &Table, laws: Option<&LawsView>) -> Option<Drawn> {
                     .x_label_formatter(&|x| si_label(x))
                     .draw()
             );
-            for (g, (key, rows)) in groups.iter().enumerate() {
+            for (g, (_, rows)) in groups.iter().enumerate() {
                 let c = colour(g, groups.len());
                 let mut pts: Vec<(f64, f64)> = rows.iter().map(|&i| (v[i], y[i])).collect();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -249,8 +275,7 @@ pub fn vocab(table: &Table, laws: Option<&LawsView>) -> Option<Drawn> {
                 } else {
                     tryp!(what, chart.draw_series(LineSeries::new(pts.iter().copied(), c.mix(0.5).stroke_width(1))));
                 }
-                let label =
-                    if by_budget { format!("C = {}", sci_label(key)) } else { format!("N = {}", si_label(key)) };
+                let label = labels[g].clone();
                 tryp!(what, chart.draw_series(pts.iter().map(|&q| Circle::new(q, 4, c.filled()))))
                     .label(label)
                     .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
@@ -258,7 +283,7 @@ pub fn vocab(table: &Table, laws: Option<&LawsView>) -> Option<Drawn> {
             Ok(())
         },
     );
-    let by = if by_budget { "per compute budget" } else { "per model size" };
+    let by = if by_budget { "per compute budget (and non-vocabulary size)" } else { "per model size" };
     Some(drawn.map_err(|e| e.to_string()).map(|svg| {
         Figure::new(
             what,
