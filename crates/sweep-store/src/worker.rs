@@ -171,20 +171,14 @@ fn run_point(
     store.event(&dir.id, Event::Start { owner: owner.token.clone(), resume_step: resumed_from });
     tracing::info!(point = %dir.id, label = %point.label, resume_step = ?resumed_from, "point started");
     let started = Instant::now();
-    // Heartbeat thread: advances the lease counter; flags loss so training stops at once.
-    let done = Arc::new(AtomicBool::new(false));
+    // Heartbeat thread: advances the lease counter every `heartbeat`; flags loss so training
+    // stops at once. Dropping `finished` wakes it to end at once (a short point must not wait
+    // out a sleep: thousands of simulated points finish within milliseconds).
+    let (finished, wait) = std::sync::mpsc::channel::<()>();
     let beat = {
-        let (path, owner, lost, done, every) =
-            (dir.lease_file(), owner.clone(), control.lost.clone(), done.clone(), opts.heartbeat);
+        let (path, owner, lost, every) = (dir.lease_file(), owner.clone(), control.lost.clone(), opts.heartbeat);
         std::thread::spawn(move || {
-            let tick = Duration::from_millis(50);
-            let mut last = Instant::now();
-            while !done.load(Ordering::SeqCst) {
-                std::thread::sleep(tick);
-                if last.elapsed() < every {
-                    continue;
-                }
-                last = Instant::now();
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(every) {
                 match lease::heartbeat(&path, &owner) {
                     Ok(Beat::Kept) => {}
                     Ok(Beat::Lost) => {
@@ -197,7 +191,7 @@ fn run_point(
         })
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trainer.train(&point, dir, &control)));
-    done.store(true, Ordering::SeqCst);
+    drop(finished);
     let _ = beat.join();
     let outcome = match outcome {
         Ok(r) => r,
