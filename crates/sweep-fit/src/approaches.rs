@@ -185,6 +185,14 @@ pub fn approach2(minima: &[ProfileMinimum]) -> Result<Frontier, FitError> {
     frontier_from(minima.iter().map(|m| (m.c, m.n_opt, m.d_opt)).collect())
 }
 
+/// The least-squares parabola y = q0 + q1 u + q2 u^2 in u = x - centre, centre = mean(x), with
+/// its centre (what approach 2 fits to each IsoFLOP profile; the report draws the same); None
+/// when singular.
+pub fn parabola(x: &[f64], y: &[f64]) -> Option<(f64, [f64; 3])> {
+    let mx = x.iter().sum::<f64>() / x.len() as f64;
+    poly2_fit(x, y).map(|q| (mx, q))
+}
+
 /// Least-squares parabola y = q0 + q1 u + q2 u^2 in u = x - mean(x); None when singular.
 fn poly2_fit(x: &[f64], y: &[f64]) -> Option<[f64; 3]> {
     let mx = x.iter().sum::<f64>() / x.len() as f64;

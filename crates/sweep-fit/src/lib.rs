@@ -47,7 +47,6 @@ pub mod optimal;
 pub mod output;
 pub mod precision_law;
 pub mod run;
-pub mod select;
 pub mod table;
 
 pub use config::{FitConfig, LawConfig};
@@ -55,5 +54,4 @@ pub use error::FitError;
 pub use law::{Law, Space};
 pub use output::{read_laws_json, render_text, write_laws_json, Estimate, LawEntry, LawsFile, LeftOut};
 pub use run::{fit_all, fit_all_complete_rows, fit_csv};
-pub use select::{keep_complete_rows, needed_columns};
 pub use table::Table;

@@ -342,44 +342,7 @@ pub fn parabola(x: &[f64], y: &[f64]) -> Option<(f64, [f64; 3])> {
     if distinct(x.iter().copied()).len() < 3 || x.len() != y.len() {
         return None;
     }
-    let mx = x.iter().sum::<f64>() / x.len() as f64;
-    let mut s = [0.0; 5];
-    let mut t = [0.0; 3];
-    for (&xi, &yi) in x.iter().zip(y) {
-        let u = xi - mx;
-        let mut p = 1.0;
-        for (k, sk) in s.iter_mut().enumerate() {
-            *sk += p;
-            if k < 3 {
-                t[k] += p * yi;
-            }
-            p *= u;
-        }
-    }
-    let mut m = [[s[0], s[1], s[2]], [s[1], s[2], s[3]], [s[2], s[3], s[4]]];
-    let mut b = t;
-    for col in 0..3 {
-        let piv = (col..3).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
-        if m[piv][col].abs() < 1e-300 {
-            return None;
-        }
-        m.swap(col, piv);
-        b.swap(col, piv);
-        for r in col + 1..3 {
-            let f = m[r][col] / m[col][col];
-            let pivot = m[col];
-            for (k, v) in m[r].iter_mut().enumerate().skip(col) {
-                *v -= f * pivot[k];
-            }
-            b[r] -= f * b[col];
-        }
-    }
-    let mut c = [0.0; 3];
-    for r in (0..3).rev() {
-        let s: f64 = (r + 1..3).map(|k| m[r][k] * c[k]).sum();
-        c[r] = (b[r] - s) / m[r][r];
-    }
-    c.iter().all(|v| v.is_finite()).then_some((mx, c))
+    sweep_fit::approaches::parabola(x, y)
 }
 
 #[cfg(test)]

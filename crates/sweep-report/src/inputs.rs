@@ -60,7 +60,6 @@ impl SweepReader {
             id: id.to_string(),
             label: p.label.clone(),
             n: p.counts.non_embedding_params as f64,
-            n_total: p.counts.total_params as f64,
             d: p.tokens as f64,
             r: p.mixture_ratio,
             vocab: p.model.vocab_size as usize,

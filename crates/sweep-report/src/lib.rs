@@ -59,8 +59,6 @@ pub struct PointSummary {
     pub label: String,
     /// Non-embedding parameters.
     pub n: f64,
-    /// All parameters (the N of laws that count all parameters, such as Chinchilla's).
-    pub n_total: f64,
     /// Training tokens.
     pub d: f64,
     /// Domain mixture ratio.
