@@ -22,6 +22,12 @@ pub fn frontier_budgets(lo: f64, hi: f64) -> Vec<f64> {
     (0..=k).map(|i| lo * (hi / lo).powf(i as f64 / k as f64)).collect()
 }
 
+/// Budgets from the data's smallest compute to the largest of the data's and those asked for in
+/// `[fit.optimal] budgets`.
+pub fn frontier_budgets_over(data: impl Iterator<Item = f64> + Clone, asked: &[f64]) -> Vec<f64> {
+    frontier_budgets(data.clone().fold(f64::INFINITY, f64::min), data.chain(asked.iter().copied()).fold(0.0, f64::max))
+}
+
 /// N_opt and D_opt at each budget from `optimal(theta, C)`, with intervals from the resampled
 /// parameters `boot` (failed resamples are None and left out) at `level`.
 pub fn frontier_band(

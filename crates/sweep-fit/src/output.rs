@@ -192,6 +192,38 @@ pub struct FitSummary {
     pub bootstrap: Option<BootstrapSummary>,
 }
 
+impl FitSummary {
+    /// The record of a least-squares fit solved in one step (no starts to try, no iterations to
+    /// converge): approaches 1 and 2, and CMR's eq. 8. `ssr` is the residual sum of squares over
+    /// `n_points`.
+    pub fn closed_form(
+        objective: &str,
+        ssr: f64,
+        n_points: usize,
+        r2: f64,
+        bootstrap: Option<BootstrapSummary>,
+    ) -> FitSummary {
+        FitSummary {
+            objective: objective.into(),
+            objective_value: ssr,
+            n_points,
+            huber_delta: None,
+            starts: 1,
+            starts_converged: 1,
+            starts_stalled: 0,
+            starts_max_iters: 0,
+            starts_failed: 0,
+            starts_at_best: 1,
+            converged: true,
+            grad_norm: None,
+            iterations: 1,
+            r2,
+            rmse: (ssr / n_points as f64).sqrt(),
+            bootstrap,
+        }
+    }
+}
+
 /// Bootstrap settings and outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -528,10 +528,7 @@ fn fit_parametric(
     let frontier = match (law.name(), flops) {
         ("chinchilla", Some(flops)) => {
             let c = data.inputs.iter().map(|x| flops.at(x[0]) * x[1]);
-            let budgets = crate::bands::frontier_budgets(
-                c.clone().fold(f64::INFINITY, f64::min),
-                c.chain(config.optimal.budgets.iter().copied()).fold(0.0, f64::max),
-            );
+            let budgets = crate::bands::frontier_budgets_over(c, &config.optimal.budgets);
             let opt = |t: &[f64], c: f64| {
                 if flops == FlopsPerToken::SIX_N {
                     optimal::chinchilla_optimal(t, c)
@@ -651,24 +648,13 @@ fn frontier_entry(
         variables,
         params,
         derived: BTreeMap::new(),
-        fit: Some(FitSummary {
-            objective: "least_squares_loglog".into(),
-            objective_value: frontier.ssr,
-            n_points: frontier.points.len(),
-            huber_delta: None,
-            starts: 1,
-            starts_converged: 1,
-            starts_stalled: 0,
-            starts_max_iters: 0,
-            starts_failed: 0,
-            starts_at_best: 1,
-            converged: true,
-            grad_norm: None,
-            iterations: 1,
-            r2: frontier.r2,
-            rmse: (frontier.ssr / frontier.points.len() as f64).sqrt(),
-            bootstrap: boot_summary,
-        }),
+        fit: Some(FitSummary::closed_form(
+            "least_squares_loglog",
+            frontier.ssr,
+            frontier.points.len(),
+            frontier.r2,
+            boot_summary,
+        )),
         extrapolation: if config.extrapolation {
             crate::approaches::frontier_extrapolation(&frontier).map(|mut x| {
                 crate::bands::frontier_held_out_intervals(&frontier, &mut x, b);
@@ -682,10 +668,7 @@ fn frontier_entry(
         derived_points: spec.derived_points,
         frontier: {
             let c = frontier.points.iter().map(|p| p.0);
-            let budgets = crate::bands::frontier_budgets(
-                c.clone().fold(f64::INFINITY, f64::min),
-                c.chain(config.optimal.budgets.iter().copied()).fold(0.0, f64::max),
-            );
+            let budgets = crate::bands::frontier_budgets_over(c, &config.optimal.budgets);
             let opt = |t: &[f64], c: f64| (t[2] * c.powf(t[0]), t[3] * c.powf(t[1]));
             crate::bands::frontier_band(&opt, &theta, &boot, b.level, &budgets)
         },
@@ -1015,24 +998,13 @@ fn fit_cmr(table: &Table, cfg: &LawConfig, config: &FitConfig, drop: bool) -> Re
             variables: all_vars.iter().map(|v| (v.clone(), cols.of(v))).collect(),
             params,
             derived: BTreeMap::new(),
-            fit: Some(FitSummary {
-                objective: "least_squares".into(),
-                objective_value: ssr,
-                n_points: pts.len(),
-                huber_delta: None,
-                starts: 1,
-                starts_converged: 1,
-                starts_stalled: 0,
-                starts_max_iters: 0,
-                starts_failed: 0,
-                starts_at_best: 1,
-                converged: true,
-                grad_norm: None,
-                iterations: 1,
-                r2: r_squared(&observed, &predicted),
-                rmse: (ssr / pts.len() as f64).sqrt(),
-                bootstrap: boot_summary,
-            }),
+            fit: Some(FitSummary::closed_form(
+                "least_squares",
+                ssr,
+                pts.len(),
+                r_squared(&observed, &predicted),
+                boot_summary,
+            )),
             extrapolation: None,
             optimal,
             data: DataProvenance { source: table.provenance.clone(), n_rows: table.len(), columns: needed.clone() },

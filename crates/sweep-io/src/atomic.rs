@@ -19,6 +19,21 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     persist(tmp, path)
 }
 
+/// Writes `bytes` to `path` whole (a temporary file renamed into place, so a reader never sees a
+/// part) without syncing to disk: for views rebuilt from the durable files at any time (the
+/// report), which a crash may leave at their previous version but never torn.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = temp_file_beside(path)?;
+    tmp.write_all(bytes)?;
+    if let Err(e) = tmp.persist(path) {
+        // As in `persist`: an NFS rename can report a failure that happened.
+        if !is_same_file(e.file.as_file(), path) {
+            return Err(e.error);
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` only if nothing is there yet: returns false, and leaves the file as
 /// it was, when it already existed. For leases and results, which must never be overwritten.
 pub fn create_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {

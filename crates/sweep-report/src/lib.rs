@@ -176,11 +176,8 @@ pub fn figures(inputs: &ReportInputs) -> Figures {
 /// `sweep report` rebuilds from the directory at any time, and a live rewrite must not make a
 /// sweep of thousands of short points wait on the disk.
 fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, ReportError> {
-    use std::io::Write as _;
     let path = dir.join(name);
-    let io = |source| ReportError::Io { path: path.clone(), source };
-    let mut tmp = sweep_io::atomic::temp_file_beside(&path).map_err(io)?;
-    tmp.write_all(contents.as_bytes()).map_err(io)?;
-    tmp.persist(&path).map_err(|e| io(e.error))?;
+    sweep_io::atomic::write_unsynced(&path, contents.as_bytes())
+        .map_err(|source| ReportError::Io { path: path.clone(), source })?;
     Ok(path)
 }

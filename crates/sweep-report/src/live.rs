@@ -66,21 +66,15 @@ impl LiveReport {
             .ok();
         LiveReport { stop, handle }
     }
-
-    /// Stops the thread after it writes the final page (no reload); returns what it did.
-    pub fn finish(mut self) -> LiveStats {
-        self.stop_and_join()
-    }
-
-    fn stop_and_join(&mut self) -> LiveStats {
-        self.stop.store(true, Ordering::SeqCst);
-        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
-    }
 }
 
 impl Drop for LiveReport {
+    /// Stops the thread after it writes the final page (no reload).
     fn drop(&mut self) {
-        self.stop_and_join();
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 

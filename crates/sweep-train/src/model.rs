@@ -601,6 +601,12 @@ impl Block {
         &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x, pass.ops)?, pass)?
     }
 
+    /// The block's weights by name, as the fused block ops (CPU and CUDA) take them.
+    fn fused_params(&self) -> fused::block::BlockParams {
+        let weights = self.params().into_iter().map(|p| (p.name.clone(), p.t().clone())).collect();
+        fused::block::BlockParams { weights, swiglu: self.mlp.gate_proj.is_some() }
+    }
+
     /// The block as one fused CPU op; its weight gradients land in `side`.
     fn forward_cpu_fused(
         &self,
@@ -609,11 +615,9 @@ impl Block {
         quant: &QuantTargets,
         side: &fused::block::SideGrads,
     ) -> Result<Tensor> {
-        let weights = self.params().into_iter().map(|p| (p.name.clone(), p.t().clone())).collect();
-        let params = fused::block::BlockParams { weights, swiglu: self.mlp.gate_proj.is_some() };
         fused::block::transformer_block(
             x,
-            params,
+            self.fused_params(),
             &pass.cos,
             &pass.sin,
             self.self_attn.n_heads,
@@ -635,11 +639,9 @@ impl Block {
         compute: DType,
         buffers: &fused::cuda_block::Buffers,
     ) -> Result<Tensor> {
-        let weights = self.params().into_iter().map(|p| (p.name.clone(), p.t().clone())).collect();
-        let params = fused::block::BlockParams { weights, swiglu: self.mlp.gate_proj.is_some() };
         fused::cuda_block::transformer_block(
             x,
-            params,
+            self.fused_params(),
             &pass.cos,
             &pass.sin,
             self.self_attn.n_heads,

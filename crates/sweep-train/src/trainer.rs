@@ -2,7 +2,7 @@
 //! schedule, clipping, evaluation and checkpointing visible in it.
 
 use crate::divergence::DivergenceCheck;
-use crate::model::{ExecPath, LinearHooks, ModelConfig, Transformer};
+use crate::model::{ExecPath, ModelConfig, Transformer};
 use crate::optim::{clip_grads, AdamW, AdamWConfig};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
@@ -201,37 +201,43 @@ fn evaluate(
     batch_size: usize,
     context: usize,
     batches: usize,
-    hooks: &dyn LinearHooks,
+    hooks: &crate::precision::PrecisionHooks,
     device: &Device,
 ) -> anyhow::Result<BTreeMap<&'static str, Evaluation>> {
-    let mut out = BTreeMap::new();
-    for kind in [SourceKind::General, SourceKind::Domain] {
-        if data.source(kind).is_none() {
-            continue;
+    // Evaluation passes use delayed scaling's histories without recording into them.
+    hooks.set_training(false);
+    let ev = (|| -> anyhow::Result<BTreeMap<&'static str, Evaluation>> {
+        let mut out = BTreeMap::new();
+        for kind in [SourceKind::General, SourceKind::Domain] {
+            if data.source(kind).is_none() {
+                continue;
+            }
+            let val = data.validation(kind, batch_size, context)?;
+            let mut total = 0.0;
+            let mut unigram_total = 0.0;
+            let mut n = 0usize;
+            for b in val.iter().take(batches) {
+                let rows = b.rows();
+                let (x, y) = batch_tensors(&b.inputs, &b.targets, rows, context, device)?;
+                let loss = model.loss(&x, &y, hooks)?.to_scalar::<f32>()? as f64;
+                total += loss * rows as f64;
+                unigram_total += unigram.cross_entropy(&b.targets) * rows as f64;
+                n += rows;
+            }
+            if n == 0 {
+                bail!("the {kind} validation set is empty: raise data.validation_fraction or use more text");
+            }
+            let loss = total / n as f64;
+            let bpt = data.bytes_per_token(kind).unwrap_or(f64::NAN);
+            out.insert(
+                kind.name(),
+                Evaluation { loss, bpb: loss / std::f64::consts::LN_2 / bpt, unigram: unigram_total / n as f64 },
+            );
         }
-        let val = data.validation(kind, batch_size, context)?;
-        let mut total = 0.0;
-        let mut unigram_total = 0.0;
-        let mut n = 0usize;
-        for b in val.iter().take(batches) {
-            let rows = b.rows();
-            let (x, y) = batch_tensors(&b.inputs, &b.targets, rows, context, device)?;
-            let loss = model.loss(&x, &y, hooks)?.to_scalar::<f32>()? as f64;
-            total += loss * rows as f64;
-            unigram_total += unigram.cross_entropy(&b.targets) * rows as f64;
-            n += rows;
-        }
-        if n == 0 {
-            bail!("the {kind} validation set is empty: raise data.validation_fraction or use more text");
-        }
-        let loss = total / n as f64;
-        let bpt = data.bytes_per_token(kind).unwrap_or(f64::NAN);
-        out.insert(
-            kind.name(),
-            Evaluation { loss, bpb: loss / std::f64::consts::LN_2 / bpt, unigram: unigram_total / n as f64 },
-        );
-    }
-    Ok(out)
+        Ok(out)
+    })();
+    hooks.set_training(true);
+    ev
 }
 
 /// The measured peak of this device's f32 matrix multiply (FLOP/s), the denominator of MFU
@@ -447,12 +453,8 @@ impl Trainer for CandleTrainer {
                     val_loss_u: None,
                 };
                 if is_eval {
-                    // Evaluation passes use delayed scaling's histories without recording into them.
-                    hooks.set_training(false);
                     let ev =
-                        evaluate(&model, &data, &unigram, batch, context, t.eval_batches as usize, &hooks, &device);
-                    hooks.set_training(true);
-                    let ev = ev?;
+                        evaluate(&model, &data, &unigram, batch, context, t.eval_batches as usize, &hooks, &device)?;
                     record.val_loss = Some(per_source(&ev, |v| v.loss));
                     record.val_bpb = Some(per_source(&ev, |v| v.bpb));
                     record.val_loss_u = Some(per_source(&ev, Evaluation::loss_u));
@@ -471,11 +473,7 @@ impl Trainer for CandleTrainer {
             }
         }
         // Final evaluation and export.
-        // Evaluation passes use delayed scaling's histories without recording into them.
-        hooks.set_training(false);
-        let ev = evaluate(&model, &data, &unigram, batch, context, t.eval_batches as usize, &hooks, &device);
-        hooks.set_training(true);
-        let ev = ev?;
+        let ev = evaluate(&model, &data, &unigram, batch, context, t.eval_batches as usize, &hooks, &device)?;
         crate::export::export(dir, &model, &data)?;
         let by_source = |f: &dyn Fn(SourceKind) -> Option<f64>| PerSource {
             general: f(SourceKind::General),
